@@ -1,0 +1,97 @@
+// One place that acquires a GPUDevice: Node (npm `webgpu`, Dawn) or a browser (navigator.gpu).
+/// <reference types="@webgpu/types" />
+
+/** Features the engine uses when the adapter has them. */
+const WANTED_FEATURES: GPUFeatureName[] = ['timestamp-query', 'shader-f16', 'subgroups'];
+
+export interface DeviceInfo {
+  device: GPUDevice;
+  /** Human-readable adapter name, e.g. "mesa llvmpipe (software)". */
+  adapterName: string;
+  features: ReadonlySet<string>;
+  limits: GPUSupportedLimits;
+}
+
+// Dawn in Node crashes (SIGSEGV in its callback flush) when the `webgpu` instance is collected
+// while a device lives: these module-level references keep the instance and adapter alive.
+let gpuInstance: GPU | undefined;
+let adapterRef: GPUAdapter | undefined;
+let pending: Promise<DeviceInfo> | undefined;
+let current: DeviceInfo | undefined;
+
+const NO_ADAPTER_HELP =
+  'No WebGPU adapter found. In Node, tessera uses Dawn (npm "webgpu"), which needs a Vulkan, Metal or ' +
+  'D3D12 driver: on Debian bookworm run `npm run setup` as root (installs Mesa lavapipe from ' +
+  'bookworm-backports). In a browser, enable WebGPU (Chromium: --enable-unsafe-webgpu).';
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
+
+async function nodeGpu(): Promise<GPU> {
+  // Dawn wants a writable XDG_RUNTIME_DIR before the instance is created.
+  if (!process.env.XDG_RUNTIME_DIR) {
+    const { mkdirSync } = await import('node:fs');
+    const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
+    const dir = `/tmp/tessera-xdg-${uid}`;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    process.env.XDG_RUNTIME_DIR = dir;
+  }
+  // The module name is held in a variable so browser bundles never try to resolve it.
+  const moduleName = 'webgpu';
+  const mod = (await import(/* @vite-ignore */ moduleName)) as {
+    create: (flags: string[]) => GPU;
+    globals: Record<string, unknown>;
+  };
+  Object.assign(globalThis, mod.globals);
+  return mod.create([]);
+}
+
+async function acquire(): Promise<DeviceInfo> {
+  const gpu = isNode ? await nodeGpu() : (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) throw new Error(NO_ADAPTER_HELP);
+  gpuInstance = gpu;
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new Error(NO_ADAPTER_HELP);
+  adapterRef = adapter;
+
+  // Request the adapter's full limits: the defaults are half of what lavapipe offers
+  // (16 KiB workgroup storage, 256 invocations), and kernels size their tiles from these.
+  const requiredLimits: Record<string, number> = {};
+  for (const key in adapter.limits) {
+    const value = (adapter.limits as unknown as Record<string, unknown>)[key];
+    // Dawn clamps the dynamic-offset limits itself and warns when asked for more.
+    if (typeof value === 'number' && !key.startsWith('maxDynamic')) requiredLimits[key] = value;
+  }
+  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  device.lost.then((info) => {
+    if (current?.device === device) current = undefined;
+    if (info.reason !== 'destroyed') console.error(`tessera: GPU device lost: ${info.message}`);
+  });
+  device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+    console.error(`tessera: uncaptured WebGPU error: ${ev.error.message}`);
+  };
+  const info = adapter.info;
+  const adapterName = [info?.vendor, info?.device || info?.description, info?.architecture ? `(${info.architecture})` : '']
+    .filter(Boolean)
+    .join(' ');
+  current = { device, adapterName: adapterName || 'unknown adapter', features: new Set(device.features), limits: device.limits };
+  return current;
+}
+
+/** Acquires (once) and returns the GPU device with the adapter's full limits. */
+export function getDevice(): Promise<DeviceInfo> {
+  if (current) return Promise.resolve(current);
+  pending ??= acquire().finally(() => (pending = undefined));
+  return pending;
+}
+
+/** The device acquired by `getDevice()`; ops call this and need it to exist already. */
+export function currentDevice(): DeviceInfo {
+  if (!current) throw new Error('No GPU device yet: call `await init()` (or `await getDevice()`) before creating tensors.');
+  return current;
+}
+
+/** Keeps the module-level references visible to tools that look for unused bindings. */
+export function gpuHandles(): { instance: GPU | undefined; adapter: GPUAdapter | undefined } {
+  return { instance: gpuInstance, adapter: adapterRef };
+}

@@ -1,0 +1,280 @@
+// Dispatch: pipeline and bind-group caches, immutable uniform buffers cached by content, and
+// command batching (dispatches are recorded into one encoder and submitted on readback or flush).
+/// <reference types="@webgpu/types" />
+import { type KernelSource, packUniforms } from '../kernels/common.js';
+import { currentDevice, type DeviceInfo } from './device.js';
+import { BufferPool, type PooledBuffer, Usage } from './memory.js';
+
+const SHADER_STAGE_COMPUTE = 0x4;
+const MAP_MODE_READ = 0x1;
+
+interface CachedPipeline {
+  id: number;
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+  source: KernelSource;
+}
+
+export interface KernelRecord {
+  name: string;
+  code: string;
+}
+
+/** Options an op passes with each launch. */
+export interface Launch {
+  source: KernelSource;
+  uniforms?: Record<string, number>;
+  /** Storage buffers in the kernel's declared order. */
+  buffers: PooledBuffer[];
+  grid: [number, number, number];
+  /** e.g. `matmul 64x192x576`; shows in profiles and errors. */
+  label: string;
+}
+
+// Measured on lavapipe: ~8.6 µs per dispatch batched in one encoder vs ~16 µs with a submit each,
+// and Dawn grows without bound when nothing waits. Submitting every few hundred dispatches keeps
+// encoders small; training loops still await once per step.
+const AUTO_FLUSH_DISPATCHES = 512;
+const MAX_UNIFORM_CACHE = 8192;
+const MAX_BIND_GROUP_CACHE = 16384;
+
+export class Runtime {
+  readonly device: GPUDevice;
+  readonly info: DeviceInfo;
+  readonly pool: BufferPool;
+  private stagingPool: BufferPool;
+  private pipelines = new Map<string, CachedPipeline>();
+  private layouts = new Map<string, GPUBindGroupLayout>();
+  private bindGroups = new Map<string, GPUBindGroup>();
+  private uniformBuffers = new Map<string, PooledBuffer>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private pendingDispatches = 0;
+  private errors: string[] = [];
+  /** Counters for tests and benchmarks. */
+  readonly stats = { dispatches: 0, submits: 0, pipelinesCompiled: 0, bindGroupsCreated: 0, uniformBuffersCreated: 0 };
+  /** Print each kernel's WGSL when its pipeline is first built (TESSERA_PRINT_KERNELS=1). */
+  printKernels = typeof process !== 'undefined' && process.env?.TESSERA_PRINT_KERNELS === '1';
+
+  constructor(info: DeviceInfo) {
+    this.info = info;
+    this.device = info.device;
+    this.pool = new BufferPool(this.device);
+    this.stagingPool = new BufferPool(this.device, Usage.MAP_READ | Usage.COPY_DST, this.device.limits.maxBufferSize);
+    this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+      this.errors.push(ev.error.message);
+      console.error(`tessera: WebGPU error: ${ev.error.message}`);
+    };
+  }
+
+  // ---- pipelines --------------------------------------------------------------------------
+
+  private layoutFor(source: KernelSource): GPUBindGroupLayout {
+    const kinds = (source.uniforms.length ? ['u'] : []).concat(source.buffers.map((b) => (b.access === 'read' ? 'r' : 'w')));
+    const key = kinds.join('');
+    let layout = this.layouts.get(key);
+    if (!layout) {
+      const entries: GPUBindGroupLayoutEntry[] = kinds.map((k, binding) => ({
+        binding,
+        visibility: SHADER_STAGE_COMPUTE,
+        buffer: { type: k === 'u' ? 'uniform' : k === 'r' ? 'read-only-storage' : 'storage' },
+      }));
+      layout = this.device.createBindGroupLayout({ entries, label: key });
+      this.layouts.set(key, layout);
+    }
+    return layout;
+  }
+
+  /** Pipelines are cached by WGSL source, never rebuilt per call. */
+  pipeline(source: KernelSource): CachedPipeline {
+    let cached = this.pipelines.get(source.code);
+    if (!cached) {
+      if (this.printKernels) console.log(`// ---- kernel ${source.name}\n${source.code}`);
+      const layout = this.layoutFor(source);
+      const module = this.device.createShaderModule({ code: source.code, label: source.name });
+      const pipeline = this.device.createComputePipeline({
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint: 'main' },
+        label: source.name,
+      });
+      cached = { id: this.pipelines.size + 1, pipeline, layout, source };
+      this.pipelines.set(source.code, cached);
+      this.stats.pipelinesCompiled++;
+    }
+    return cached;
+  }
+
+  /** Every kernel built so far, for printing and counting. */
+  kernels(): KernelRecord[] {
+    return [...this.pipelines.values()].map((p) => ({ name: p.source.name, code: p.source.code }));
+  }
+
+  // ---- uniforms and bind groups -----------------------------------------------------------
+
+  // Uniform buffers are immutable and cached by content: written at creation (mappedAtCreation),
+  // so a value can never change under a dispatch that is recorded but not yet submitted.
+  private uniformBuffer(bytes: ArrayBuffer): PooledBuffer {
+    const u32 = new Uint32Array(bytes);
+    let key = '';
+    for (let i = 0; i < u32.length; i++) key += u32[i]!.toString(36) + ',';
+    let buf = this.uniformBuffers.get(key);
+    if (!buf) {
+      if (this.uniformBuffers.size >= MAX_UNIFORM_CACHE) this.dropUniformCache();
+      const gpu = this.device.createBuffer({ size: bytes.byteLength, usage: Usage.UNIFORM, mappedAtCreation: true });
+      new Uint8Array(gpu.getMappedRange()).set(new Uint8Array(bytes));
+      gpu.unmap();
+      buf = { gpu, id: -(this.uniformBuffers.size + 1 + this.stats.uniformBuffersCreated), bytes: bytes.byteLength };
+      this.uniformBuffers.set(key, buf);
+      this.stats.uniformBuffersCreated++;
+    }
+    return buf;
+  }
+
+  private dropUniformCache(): void {
+    this.flush();
+    for (const b of this.uniformBuffers.values()) b.gpu.destroy();
+    this.uniformBuffers.clear();
+    this.bindGroups.clear();
+  }
+
+  private bindGroup(p: CachedPipeline, buffers: PooledBuffer[]): GPUBindGroup {
+    let key = `${p.id}`;
+    for (const b of buffers) key += `:${b.id}`;
+    let group = this.bindGroups.get(key);
+    if (!group) {
+      if (this.bindGroups.size >= MAX_BIND_GROUP_CACHE) this.bindGroups.clear();
+      group = this.device.createBindGroup({
+        layout: p.layout,
+        entries: buffers.map((b, binding) => ({ binding, resource: { buffer: b.gpu } })),
+      });
+      this.bindGroups.set(key, group);
+      this.stats.bindGroupsCreated++;
+    }
+    return group;
+  }
+
+  // ---- recording and submission -------------------------------------------------------------
+
+  private computePass(): GPUComputePassEncoder {
+    if (!this.pass) {
+      this.encoder ??= this.device.createCommandEncoder();
+      this.pass = this.encoder.beginComputePass();
+    }
+    return this.pass;
+  }
+
+  private commandEncoder(): GPUCommandEncoder {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    this.encoder ??= this.device.createCommandEncoder();
+    return this.encoder;
+  }
+
+  /** Records one dispatch; nothing is submitted until flush or readback. */
+  run(launch: Launch): void {
+    const { source, grid } = launch;
+    const expected = source.buffers.length;
+    if (launch.buffers.length !== expected) {
+      throw new Error(`${launch.label}: kernel ${source.name} takes ${expected} buffers, got ${launch.buffers.length}`);
+    }
+    if (grid[0] === 0 || grid[1] === 0 || grid[2] === 0) return;
+    const p = this.pipeline(source);
+    const all = source.uniforms.length ? [this.uniformBuffer(packUniforms(source.uniforms, launch.uniforms ?? {})), ...launch.buffers] : launch.buffers;
+    const pass = this.computePass();
+    pass.setPipeline(p.pipeline);
+    pass.setBindGroup(0, this.bindGroup(p, all));
+    pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
+    this.stats.dispatches++;
+    if (++this.pendingDispatches >= AUTO_FLUSH_DISPATCHES) this.flush();
+  }
+
+  /** Copies `bytes` between pooled buffers, in order with the recorded dispatches. */
+  copy(src: PooledBuffer, dst: PooledBuffer, bytes: number, srcOffset = 0, dstOffset = 0): void {
+    this.commandEncoder().copyBufferToBuffer(src.gpu, srcOffset, dst.gpu, dstOffset, bytes);
+  }
+
+  get hasPendingWork(): boolean {
+    return this.encoder !== null;
+  }
+
+  /** Submits everything recorded so far. */
+  flush(): void {
+    if (!this.encoder) return;
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.pendingDispatches = 0;
+    this.stats.submits++;
+  }
+
+  /** Submits and waits until the GPU has finished; throws any WebGPU error seen so far. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.throwErrors();
+  }
+
+  private throwErrors(): void {
+    if (this.errors.length) {
+      const msg = this.errors.join('\n');
+      this.errors = [];
+      throw new Error(`WebGPU error: ${msg}`);
+    }
+  }
+
+  /** queue.writeBuffer runs before any not-yet-submitted commands, so those are submitted
+   * first: a pooled buffer may be read by a recorded dispatch and reused for new data. */
+  write(dst: PooledBuffer, data: ArrayBufferView, dstOffset = 0): void {
+    if (this.encoder) this.flush();
+    const bytes = data.byteLength;
+    if (bytes === 0) return;
+    const aligned = Math.ceil(bytes / 4) * 4;
+    if (aligned === bytes) this.device.queue.writeBuffer(dst.gpu, dstOffset, data.buffer, data.byteOffset, bytes);
+    else {
+      const padded = new Uint8Array(aligned);
+      padded.set(new Uint8Array(data.buffer, data.byteOffset, bytes));
+      this.device.queue.writeBuffer(dst.gpu, dstOffset, padded);
+    }
+  }
+
+  /** Reads `bytes` from a buffer: submits pending work, copies into a pooled staging buffer. */
+  async read(src: PooledBuffer, bytes: number, srcOffset = 0): Promise<ArrayBuffer> {
+    const size = Math.max(4, Math.ceil(bytes / 4) * 4);
+    const staging = this.stagingPool.acquire(size, 'readback');
+    try {
+      this.commandEncoder().copyBufferToBuffer(src.gpu, srcOffset, staging.gpu, 0, size);
+      this.flush();
+      await staging.gpu.mapAsync(MAP_MODE_READ, 0, size);
+      const out = staging.gpu.getMappedRange(0, size).slice(0, bytes);
+      staging.gpu.unmap();
+      this.throwErrors();
+      return out;
+    } finally {
+      this.stagingPool.release(staging);
+    }
+  }
+
+  /** Returns pooled memory to the driver (destroy only takes effect after later queue work). */
+  async releasePooled(): Promise<number> {
+    this.flush();
+    this.bindGroups.clear();
+    const n = this.pool.trim() + this.stagingPool.trim();
+    this.device.queue.submit([]);
+    await this.device.queue.onSubmittedWorkDone();
+    return n;
+  }
+}
+
+let runtime: Runtime | undefined;
+
+/** The process-wide runtime for the current device. */
+export function rt(): Runtime {
+  const info = currentDevice();
+  if (!runtime || runtime.info !== info) runtime = new Runtime(info);
+  return runtime;
+}

@@ -1,0 +1,35 @@
+// tessera's engine: the public API. Import from here; nothing in engine/ knows about models.
+import { installTapeOps } from './autograd.js';
+import { add } from './ops/elementwise.js';
+import { onesLike } from './ops/creation.js';
+import { copy } from './ops/movement.js';
+import { rt } from './dispatch.js';
+
+installTapeOps({ add, onesLike, copy });
+
+export { backward, detach, isGradEnabled, noGrad } from './autograd.js';
+export { currentDevice, getDevice, type DeviceInfo } from './device.js';
+export { type Launch, rt, Runtime } from './dispatch.js';
+export { keep, scope } from './memory.js';
+export { AdamW, type AdamWOptions, type ParamGroup, SGD, type SGDOptions } from './optim.js';
+export { arange, cast, fill, full, ones, onesLike, zeros, zerosLike } from './ops/creation.js';
+export { patchEmbed } from './ops/conv.js';
+export * from './ops/elementwise.js';
+export { layerNorm } from './ops/layernorm.js';
+export { linear, matmul, type MatmulOptions } from './ops/matmul.js';
+export { concat, copy, expand, gather, indexSelect, pad, permute, reshape, slice, transpose } from './ops/movement.js';
+export { dropout, manualSeed, rand, randn } from './ops/random.js';
+export { max, mean, type ReduceOptions, sum, sumToShape, variance } from './ops/reduce.js';
+export { crossEntropy, type CrossEntropyOptions, logSoftmax, softmax } from './ops/softmax.js';
+export { type DType, init, numel, parameter, type Shape, Tensor, tensor, upload } from './tensor.js';
+
+/** Number of GPU buffers held by live tensors (pooled free buffers are not counted). */
+export const liveBuffers = (): number => rt().pool.liveCount;
+/** Bytes held by live tensors (size classes). */
+export const liveBytes = (): number => rt().pool.liveBytes;
+/** Submits all recorded GPU work without waiting. */
+export const flush = (): void => rt().flush();
+/** Submits and waits for the GPU; throws any WebGPU error seen. */
+export const sync = (): Promise<void> => rt().sync();
+/** The WGSL of every kernel compiled so far (set TESSERA_PRINT_KERNELS=1 to print them as built). */
+export const compiledKernels = () => rt().kernels();

@@ -1,0 +1,41 @@
+// LayerNorm over the last axis with optional affine γ, β (timm uses eps 1e-6).
+import { grid1d } from '../../kernels/common.js';
+import { layerNormGradKernel, layerNormKernel, layerNormParamGradKernel } from '../../kernels/layernorm.js';
+import { record } from '../autograd.js';
+import { rt } from '../dispatch.js';
+import { shapeStr, Tensor } from '../tensor.js';
+
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
+  if (x.dtype !== 'float32' || x.rank === 0) throw new Error(`layerNorm: ${x.describe()} must be float32 with at least one dimension`);
+  const cols = x.shape[x.rank - 1]!;
+  const rows = cols === 0 ? 0 : x.size / cols;
+  const affine = weight !== null || bias !== null;
+  if (affine) {
+    for (const [name, p] of [['weight', weight], ['bias', bias]] as const) {
+      if (!p || p.rank !== 1 || p.shape[0] !== cols) {
+        throw new Error(`layerNorm: ${name} ${p ? p.describe() : 'is missing'}; expected [${cols}] to match the last axis of ${x.describe()} (pass both or neither)`);
+      }
+    }
+  }
+  const y = Tensor.empty(x.shape, 'float32', 'layerNorm');
+  const stats = Tensor.empty([rows, 2], 'float32', 'layerNorm stats');
+  const uniforms = { rows, cols, eps };
+  const label = `${shapeStr([rows, cols])}`;
+  const fwd = layerNormKernel(affine);
+  if (rows > 0) rt().run({ source: fwd, uniforms, buffers: affine ? [x.buffer, weight!.buffer, bias!.buffer, y.buffer, stats.buffer] : [x.buffer, y.buffer, stats.buffer], grid: grid1d(rows, fwd.workgroupSize), label: `layernorm ${label}` });
+  const inputs = affine ? [x, weight!, bias!] : [x];
+  return record('layerNorm', y, inputs, (g) => {
+    let dx: Tensor | null = null;
+    if (x.requiresGrad) {
+      dx = Tensor.empty(x.shape, 'float32', 'layerNorm backward');
+      const k = layerNormGradKernel(affine);
+      rt().run({ source: k, uniforms, buffers: affine ? [x.buffer, weight!.buffer, stats.buffer, g.buffer, dx.buffer] : [x.buffer, stats.buffer, g.buffer, dx.buffer], grid: grid1d(rows, k.workgroupSize), label: `layernorm_grad ${label}` });
+    }
+    if (!affine) return [dx];
+    const dgamma = Tensor.empty([cols], 'float32', 'layerNorm dweight');
+    const dbeta = Tensor.empty([cols], 'float32', 'layerNorm dbias');
+    const k = layerNormParamGradKernel();
+    rt().run({ source: k, uniforms, buffers: [x.buffer, stats.buffer, g.buffer, dgamma.buffer, dbeta.buffer], grid: grid1d(cols, k.workgroupSize), label: `layernorm_param_grad ${label}` });
+    return [dx, dgamma, dbeta];
+  });
+}

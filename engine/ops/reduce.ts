@@ -1,0 +1,139 @@
+// Reductions over any set of axes (keepdim or not): sum, mean, max with argmax, var. Reduced axes
+// are permuted to the end (a recorded op, so its backward comes for free), then one row kernel.
+import { grid1d } from '../../kernels/common.js';
+import { argmaxScatterKernel, type RowReduction, rowReduceKernel } from '../../kernels/reduce.js';
+import { record } from '../autograd.js';
+import { rt } from '../dispatch.js';
+import { broadcastStrides } from '../reference/nd.js';
+import { numel, shapeStr, Tensor } from '../tensor.js';
+import { mapElements, mulScalar, sub } from './elementwise.js';
+import { expand, permute, reshape } from './movement.js';
+
+export interface ReduceOptions {
+  keepdim?: boolean;
+}
+
+type Axes = number | readonly number[] | undefined;
+
+function normAxes(x: Tensor, axes: Axes, op: string): number[] {
+  const list = axes === undefined ? x.shape.map((_, i) => i) : typeof axes === 'number' ? [axes] : [...axes];
+  const out = list.map((a) => (a < 0 ? a + x.rank : a));
+  for (const [i, a] of out.entries()) {
+    if (!Number.isInteger(a) || a < 0 || a >= x.rank || out.indexOf(a) !== i) {
+      throw new Error(`${op}: axes [${list.join(', ')}] are invalid for ${x.describe()}`);
+    }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+interface Prepared {
+  rows: Tensor; // x permuted to [..kept, ..reduced]
+  m: number;
+  r: number;
+  keptShape: number[];
+  keepdimShape: number[];
+}
+
+function prepare(x: Tensor, ax: number[]): Prepared {
+  const kept = x.shape.map((_, i) => i).filter((i) => !ax.includes(i));
+  const perm = [...kept, ...ax];
+  const trailing = perm.every((p, i) => p === i);
+  const rows = trailing ? x : permute(x, perm);
+  const keptShape = kept.map((i) => x.shape[i]!);
+  return {
+    rows,
+    m: numel(keptShape),
+    r: numel(ax.map((i) => x.shape[i]!)),
+    keptShape,
+    keepdimShape: x.shape.map((d, i) => (ax.includes(i) ? 1 : d)),
+  };
+}
+
+function launchRows(kind: RowReduction, p: Prepared, scale: number, correction: number, label: string): { out: Tensor; idx?: Tensor } {
+  const out = Tensor.empty(p.keptShape, 'float32', label);
+  const idx = kind === 'max' ? Tensor.empty(p.keptShape, 'int32', label) : undefined;
+  if (p.m > 0) {
+    const source = rowReduceKernel(kind);
+    rt().run({
+      source,
+      uniforms: { rows: p.m, cols: p.r, scale, correction },
+      buffers: idx ? [p.rows.buffer, out.buffer, idx.buffer] : [p.rows.buffer, out.buffer],
+      grid: grid1d(p.m, source.workgroupSize),
+      label: `${label} ${p.m}x${p.r}`,
+    });
+  }
+  return { out, idx };
+}
+
+function finish(y: Tensor, p: Prepared, opts: ReduceOptions): Tensor {
+  return opts.keepdim ? reshape(y, p.keepdimShape) : y;
+}
+
+function checkFloat(op: string, x: Tensor): void {
+  if (x.dtype !== 'float32') throw new Error(`${op}: ${x.describe()} must be float32`);
+}
+
+function scaledSum(op: string, x: Tensor, axes: Axes, opts: ReduceOptions, mean: boolean): Tensor {
+  checkFloat(op, x);
+  const ax = normAxes(x, axes, op);
+  const p = prepare(x, ax);
+  if (p.r === 0 && mean) throw new Error(`mean: reducing ${x.describe()} over empty axes`);
+  const scale = mean ? 1 / p.r : 1;
+  const { out } = launchRows('sum', p, scale, 0, op);
+  const y = record(op, out, [p.rows], (g) => {
+    const full = expand(reshape(g, [...p.keptShape, ...new Array(ax.length).fill(1)]), p.rows.shape);
+    return [scale === 1 ? full : mulScalar(full, scale)];
+  });
+  return finish(y, p, opts);
+}
+
+/** Σ over `axes` (all when omitted). */
+export const sum = (x: Tensor, axes?: Axes, opts: ReduceOptions = {}) => scaledSum('sum', x, axes, opts, false);
+/** Mean over `axes` (all when omitted). */
+export const mean = (x: Tensor, axes?: Axes, opts: ReduceOptions = {}) => scaledSum('mean', x, axes, opts, true);
+
+/** Maximum over `axes` and the (first) position of it, flattened over the reduced axes. The
+ * gradient goes to that position only. */
+export function max(x: Tensor, axes?: Axes, opts: ReduceOptions = {}): { values: Tensor; indices: Tensor } {
+  checkFloat('max', x);
+  const ax = normAxes(x, axes, 'max');
+  const p = prepare(x, ax);
+  if (p.r === 0) throw new Error(`max: reducing ${x.describe()} over empty axes`);
+  const { out, idx } = launchRows('max', p, 1, 0, 'max');
+  const values = record('max', out, [p.rows], (g) => {
+    const gx = Tensor.empty(p.rows.shape, 'float32', 'max backward');
+    const source = argmaxScatterKernel();
+    rt().run({ source, uniforms: { n: gx.size, cols: p.r }, buffers: [g.buffer, idx!.buffer, gx.buffer], grid: grid1d(gx.size, source.workgroupSize), label: `max_grad ${shapeStr(gx.shape)}` });
+    return [gx];
+  });
+  idx!.knownRange = [0, p.r - 1];
+  return { values: finish(values, p, opts), indices: opts.keepdim ? reshape(idx!, p.keepdimShape) : idx! };
+}
+
+/** Variance over `axes` with Bessel's correction by default (correction = 1, as torch.var). */
+export function variance(x: Tensor, axes?: Axes, opts: ReduceOptions & { correction?: number } = {}): Tensor {
+  checkFloat('var', x);
+  const ax = normAxes(x, axes, 'var');
+  const p = prepare(x, ax);
+  const correction = opts.correction ?? 1;
+  if (p.r - correction <= 0) throw new Error(`var: ${p.r} elements per reduction with correction ${correction} leaves no degrees of freedom (${x.describe()})`);
+  const { out } = launchRows('var', p, 1, correction, 'var');
+  const y = record('var', out, [p.rows], (g) => {
+    // d var / dx = 2 (x - mean) / (R - correction)
+    const m = mean(p.rows, ax.map((_, i) => p.keptShape.length + i), { keepdim: true });
+    const centered = sub(p.rows, m);
+    const gk = reshape(g, [...p.keptShape, ...new Array(ax.length).fill(1)]);
+    return [mapElements('var_grad', 'a * b * p', [centered, gk], p.rows.shape, 2 / (p.r - correction))];
+  });
+  return finish(y, p, opts);
+}
+
+/** Sums a broadcast gradient back to `shape` (the backward of broadcasting). */
+export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {
+  if (g.shape.length === shape.length && g.shape.every((d, i) => d === shape[i])) return g;
+  const lead = g.rank - shape.length;
+  const strides = broadcastStrides(shape, g.shape);
+  const axes = g.shape.map((_, i) => i).filter((i) => i < lead || (strides[i] === 0 && g.shape[i] !== 1));
+  const s = axes.length ? sum(g, axes) : g;
+  return reshape(s, shape);
+}

@@ -1,0 +1,152 @@
+// Optimizers over parameter tensors, updated in place by the kernels in kernels/optimizer.ts.
+// State (moments) lives on the GPU for the optimizer's lifetime; dispose() frees it.
+import { ADAMW_HYPER, adamwKernel, SGD_HYPER, sgdKernel } from '../kernels/optimizer.js';
+import { grid1d } from '../kernels/common.js';
+import { rt } from './dispatch.js';
+import { keep } from './memory.js';
+import { zeros } from './ops/creation.js';
+import { shapeStr, Tensor } from './tensor.js';
+
+export interface ParamGroup {
+  params: Tensor[];
+  /** Overrides the optimizer's weight decay for this group (0 for biases, norms, tokens). */
+  weightDecay?: number;
+}
+
+abstract class Optimizer {
+  readonly groups: ParamGroup[];
+  stepCount = 0;
+  private hyper = new Map<ParamGroup, Tensor>();
+  protected state = new Map<Tensor, Tensor[]>();
+
+  constructor(params: Tensor[] | ParamGroup[]) {
+    this.groups = params.length && params[0] instanceof Tensor ? [{ params: params as Tensor[] }] : (params as ParamGroup[]);
+    for (const g of this.groups) {
+      for (const p of g.params) {
+        if (!p.requiresGrad) throw new Error(`optimizer: ${p.describe()} does not require grad`);
+      }
+    }
+  }
+
+  protected abstract hyperValues(group: ParamGroup): number[];
+  protected abstract update(p: Tensor, g: Tensor, state: Tensor[], hyper: Tensor): void;
+  protected abstract stateCount: number;
+
+  /** Applies one update to every parameter that has a gradient. */
+  step(): void {
+    this.stepCount++;
+    for (const group of this.groups) {
+      const values = Float32Array.from(this.hyperValues(group));
+      let h = this.hyper.get(group);
+      if (!h) {
+        h = keep(Tensor.empty([values.length], 'float32', 'optimizer hyperparameters'));
+        this.hyper.set(group, h);
+      }
+      rt().write(h.buffer, values);
+      for (const p of group.params) {
+        if (!p.grad) continue;
+        if (p.grad.size !== p.size) throw new Error(`optimizer: gradient ${shapeStr(p.grad.shape)} does not match ${p.describe()}`);
+        let s = this.state.get(p);
+        if (!s) {
+          s = Array.from({ length: this.stateCount }, () => keep(zeros(p.shape)));
+          this.state.set(p, s);
+        }
+        this.update(p, p.grad, s, h);
+      }
+    }
+  }
+
+  /** Frees every parameter's gradient (call after step()). */
+  zeroGrad(): void {
+    for (const g of this.groups) for (const p of g.params) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+  }
+
+  /** The optimizer's state tensors for a parameter (moments or momentum), if it has stepped. */
+  stateOf(p: Tensor): readonly Tensor[] | undefined {
+    return this.state.get(p);
+  }
+
+  dispose(): void {
+    for (const s of this.state.values()) for (const t of s) t.dispose();
+    for (const h of this.hyper.values()) h.dispose();
+    this.state.clear();
+    this.hyper.clear();
+  }
+
+  protected launch(name: string, source: ReturnType<typeof adamwKernel>, p: Tensor, tensors: Tensor[]): void {
+    rt().run({ source, uniforms: { n: p.size }, buffers: tensors.map((t) => t.buffer), grid: grid1d(p.size, source.workgroupSize), label: `${name} ${shapeStr(p.shape)}` });
+  }
+}
+
+export interface AdamWOptions {
+  lr?: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+}
+
+/** AdamW with decoupled weight decay (torch.optim.AdamW defaults). `lr` may change between steps. */
+export class AdamW extends Optimizer {
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+  protected stateCount = 2;
+
+  constructor(params: Tensor[] | ParamGroup[], opts: AdamWOptions = {}) {
+    super(params);
+    this.lr = opts.lr ?? 1e-3;
+    this.betas = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+    this.weightDecay = opts.weightDecay ?? 0.01;
+  }
+
+  protected hyperValues(group: ParamGroup): number[] {
+    const [b1, b2] = this.betas;
+    const t = this.stepCount;
+    const v: Record<(typeof ADAMW_HYPER)[number], number> = {
+      lr: this.lr, beta1: b1, beta2: b2, eps: this.eps, weightDecay: group.weightDecay ?? this.weightDecay,
+      bc1: 1 - Math.pow(b1, t), bc2: 1 - Math.pow(b2, t),
+    };
+    return ADAMW_HYPER.map((k) => v[k]);
+  }
+
+  protected update(p: Tensor, g: Tensor, [m, v]: Tensor[], hyper: Tensor): void {
+    this.launch('adamw', adamwKernel(), p, [p, g, m!, v!, hyper]);
+  }
+}
+
+export interface SGDOptions {
+  lr?: number;
+  momentum?: number;
+  weightDecay?: number;
+}
+
+/** SGD with momentum (torch.optim.SGD, dampening 0, not Nesterov). */
+export class SGD extends Optimizer {
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  protected stateCount = 1;
+
+  constructor(params: Tensor[] | ParamGroup[], opts: SGDOptions = {}) {
+    super(params);
+    this.lr = opts.lr ?? 1e-2;
+    this.momentum = opts.momentum ?? 0;
+    this.weightDecay = opts.weightDecay ?? 0;
+  }
+
+  protected hyperValues(group: ParamGroup): number[] {
+    const v: Record<(typeof SGD_HYPER)[number], number> = {
+      lr: this.lr, momentum: this.momentum, weightDecay: group.weightDecay ?? this.weightDecay, first: this.stepCount === 1 ? 1 : 0,
+    };
+    return SGD_HYPER.map((k) => v[k]);
+  }
+
+  protected update(p: Tensor, g: Tensor, [buf]: Tensor[], hyper: Tensor): void {
+    this.launch('sgd', sgdKernel(), p, [p, g, buf!, hyper]);
+  }
+}

@@ -1,0 +1,142 @@
+// Shared kernel plumbing: a kernel is typed data (name, uniforms, buffers, workgroup size, body)
+// from which both the WGSL preamble and the JS uniform packing are generated.
+// Follows the spirit of tfjs-backend-webgpu's WebGPUProgram and webgpu-torch's KernelSpec.
+
+export type ScalarType = 'u32' | 'i32' | 'f32';
+
+/** One uniform field; every field is a 4-byte scalar so packing needs no alignment rules. */
+export interface UniformField {
+  name: string;
+  type: ScalarType;
+}
+
+export type Access = 'read' | 'read_write';
+
+export interface BufferDecl {
+  name: string;
+  access: Access;
+  type: 'f32' | 'i32' | 'u32';
+}
+
+/** Everything the dispatcher needs to compile and bind a kernel. */
+export interface KernelSource {
+  /** Family name; with the shape it makes the dispatch label. */
+  name: string;
+  uniforms: UniformField[];
+  buffers: BufferDecl[];
+  /** Invocations per workgroup (x only: kernels here are 1-D or use a 2-D grid of 1-D groups). */
+  workgroupSize: number;
+  /** Full WGSL text. */
+  code: string;
+}
+
+export interface KernelSpec {
+  name: string;
+  uniforms?: UniformField[];
+  buffers: BufferDecl[];
+  workgroupSize: number;
+  /** WGSL after the generated preamble: helper functions and `@compute fn main`. */
+  body: string;
+  /** Extra WGSL placed before the bindings (enables, constants). */
+  header?: string;
+}
+
+// WebGPU limit: at most 65,535 workgroups per grid dimension. Large 1-D problems are split over
+// x and y; `global_index()` folds them back into one linear index.
+export const MAX_WORKGROUPS_PER_DIM = 65535;
+
+/** Builds the full WGSL: uniform struct at binding 0 (if any), storage buffers after it. */
+export function kernel(spec: KernelSpec): KernelSource {
+  const uniforms = spec.uniforms ?? [];
+  const lines: string[] = [];
+  if (spec.header) lines.push(spec.header);
+  let binding = 0;
+  if (uniforms.length > 0) {
+    lines.push(`struct Params {\n${uniforms.map((f) => `  ${f.name}: ${f.type},`).join('\n')}\n};`);
+    lines.push(`@group(0) @binding(${binding++}) var<uniform> P: Params;`);
+  }
+  for (const b of spec.buffers) {
+    lines.push(`@group(0) @binding(${binding++}) var<storage, ${b.access}> ${b.name}: array<${b.type}>;`);
+  }
+  lines.push(`const WG: u32 = ${spec.workgroupSize}u;`);
+  lines.push(GLOBAL_INDEX);
+  lines.push(spec.body.trim());
+  return {
+    name: spec.name,
+    uniforms,
+    buffers: spec.buffers,
+    workgroupSize: spec.workgroupSize,
+    code: lines.join('\n') + '\n',
+  };
+}
+
+const GLOBAL_INDEX = /* wgsl */ `
+// Linear invocation index over a grid that may be split across x and y (65,535 per dimension).
+fn global_index(wid: vec3<u32>, lid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}`;
+
+/** The standard entry-point signature used by 1-D kernels. */
+export const MAIN_1D = `@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>)`;
+
+/** Packs uniform values in declaration order; a missing value is a programming error. */
+export function packUniforms(fields: UniformField[], values: Record<string, number>): ArrayBuffer {
+  // Uniform buffers must be a multiple of 16 bytes.
+  const bytes = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
+  const buf = new ArrayBuffer(bytes);
+  const u32 = new Uint32Array(buf);
+  const i32 = new Int32Array(buf);
+  const f32 = new Float32Array(buf);
+  fields.forEach((f, i) => {
+    const v = values[f.name];
+    if (v === undefined) throw new Error(`kernel uniform '${f.name}' has no value`);
+    if (f.type === 'u32') u32[i] = v >>> 0;
+    else if (f.type === 'i32') i32[i] = v | 0;
+    else f32[i] = v;
+  });
+  return buf;
+}
+
+/** Grid for `invocations` threads of a 1-D kernel, split over y past the per-dimension limit. */
+export function grid1d(invocations: number, workgroupSize: number): [number, number, number] {
+  const groups = Math.max(1, Math.ceil(invocations / workgroupSize));
+  if (groups <= MAX_WORKGROUPS_PER_DIM) return [groups, 1, 1];
+  const y = Math.ceil(groups / MAX_WORKGROUPS_PER_DIM);
+  const x = Math.ceil(groups / y);
+  return [x, y, 1];
+}
+
+/** Uniform fields `${prefix}0 .. ${prefix}{n-1}` of one type (shapes and strides up to a baked rank). */
+export function fieldList(prefix: string, n: number, type: ScalarType = 'u32'): UniformField[] {
+  return Array.from({ length: n }, (_, i) => ({ name: `${prefix}${i}`, type }));
+}
+
+/** WGSL: decompose linear index `i` of a shape given by uniforms `${shape}k` and accumulate
+ * `offset += idx_k * ${strides}k` for each strides prefix. Rank is baked, values are uniforms. */
+export function stridedOffsets(rank: number, index: string, shape: string, strides: string[], outs: string[]): string {
+  const lines = [`var rem_ = ${index};`];
+  for (const o of outs) lines.push(`var ${o} = 0u;`);
+  for (let k = rank - 1; k >= 0; k--) {
+    lines.push(`{ let d_ = P.${shape}${k}; let c_ = rem_ % d_; rem_ = rem_ / d_;`);
+    strides.forEach((s, j) => lines.push(`  ${outs[j]} += c_ * P.${s}${k};`));
+    lines.push('}');
+  }
+  return lines.join('\n    ');
+}
+
+/** Row-major strides of a shape. */
+export function contiguousStrides(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i]!;
+  }
+  return s;
+}
+
+/** Fills `${prefix}k` entries of a uniform value record from an array. */
+export function putList(values: Record<string, number>, prefix: string, list: readonly number[]): void {
+  list.forEach((v, i) => (values[`${prefix}${i}`] = v));
+}

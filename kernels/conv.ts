@@ -1,0 +1,103 @@
+// Patch embedding: conv2d with stride = kernel = P on [B, C, H, W], weight [O, C, P, P] (timm's
+// PatchEmbed.proj). Each patch is read by exactly one output, so every kernel is a direct loop
+// with no im2col buffer:
+//   y[b,o,i,j]   = Σ_{c,u,v} w[o,c,u,v] · x[b,c,iP+u,jP+v]
+//   dx[b,c,y,x]  = Σ_o w[o,c,y%P,x%P] · g[b,o,y/P,x/P]   (0 outside the patch grid)
+//   dw[o,c,u,v]  = Σ_{b,i,j} g[b,o,i,j] · x[b,c,iP+u,jP+v]
+import { kernel, type KernelSource, MAIN_1D } from './common.js';
+
+export const CONV_WG = 64;
+const DIMS = ['B', 'C', 'H', 'W', 'O', 'Pk', 'Hp', 'Wp'].map((name) => ({ name, type: 'u32' as const }));
+
+export function patchEmbedKernel(): KernelSource {
+  return kernel({
+    name: 'patch_embed',
+    uniforms: [{ name: 'n', type: 'u32' }, ...DIMS],
+    buffers: [
+      { name: 'x', access: 'read', type: 'f32' },
+      { name: 'w', access: 'read', type: 'f32' },
+      { name: 'y', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: CONV_WG,
+    body: `${MAIN_1D} {
+  let t = global_index(wid, lid, nwg);
+  if (t >= P.n) { return; }
+  let j = t % P.Wp;
+  let i = (t / P.Wp) % P.Hp;
+  let o = (t / (P.Wp * P.Hp)) % P.O;
+  let b = t / (P.Wp * P.Hp * P.O);
+  var acc = 0.0;
+  for (var c = 0u; c < P.C; c++) {
+    let xb = ((b * P.C + c) * P.H + i * P.Pk) * P.W + j * P.Pk;
+    let wb = (o * P.C + c) * P.Pk * P.Pk;
+    for (var u = 0u; u < P.Pk; u++) {
+      for (var v = 0u; v < P.Pk; v++) {
+        acc += w[wb + u * P.Pk + v] * x[xb + u * P.W + v];
+      }
+    }
+  }
+  y[t] = acc;
+}`,
+  });
+}
+
+export function patchEmbedInputGradKernel(): KernelSource {
+  return kernel({
+    name: 'patch_embed_grad_input',
+    uniforms: [{ name: 'n', type: 'u32' }, ...DIMS],
+    buffers: [
+      { name: 'g', access: 'read', type: 'f32' },
+      { name: 'w', access: 'read', type: 'f32' },
+      { name: 'dx', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: CONV_WG,
+    body: `${MAIN_1D} {
+  let t = global_index(wid, lid, nwg);
+  if (t >= P.n) { return; }
+  let xx = t % P.W;
+  let yy = (t / P.W) % P.H;
+  let c = (t / (P.W * P.H)) % P.C;
+  let b = t / (P.W * P.H * P.C);
+  let i = yy / P.Pk;
+  let j = xx / P.Pk;
+  if (i >= P.Hp || j >= P.Wp) { dx[t] = 0.0; return; }
+  let u = yy % P.Pk;
+  let v = xx % P.Pk;
+  var acc = 0.0;
+  for (var o = 0u; o < P.O; o++) {
+    acc += w[((o * P.C + c) * P.Pk + u) * P.Pk + v] * g[((b * P.O + o) * P.Hp + i) * P.Wp + j];
+  }
+  dx[t] = acc;
+}`,
+  });
+}
+
+export function patchEmbedWeightGradKernel(): KernelSource {
+  return kernel({
+    name: 'patch_embed_grad_weight',
+    uniforms: [{ name: 'n', type: 'u32' }, ...DIMS],
+    buffers: [
+      { name: 'g', access: 'read', type: 'f32' },
+      { name: 'x', access: 'read', type: 'f32' },
+      { name: 'dw', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: CONV_WG,
+    body: `${MAIN_1D} {
+  let t = global_index(wid, lid, nwg);
+  if (t >= P.n) { return; }
+  let v = t % P.Pk;
+  let u = (t / P.Pk) % P.Pk;
+  let c = (t / (P.Pk * P.Pk)) % P.C;
+  let o = t / (P.Pk * P.Pk * P.C);
+  var acc = 0.0;
+  for (var b = 0u; b < P.B; b++) {
+    for (var i = 0u; i < P.Hp; i++) {
+      for (var j = 0u; j < P.Wp; j++) {
+        acc += g[((b * P.O + o) * P.Hp + i) * P.Wp + j] * x[((b * P.C + c) * P.H + i * P.Pk + u) * P.W + j * P.Pk + v];
+      }
+    }
+  }
+  dw[t] = acc;
+}`,
+  });
+}

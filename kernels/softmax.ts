@@ -1,0 +1,124 @@
+// Softmax, log-softmax and softmax cross-entropy over the last axis, one row per invocation
+// (measured on lavapipe: 5-10x faster than a 64-thread shared-memory reduction per row).
+// Max-subtracted for stability; cross-entropy saves the row logsumexp for its backward.
+import { kernel, type KernelSource, MAIN_1D } from './common.js';
+
+export const SOFTMAX_WG = 64;
+const ROWS = [
+  { name: 'rows', type: 'u32' as const },
+  { name: 'cols', type: 'u32' as const },
+];
+
+export function softmaxKernel(log: boolean): KernelSource {
+  return kernel({
+    name: log ? 'log_softmax' : 'softmax',
+    uniforms: ROWS,
+    buffers: [
+      { name: 'x', access: 'read', type: 'f32' },
+      { name: 'y', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: SOFTMAX_WG,
+    body: `${MAIN_1D} {
+  let row = global_index(wid, lid, nwg);
+  if (row >= P.rows) { return; }
+  let base = row * P.cols;
+  var mx = x[base];
+  for (var c = 1u; c < P.cols; c++) { mx = max(mx, x[base + c]); }
+  var s = 0.0;
+  for (var c = 0u; c < P.cols; c++) { s += exp(x[base + c] - mx); }
+  ${log ? 'let lse = mx + log(s);\n  for (var c = 0u; c < P.cols; c++) { y[base + c] = x[base + c] - lse; }' : 'let inv = 1.0 / s;\n  for (var c = 0u; c < P.cols; c++) { y[base + c] = exp(x[base + c] - mx) * inv; }'}
+}`,
+  });
+}
+
+/** softmax: dx = y (g - Σ g y); log-softmax: dx = g - exp(y) Σ g. */
+export function softmaxGradKernel(log: boolean): KernelSource {
+  return kernel({
+    name: log ? 'log_softmax_grad' : 'softmax_grad',
+    uniforms: ROWS,
+    buffers: [
+      { name: 'y', access: 'read', type: 'f32' },
+      { name: 'g', access: 'read', type: 'f32' },
+      { name: 'dx', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: SOFTMAX_WG,
+    body: `${MAIN_1D} {
+  let row = global_index(wid, lid, nwg);
+  if (row >= P.rows) { return; }
+  let base = row * P.cols;
+  var s = 0.0;
+  for (var c = 0u; c < P.cols; c++) { s += g[base + c]${log ? '' : ' * y[base + c]'}; }
+  for (var c = 0u; c < P.cols; c++) {
+    ${log ? 'dx[base + c] = g[base + c] - exp(y[base + c]) * s;' : 'dx[base + c] = y[base + c] * (g[base + c] - s);'}
+  }
+}`,
+  });
+}
+
+/** Per-row loss = lse(z) - Σ_c q_c z_c with q = (1 - ε) t + ε / C, t one-hot (int labels) or
+ * soft (rows of a [N, C] target). Writes loss[N] and lse[N]. */
+export function crossEntropyKernel(soft: boolean): KernelSource {
+  return kernel({
+    name: `cross_entropy_${soft ? 'soft' : 'labels'}`,
+    uniforms: [...ROWS, { name: 'eps', type: 'f32' }],
+    buffers: [
+      { name: 'z', access: 'read', type: 'f32' },
+      { name: 't', access: 'read', type: soft ? 'f32' : 'i32' },
+      { name: 'loss', access: 'read_write', type: 'f32' },
+      { name: 'lse_out', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: SOFTMAX_WG,
+    body: `fn target_(row: u32, c: u32) -> f32 {
+  ${soft ? 'return t[row * P.cols + c];' : 'return select(0.0, 1.0, t[row] == i32(c));'}
+}
+${MAIN_1D} {
+  let row = global_index(wid, lid, nwg);
+  if (row >= P.rows) { return; }
+  let base = row * P.cols;
+  var mx = z[base];
+  for (var c = 1u; c < P.cols; c++) { mx = max(mx, z[base + c]); }
+  var s = 0.0;
+  var qz = 0.0;
+  let u = P.eps / f32(P.cols);
+  for (var c = 0u; c < P.cols; c++) {
+    let v = z[base + c];
+    s += exp(v - mx);
+    qz += ((1.0 - P.eps) * target_(row, c) + u) * v;
+  }
+  let lse = mx + log(s);
+  lse_out[row] = lse;
+  loss[row] = lse - qz;
+}`,
+  });
+}
+
+/** dz = (softmax(z) - q) · g_row. */
+export function crossEntropyGradKernel(soft: boolean): KernelSource {
+  return kernel({
+    name: `cross_entropy_${soft ? 'soft' : 'labels'}_grad`,
+    uniforms: [...ROWS, { name: 'eps', type: 'f32' }],
+    buffers: [
+      { name: 'z', access: 'read', type: 'f32' },
+      { name: 't', access: 'read', type: soft ? 'f32' : 'i32' },
+      { name: 'lse', access: 'read', type: 'f32' },
+      { name: 'g', access: 'read', type: 'f32' },
+      { name: 'dz', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: SOFTMAX_WG,
+    body: `fn target_(row: u32, c: u32) -> f32 {
+  ${soft ? 'return t[row * P.cols + c];' : 'return select(0.0, 1.0, t[row] == i32(c));'}
+}
+${MAIN_1D} {
+  let row = global_index(wid, lid, nwg);
+  if (row >= P.rows) { return; }
+  let base = row * P.cols;
+  let l = lse[row];
+  let gr = g[row];
+  let u = P.eps / f32(P.cols);
+  for (var c = 0u; c < P.cols; c++) {
+    let q = (1.0 - P.eps) * target_(row, c) + u;
+    dz[base + c] = (exp(z[base + c] - l) - q) * gr;
+  }
+}`,
+  });
+}
