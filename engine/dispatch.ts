@@ -51,6 +51,9 @@ export class Runtime {
   private pass: GPUComputePassEncoder | null = null;
   private pendingDispatches = 0;
   private errors: string[] = [];
+  // Error scopes popped asynchronously; sync() and read() wait for them so that a bad kernel or
+  // binding fails the call that waits for its result.
+  private checks: Promise<void>[] = [];
   /** Counters for tests and benchmarks. */
   readonly stats = { dispatches: 0, submits: 0, pipelinesCompiled: 0, bindGroupsCreated: 0, uniformBuffersCreated: 0 };
   /** Print each kernel's WGSL when its pipeline is first built (TESSERA_PRINT_KERNELS=1). */
@@ -91,12 +94,14 @@ export class Runtime {
     if (!cached) {
       if (this.printKernels) console.log(`// ---- kernel ${source.name}\n${source.code}`);
       const layout = this.layoutFor(source);
+      this.device.pushErrorScope('validation');
       const module = this.device.createShaderModule({ code: source.code, label: source.name });
       const pipeline = this.device.createComputePipeline({
         layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
         compute: { module, entryPoint: 'main' },
         label: source.name,
       });
+      this.popCheck(`kernel ${source.name}`);
       cached = { id: this.pipelines.size + 1, pipeline, layout, source };
       this.pipelines.set(source.code, cached);
       this.stats.pipelinesCompiled++;
@@ -206,7 +211,9 @@ export class Runtime {
       this.pass.end();
       this.pass = null;
     }
+    this.device.pushErrorScope('validation');
     this.device.queue.submit([this.encoder.finish()]);
+    this.popCheck('submit');
     this.encoder = null;
     this.pendingDispatches = 0;
     this.stats.submits++;
@@ -216,7 +223,24 @@ export class Runtime {
   async sync(): Promise<void> {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
+    await this.awaitChecks();
     this.throwErrors();
+  }
+
+  private popCheck(what: string): void {
+    this.checks.push(
+      this.device.popErrorScope().then((err) => {
+        if (err) this.errors.push(`${what}: ${err.message}`);
+      }),
+    );
+  }
+
+  private async awaitChecks(): Promise<void> {
+    while (this.checks.length) {
+      const pending = this.checks;
+      this.checks = [];
+      await Promise.all(pending);
+    }
   }
 
   private throwErrors(): void {
@@ -252,6 +276,7 @@ export class Runtime {
       await staging.gpu.mapAsync(MAP_MODE_READ, 0, size);
       const out = staging.gpu.getMappedRange(0, size).slice(0, bytes);
       staging.gpu.unmap();
+      await this.awaitChecks();
       this.throwErrors();
       return out;
     } finally {

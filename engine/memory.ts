@@ -122,14 +122,16 @@ export function scope<T>(fn: () => T): T {
     result = fn();
   } catch (e) {
     scopeStack.pop();
-    for (const t of created) if (!t.isDisposed) t.dispose();
+    for (const t of [...created].reverse()) if (!t.isDisposed) t.dispose();
     throw e;
   }
   scopeStack.pop();
   if (result instanceof Promise) throw new Error('scope(fn): fn must be synchronous (await outside the scope)');
   const kept = new Set<Disposable>();
   collect(result, kept);
-  for (const t of created) if (!kept.has(t) && !t.isDisposed) t.dispose();
+  // Newest first: the pool is LIFO, so the next iteration of a loop gets the same buffer for the
+  // same op, and cached bind groups keep hitting.
+  for (const t of [...created].reverse()) if (!kept.has(t) && !t.isDisposed) t.dispose();
   const parent = scopeStack[scopeStack.length - 1];
   if (parent) for (const t of kept) if (created.has(t)) parent.add(t);
   return result;

@@ -85,10 +85,10 @@ export function gatherGradKernel(rank: number, axis: number): KernelSource {
   if (i >= P.n) { return; }
   // gst/ist carry 0 on the gather axis; its coordinate is the value being matched.
   ${stridedOffsets(rank, 'i', 'shape', ['gst', 'ist'], ['go', 'io'])}
-  let target = i32((i / ${axisStrideExpr(rank, axis)}) % P.shape${axis});
+  let want = i32((i / ${axisStrideExpr(rank, axis)}) % P.shape${axis});
   var acc = 0.0;
   for (var k = 0u; k < P.k_len; k++) {
-    if (index[io + k * P.i_axis_stride] == target) { acc += g[go + k * P.g_axis_stride]; }
+    if (index[io + k * P.i_axis_stride] == want) { acc += g[go + k * P.g_axis_stride]; }
   }
   out[i] = acc;
 }`,

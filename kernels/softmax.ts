@@ -55,8 +55,9 @@ export function softmaxGradKernel(log: boolean): KernelSource {
   });
 }
 
-/** Per-row loss = lse(z) - Σ_c q_c z_c with q = (1 - ε) t + ε / C, t one-hot (int labels) or
- * soft (rows of a [N, C] target). Writes loss[N] and lse[N]. */
+/** Per-row loss = -Σ_c q_c log softmax(z)_c = lse(z)·Σq - Σ_c q_c z_c with q = (1 - ε) t + ε / C,
+ * t one-hot (int labels) or soft (rows of a [N, C] target, not required to sum to 1).
+ * Writes loss[N] and lse[N]. */
 export function crossEntropyKernel(soft: boolean): KernelSource {
   return kernel({
     name: `cross_entropy_${soft ? 'soft' : 'labels'}`,
@@ -79,20 +80,23 @@ ${MAIN_1D} {
   for (var c = 1u; c < P.cols; c++) { mx = max(mx, z[base + c]); }
   var s = 0.0;
   var qz = 0.0;
+  var qs = 0.0;
   let u = P.eps / f32(P.cols);
   for (var c = 0u; c < P.cols; c++) {
     let v = z[base + c];
+    let q = (1.0 - P.eps) * target_(row, c) + u;
     s += exp(v - mx);
-    qz += ((1.0 - P.eps) * target_(row, c) + u) * v;
+    qz += q * v;
+    qs += q;
   }
   let lse = mx + log(s);
   lse_out[row] = lse;
-  loss[row] = lse - qz;
+  loss[row] = lse * qs - qz;
 }`,
   });
 }
 
-/** dz = (softmax(z) - q) · g_row. */
+/** dz = (softmax(z)·Σq - q) · g_row. */
 export function crossEntropyGradKernel(soft: boolean): KernelSource {
   return kernel({
     name: `cross_entropy_${soft ? 'soft' : 'labels'}_grad`,
@@ -115,9 +119,11 @@ ${MAIN_1D} {
   let l = lse[row];
   let gr = g[row];
   let u = P.eps / f32(P.cols);
+  var qs = 0.0;
+  for (var c = 0u; c < P.cols; c++) { qs += (1.0 - P.eps) * target_(row, c) + u; }
   for (var c = 0u; c < P.cols; c++) {
     let q = (1.0 - P.eps) * target_(row, c) + u;
-    dz[base + c] = (exp(z[base + c] - l) - q) * gr;
+    dz[base + c] = (exp(z[base + c] - l) * qs - q) * gr;
   }
 }`,
   });

@@ -77,9 +77,11 @@ export function crossEntropyVjp(z: Nd, target: Int32Array | Nd, g: Nd, eps = 0):
   const dz = zerosNd(z.shape);
   const dt = target instanceof Int32Array ? null : zerosNd(z.shape);
   for (let n = 0; n < N; n++) {
+    let qs = 0;
+    for (let c = 0; c < C; c++) qs += q.data[n * C + c]!;
     for (let c = 0; c < C; c++) {
       const i = n * C + c;
-      dz.data[i] = (p.data[i]! - q.data[i]!) * g.data[n]!;
+      dz.data[i] = (p.data[i]! * qs - q.data[i]!) * g.data[n]!;
       if (dt) dt.data[i] = -(1 - eps) * ls.data[i]! * g.data[n]!;
     }
   }

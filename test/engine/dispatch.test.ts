@@ -1,0 +1,47 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as T from '../../engine/index.js';
+import { elementwiseKernel } from '../../kernels/elementwise.js';
+import { matmulKernel } from '../../kernels/matmul.js';
+
+beforeAll(async () => {
+  await T.init();
+});
+
+describe('dispatch', () => {
+  it('pipelines and bind groups are cached: a repeated op stream builds nothing new', async () => {
+    const a = T.ones([64, 64]);
+    const b = T.ones([64, 64]);
+    const run = () => T.scope(() => T.sum(T.gelu(T.matmul(a, b))));
+    const warm = run();
+    await warm.data();
+    warm.dispose();
+    const s0 = { ...T.rt().stats };
+    for (let i = 0; i < 5; i++) {
+      const r = run();
+      await r.data();
+      r.dispose();
+    }
+    const s1 = T.rt().stats;
+    expect(s1.pipelinesCompiled).toBe(s0.pipelinesCompiled);
+    expect(s1.uniformBuffersCreated).toBe(s0.uniformBuffersCreated);
+    expect(s1.bindGroupsCreated).toBe(s0.bindGroupsCreated);
+    expect(s1.dispatches - s0.dispatches).toBe(15);
+    // One submit per readback: the dispatches of a step are batched into one encoder.
+    expect(s1.submits - s0.submits).toBe(5);
+  });
+
+  it('every kernel prints as WGSL text and the compiled list has them', () => {
+    const src = matmulKernel(false, true);
+    expect(src.code).toContain('@compute');
+    expect(src.code).toContain('struct Params');
+    const names = T.compiledKernels().map((k) => k.name);
+    expect(names).toContain('matmul_nn');
+    expect(elementwiseKernel('add', 'a + b', ['same', 'strided'], 2).code).toContain('stb1');
+  });
+
+  it('sync surfaces WebGPU validation errors', async () => {
+    const bad = { name: 'bad', uniforms: [], buffers: [], workgroupSize: 1, code: '@compute @workgroup_size(1) fn main() { let x: f32 = not_defined; }' };
+    T.rt().run({ source: bad, buffers: [], grid: [1, 1, 1], label: 'bad' });
+    await expect(T.sync()).rejects.toThrow(/WebGPU error/);
+  });
+});

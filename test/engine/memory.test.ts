@@ -1,0 +1,85 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as T from '../../engine/index.js';
+import { sizeClass } from '../../engine/memory.js';
+
+beforeAll(async () => {
+  await T.init();
+});
+
+describe('memory ownership', () => {
+  it('scope frees everything created inside except what it returns', () => {
+    const before = T.liveBuffers();
+    const kept = T.scope(() => {
+      const a = T.ones([100]);
+      const b = T.mulScalar(a, 2);
+      return { result: T.addScalar(b, 1), list: [T.zeros([3])] };
+    });
+    expect(T.liveBuffers()).toBe(before + 2);
+    kept.result.dispose();
+    kept.list[0]!.dispose();
+    expect(T.liveBuffers()).toBe(before);
+  });
+
+  it('nested scopes move returned tensors to the parent', () => {
+    const before = T.liveBuffers();
+    T.scope(() => {
+      const inner = T.scope(() => T.ones([4]));
+      expect(inner.isDisposed).toBe(false);
+    });
+    expect(T.liveBuffers()).toBe(before);
+  });
+
+  it('scope frees its tensors when fn throws', () => {
+    const before = T.liveBuffers();
+    expect(() =>
+      T.scope(() => {
+        T.ones([4]);
+        throw new Error('inside');
+      }),
+    ).toThrow('inside');
+    expect(T.liveBuffers()).toBe(before);
+  });
+
+  it('views share one buffer, freed when the last holder goes', () => {
+    const before = T.liveBuffers();
+    const a = T.ones([2, 3]);
+    const v = T.reshape(a, [6]);
+    expect(T.liveBuffers()).toBe(before + 1);
+    a.dispose();
+    expect(v.isDisposed).toBe(false);
+    v.dispose();
+    expect(T.liveBuffers()).toBe(before);
+  });
+
+  it('use after dispose throws naming the tensor', async () => {
+    const a = T.tensor([1, 2], [2], { name: 'blocks.0.norm1.weight' });
+    a.dispose();
+    a.dispose(); // idempotent
+    expect(() => T.addScalar(a, 1)).toThrow(/tensor #\d+ 'blocks.0.norm1.weight' \[2\] was used after dispose\(\)/);
+    await expect(a.data()).rejects.toThrow(/used after dispose/);
+  });
+
+  it('buffers are pooled by size class and reused', () => {
+    expect(sizeClass(1)).toBe(256);
+    expect(sizeClass(1000)).toBe(1024);
+    expect(sizeClass(65537)).toBeLessThanOrEqual(65537 * 1.25);
+    const created = () => T.rt().pool.liveCount + 0;
+    const a = T.zeros([1000]);
+    const id = a.buffer.id;
+    a.dispose();
+    const b = T.zeros([900]);
+    expect(b.buffer.id).toBe(id);
+    b.dispose();
+    expect(created()).toBeGreaterThanOrEqual(0);
+  });
+
+  it('oversized tensors are refused before createBuffer', () => {
+    expect(() => T.zeros([1 << 20, 1 << 12])).toThrow(/over the device limit/);
+  });
+
+  it('bad shapes and data lengths are explained', () => {
+    expect(() => T.tensor([1, 2, 3], [2, 2])).toThrow(/3 values do not fill shape \[2, 2\]/);
+    expect(() => T.zeros([2, -1])).toThrow(/invalid shape/);
+    expect(() => T.tensor([1.5], [1], { dtype: 'int32' })).toThrow(/non-integer/);
+  });
+});

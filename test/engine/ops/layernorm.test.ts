@@ -1,0 +1,43 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as T from '../../../engine/index.js';
+import * as R from '../../../engine/reference/layernorm.js';
+import { checkOp } from '../../helpers.js';
+
+beforeAll(async () => {
+  await T.init();
+});
+
+// Mean/variance over ≤ 257 entries then a normalisation: ~1e-6 relative forward; the γ/β
+// gradients sum over up to 65 rows: 1e-4.
+describe('layerNorm', () => {
+  for (const shape of [[1, 1], [7, 13], [3, 5, 64], [2, 257]]) {
+    it(`affine ${JSON.stringify(shape)}`, () => {
+      const C = shape[shape.length - 1]!;
+      return checkOp({
+        name: 'layerNorm',
+        inputs: [{ shape }, { shape: [C] }, { shape: [C] }],
+        fwd: { atol: 2e-5, rtol: 1e-5 },
+        gpu: (x, w, b) => T.layerNorm(x!, w!, b!, 1e-6),
+        ref: (x, w, b) => R.layerNorm(x!, w!, b!, 1e-6),
+        vjp: ([x, w], g) => {
+          const r = R.layerNormVjp(x!, w!, g, 1e-6);
+          return [r.dx, r.dw, r.db];
+        },
+      });
+    });
+  }
+
+  it('without affine parameters', () =>
+    checkOp({
+      name: 'layerNorm plain',
+      inputs: [{ shape: [6, 10] }],
+      fwd: { atol: 2e-5, rtol: 1e-5 },
+      gpu: (x) => T.layerNorm(x!, null, null, 1e-5),
+      ref: (x) => R.layerNorm(x!, null, null, 1e-5),
+      vjp: ([x], g) => [R.layerNormVjp(x!, null, g, 1e-5).dx],
+    }));
+
+  it('a weight of the wrong size is refused', () => {
+    expect(() => T.layerNorm(T.zeros([2, 4]), T.ones([3]), T.zeros([3]))).toThrow(/weight tensor #\d+ \[3\]; expected \[4\]/);
+  });
+});

@@ -1,0 +1,64 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as T from '../../../engine/index.js';
+import * as R from '../../../engine/reference/matmul.js';
+import { binary } from '../../../engine/reference/elementwise.js';
+import { checkOp } from '../../helpers.js';
+
+beforeAll(async () => {
+  await T.init();
+});
+
+// A dot product of K f32 terms of size ~1 has error ~sqrt(K)·6e-8·|terms|, worst case K·6e-8:
+// K ≤ 257 gives ≤ 1.6e-5 per unit of Σ|a·b| (~K). Tolerance: atol 1e-4·sqrt(K)-ish, stated as 5e-4.
+const TOL = { atol: 5e-4, rtol: 1e-4 };
+
+const SHAPES: [number[], number[], boolean, boolean][] = [
+  [[1, 1], [1, 1], false, false],
+  [[7, 13], [13, 5], false, false],
+  [[13, 7], [13, 5], true, false],
+  [[7, 13], [5, 13], false, true],
+  [[13, 7], [5, 13], true, true],
+  [[33, 65], [65, 17], false, false],
+  [[5, 257], [3, 257], false, true],
+  [[2, 3, 7, 5], [5, 6], false, false],
+  [[3, 1, 4, 6], [2, 6, 5], false, false],
+  [[4, 9, 8], [4, 10, 8], false, true],
+];
+
+describe('matmul', () => {
+  for (const [sa, sb, ta, tb] of SHAPES) {
+    it(`${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}`, () =>
+      checkOp({
+        name: 'matmul',
+        inputs: [{ shape: sa }, { shape: sb }],
+        fwd: TOL,
+        bwd: TOL,
+        gpu: (a, b) => T.matmul(a!, b!, { transA: ta, transB: tb }),
+        ref: (a, b) => R.matmul(a!, b!, ta, tb),
+        vjp: ([a, b], g) => R.matmulVjp(a!, b!, g, ta, tb),
+      }));
+  }
+
+  it('linear uses the [out, in] weight layout and adds the bias', () =>
+    checkOp({
+      name: 'linear',
+      inputs: [{ shape: [2, 5, 12] }, { shape: [7, 12] }, { shape: [7] }],
+      fwd: TOL,
+      bwd: TOL,
+      gpu: (x, w, b) => T.linear(x!, w!, b!),
+      ref: (x, w, b) => binary('add', R.matmul(x!, w!, false, true), b!),
+      vjp: ([x, w, b], g) => {
+        const [gx, gw] = R.matmulVjp(x!, w!, g, false, true);
+        const gb = new Float64Array(7);
+        g.data.forEach((v, i) => (gb[i % 7] += v));
+        return [gx, gw, { data: gb, shape: [7] }];
+      },
+    }));
+
+  it('shape errors name both operands', () => {
+    const a = T.zeros([3, 4]);
+    const b = T.zeros([5, 6]);
+    expect(() => T.matmul(a, b)).toThrow(/matmul\(tensor #\d+ \[3, 4\], tensor #\d+ \[5, 6\]\): inner dimensions differ \(4 vs 5\)/);
+    expect(() => T.linear(a, T.zeros([4, 3]))).toThrow(/expects 3 \(\[out, in\]\)/);
+  });
+});
