@@ -50,7 +50,7 @@ describe('matmul', () => {
       vjp: ([x, w, b], g) => {
         const [gx, gw] = R.matmulVjp(x!, w!, g, false, true);
         const gb = new Float64Array(7);
-        g.data.forEach((v, i) => (gb[i % 7] += v));
+        g.data.forEach((v, i) => (gb[i % 7] = gb[i % 7]! + v));
         return [gx, gw, { data: gb, shape: [7] }];
       },
     }));
