@@ -80,6 +80,18 @@ fn global_index(wid: vec3<u32>, lid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 export const MAIN_1D = `@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>)`;
 
+/** Caches a kernel factory by its arguments: generating WGSL text per op call would cost more
+ * than recording the dispatch. */
+export function memo<A extends (string | number | boolean | string[])[]>(fn: (...args: A) => KernelSource): (...args: A) => KernelSource {
+  const cache = new Map<string, KernelSource>();
+  return (...args: A) => {
+    const key = args.join('|');
+    let k = cache.get(key);
+    if (!k) cache.set(key, (k = fn(...args)));
+    return k;
+  };
+}
+
 /** Packs uniform values in declaration order; a missing value is a programming error. */
 export function packUniforms(fields: UniformField[], values: Record<string, number>): ArrayBuffer {
   // Uniform buffers must be a multiple of 16 bytes.

@@ -4,12 +4,12 @@
 //   y[b,o,i,j]   = Σ_{c,u,v} w[o,c,u,v] · x[b,c,iP+u,jP+v]
 //   dx[b,c,y,x]  = Σ_o w[o,c,y%P,x%P] · g[b,o,y/P,x/P]   (0 outside the patch grid)
 //   dw[o,c,u,v]  = Σ_{b,i,j} g[b,o,i,j] · x[b,c,iP+u,jP+v]
-import { kernel, type KernelSource, MAIN_1D } from './common.js';
+import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
 
 export const CONV_WG = 64;
 const DIMS = ['B', 'C', 'H', 'W', 'O', 'Pk', 'Hp', 'Wp'].map((name) => ({ name, type: 'u32' as const }));
 
-export function patchEmbedKernel(): KernelSource {
+export const patchEmbedKernel = memo(function patchEmbedKernel(): KernelSource {
   return kernel({
     name: 'patch_embed',
     uniforms: [{ name: 'n', type: 'u32' }, ...DIMS],
@@ -39,9 +39,9 @@ export function patchEmbedKernel(): KernelSource {
   y[t] = acc;
 }`,
   });
-}
+});
 
-export function patchEmbedInputGradKernel(): KernelSource {
+export const patchEmbedInputGradKernel = memo(function patchEmbedInputGradKernel(): KernelSource {
   return kernel({
     name: 'patch_embed_grad_input',
     uniforms: [{ name: 'n', type: 'u32' }, ...DIMS],
@@ -70,9 +70,9 @@ export function patchEmbedInputGradKernel(): KernelSource {
   dx[t] = acc;
 }`,
   });
-}
+});
 
-export function patchEmbedWeightGradKernel(): KernelSource {
+export const patchEmbedWeightGradKernel = memo(function patchEmbedWeightGradKernel(): KernelSource {
   return kernel({
     name: 'patch_embed_grad_weight',
     uniforms: [{ name: 'n', type: 'u32' }, ...DIMS],
@@ -100,4 +100,4 @@ export function patchEmbedWeightGradKernel(): KernelSource {
   dw[t] = acc;
 }`,
   });
-}
+});

@@ -1,7 +1,7 @@
 // Elementwise kernels over up to three broadcast inputs: one WGSL expression per op (the op table
 // in engine/ops/elementwise.ts), rank and broadcast pattern baked into the source, shapes and
 // strides passed as uniforms.
-import { type BufferDecl, fieldList, kernel, type KernelSource, MAIN_1D, stridedOffsets, type UniformField } from './common.js';
+import { memo, type BufferDecl, fieldList, kernel, type KernelSource, MAIN_1D, stridedOffsets, type UniformField } from './common.js';
 
 export const ELEMENTWISE_WG = 64;
 
@@ -45,7 +45,7 @@ const NAMES = ['a', 'b', 'c', 'd', 'e'];
  * out[i] = expr(a[ia], b[ib], ...), with named scalar params p and q available to the expression.
  * `expr` refers to inputs as `a`, `b`, `c` ... (already loaded as f32).
  */
-export function elementwiseKernel(name: string, expr: string, indexing: InputIndexing[], rank: number): KernelSource {
+export const elementwiseKernel = memo(function elementwiseKernel(name: string, expr: string, indexing: InputIndexing[], rank: number): KernelSource {
   const strided = indexing.map((m, i) => (m === 'strided' ? i : -1)).filter((i) => i >= 0);
   const uniforms: UniformField[] = [
     { name: 'n', type: 'u32' },
@@ -78,10 +78,10 @@ ${MAIN_1D} {
   out[i] = ${expr};
 }`,
   });
-}
+});
 
 /** Fill: out[i] = start + i * step (zeros, ones, full, arange), for f32 or i32 outputs. */
-export function fillKernel(dtype: 'f32' | 'i32'): KernelSource {
+export const fillKernel = memo(function fillKernel(dtype: 'f32' | 'i32'): KernelSource {
   return kernel({
     name: `fill_${dtype}`,
     uniforms: [
@@ -97,10 +97,10 @@ export function fillKernel(dtype: 'f32' | 'i32'): KernelSource {
   out[i] = ${dtype}(P.start + f32(i) * P.step);
 }`,
   });
-}
+});
 
 /** Converts between f32 and i32 storage (i32 -> f32 exactly; f32 -> i32 truncates toward 0). */
-export function castKernel(from: 'f32' | 'i32', to: 'f32' | 'i32'): KernelSource {
+export const castKernel = memo(function castKernel(from: 'f32' | 'i32', to: 'f32' | 'i32'): KernelSource {
   return kernel({
     name: `cast_${from}_${to}`,
     uniforms: [{ name: 'n', type: 'u32' }],
@@ -115,4 +115,4 @@ export function castKernel(from: 'f32' | 'i32', to: 'f32' | 'i32'): KernelSource
   out[i] = ${to}(src[i]);
 }`,
   });
-}
+});

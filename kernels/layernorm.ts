@@ -2,7 +2,7 @@
 // Forward saves mean and rstd per row; backward recomputes x̂ from them:
 //   dx = rstd · (ĝ - mean(ĝ) - x̂ · mean(ĝ · x̂)),  ĝ = g · γ
 //   dγ = Σ_rows g · x̂,  dβ = Σ_rows g   (one column per invocation)
-import { kernel, type KernelSource, MAIN_1D } from './common.js';
+import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
 
 export const LAYERNORM_WG = 64;
 const ROWS = [
@@ -11,7 +11,7 @@ const ROWS = [
   { name: 'eps', type: 'f32' as const },
 ];
 
-export function layerNormKernel(affine: boolean): KernelSource {
+export const layerNormKernel = memo(function layerNormKernel(affine: boolean): KernelSource {
   return kernel({
     name: `layernorm${affine ? '' : '_plain'}`,
     uniforms: ROWS,
@@ -40,9 +40,9 @@ export function layerNormKernel(affine: boolean): KernelSource {
   stats[2u * row + 1u] = rstd;
 }`,
   });
-}
+});
 
-export function layerNormGradKernel(affine: boolean): KernelSource {
+export const layerNormGradKernel = memo(function layerNormGradKernel(affine: boolean): KernelSource {
   const gh = affine ? 'g[base + c] * gamma[c]' : 'g[base + c]';
   return kernel({
     name: `layernorm${affine ? '' : '_plain'}_grad`,
@@ -76,10 +76,10 @@ export function layerNormGradKernel(affine: boolean): KernelSource {
   }
 }`,
   });
-}
+});
 
 /** dγ and dβ, one column per invocation, looping over rows. */
-export function layerNormParamGradKernel(): KernelSource {
+export const layerNormParamGradKernel = memo(function layerNormParamGradKernel(): KernelSource {
   return kernel({
     name: 'layernorm_param_grad',
     uniforms: ROWS,
@@ -105,4 +105,4 @@ export function layerNormParamGradKernel(): KernelSource {
   dbeta[c] = db;
 }`,
   });
-}
+});

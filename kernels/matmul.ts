@@ -3,7 +3,7 @@
 // lavapipe one workgroup runs on one CPU thread and barriers cost more than they save (see
 // "What is measured about the machines" in DESIGN.md). Edge blocks clamp their loads and skip
 // out-of-range stores, so any M, N, K works.
-import { fieldList, kernel, type KernelSource, MAIN_1D, stridedOffsets } from './common.js';
+import { memo, fieldList, kernel, type KernelSource, MAIN_1D, stridedOffsets } from './common.js';
 
 export const MATMUL_WG = 64;
 export const MATMUL_TM = 4;
@@ -11,7 +11,7 @@ export const MATMUL_TN = 4;
 /** Batch dimensions the kernel indexes (more are folded by the op when contiguous). */
 export const MATMUL_BATCH_RANK = 4;
 
-export function matmulKernel(transA: boolean, transB: boolean): KernelSource {
+export const matmulKernel = memo(function matmulKernel(transA: boolean, transB: boolean): KernelSource {
   const aAt = transA ? 'ao + k * P.M + m' : 'ao + m * P.K + k';
   const bAt = transB ? 'bo + n * P.K + k' : 'bo + k * P.N + n';
   return kernel({
@@ -67,4 +67,4 @@ ${MAIN_1D} {
   }
 }`,
   });
-}
+});

@@ -1,12 +1,12 @@
 // Data movement: one strided copy (permute, slice, expand, concat, pad are all instances of it)
 // and gather with its scatter-add backward. Values are copied as raw 32-bit words, so the same
 // kernels move f32 and i32 tensors.
-import { fieldList, kernel, type KernelSource, MAIN_1D, stridedOffsets } from './common.js';
+import { memo, fieldList, kernel, type KernelSource, MAIN_1D, stridedOffsets } from './common.js';
 
 export const MOVEMENT_WG = 64;
 
 /** dst[dst_off + Σ i_k dst_st_k] = src[src_off + Σ i_k src_st_k] over an iteration shape. */
-export function stridedCopyKernel(rank: number): KernelSource {
+export const stridedCopyKernel = memo(function stridedCopyKernel(rank: number): KernelSource {
   return kernel({
     name: `copy_r${rank}`,
     uniforms: [
@@ -29,10 +29,10 @@ export function stridedCopyKernel(rank: number): KernelSource {
   out[P.dst_off + do_] = src[P.src_off + so];
 }`,
   });
-}
+});
 
 /** out[c] = x[c with c[axis] := index[c]] (torch.gather); out of range indices give 0. */
-export function gatherKernel(rank: number): KernelSource {
+export const gatherKernel = memo(function gatherKernel(rank: number): KernelSource {
   return kernel({
     name: `gather_r${rank}`,
     uniforms: [
@@ -58,11 +58,11 @@ export function gatherKernel(rank: number): KernelSource {
   out[i] = x[xo + u32(k) * P.axis_stride];
 }`,
   });
-}
+});
 
 /** Backward of gather: gx[c] = Σ_k g[c with c[axis] := k] · [index[..k..] == c[axis]].
  * A loop per output element instead of float atomics (WGSL has none): deterministic. */
-export function gatherGradKernel(rank: number, axis: number): KernelSource {
+export const gatherGradKernel = memo(function gatherGradKernel(rank: number, axis: number): KernelSource {
   return kernel({
     name: `gather_grad_r${rank}_a${axis}`,
     uniforms: [
@@ -93,7 +93,7 @@ export function gatherGradKernel(rank: number, axis: number): KernelSource {
   out[i] = acc;
 }`,
   });
-}
+});
 
 /** WGSL expression for the contiguous stride of `axis` in the iteration shape. */
 function axisStrideExpr(rank: number, axis: number): string {

@@ -6,7 +6,7 @@
 //     p ← p − lr · (m / bc1) / (sqrt(v / bc2) + eps),  bc_i = 1 − β_i^t
 //   SGD with momentum, as torch.optim.SGD (dampening 0): d = g + wd·p;
 //     buf ← d on the first step, else μ·buf + d;  p ← p − lr·buf
-import { kernel, type KernelSource, MAIN_1D } from './common.js';
+import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
 
 export const OPTIMIZER_WG = 64;
 
@@ -15,7 +15,7 @@ export const ADAMW_HYPER = ['lr', 'beta1', 'beta2', 'eps', 'weightDecay', 'bc1',
 /** hyper = [lr, momentum, weight_decay, first_step (1 or 0)] */
 export const SGD_HYPER = ['lr', 'momentum', 'weightDecay', 'first'] as const;
 
-export function adamwKernel(): KernelSource {
+export const adamwKernel = memo(function adamwKernel(): KernelSource {
   return kernel({
     name: 'adamw',
     uniforms: [{ name: 'n', type: 'u32' }],
@@ -41,9 +41,9 @@ export function adamwKernel(): KernelSource {
   p[i] = pi - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);
 }`,
   });
-}
+});
 
-export function sgdKernel(): KernelSource {
+export const sgdKernel = memo(function sgdKernel(): KernelSource {
   return kernel({
     name: 'sgd',
     uniforms: [{ name: 'n', type: 'u32' }],
@@ -64,4 +64,4 @@ export function sgdKernel(): KernelSource {
   p[i] = p[i] - lr * select(b, d, mu == 0.0);
 }`,
   });
-}
+});

@@ -2,7 +2,7 @@
 // numbers: as easy as 1, 2, 3", SC 2011). Key = (seed, stream), counter = (element group, 0, 0, 0):
 // every value depends only on (seed, stream, index), so results are reproducible and need no
 // upload. engine/reference/random.ts computes the same bits on the CPU.
-import { kernel, type KernelSource, MAIN_1D } from './common.js';
+import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
 
 export const RANDOM_WG = 64;
 
@@ -34,7 +34,7 @@ fn to_unit_(x: u32) -> f32 { return f32(x >> 8u) * (1.0 / 16777216.0); }
 export type RandomDistribution = 'uniform' | 'normal';
 
 /** uniform: low + (high - low) * u; normal: mean + std * z (Box-Muller on pairs). */
-export function randomKernel(dist: RandomDistribution): KernelSource {
+export const randomKernel = memo(function randomKernel(dist: RandomDistribution): KernelSource {
   const values =
     dist === 'uniform'
       ? `let v = vec4<f32>(to_unit_(r.x), to_unit_(r.y), to_unit_(r.z), to_unit_(r.w)) * (P.b - P.a) + P.a;`
@@ -66,11 +66,11 @@ ${MAIN_1D} {
   }
 }`,
   });
-}
+});
 
 /** Inverted dropout: keep with probability 1 - p, scale kept values by 1 / (1 - p). The mask
  * is recomputed from (seed, stream) in backward, so nothing is stored. */
-export function dropoutKernel(): KernelSource {
+export const dropoutKernel = memo(function dropoutKernel(): KernelSource {
   return kernel({
     name: 'dropout',
     uniforms: [
@@ -96,4 +96,4 @@ ${MAIN_1D} {
   }
 }`,
   });
-}
+});

@@ -1,7 +1,7 @@
 // Row reductions over a contiguous [M, R] view (the op permutes reduced axes last first).
 // One row per invocation: on lavapipe a workgroup runs on one CPU thread, and a serial loop per
 // invocation beats a shared-memory tree (measured ~5-10x for softmax rows).
-import { kernel, type KernelSource, MAIN_1D } from './common.js';
+import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
 
 export const REDUCE_WG = 64;
 export type RowReduction = 'sum' | 'max' | 'var';
@@ -15,7 +15,7 @@ const ROW_UNIFORMS = [
 
 /** sum: out = scale * Σ x (mean uses scale = 1/R); max: out = max x, idx = argmax (first);
  * var: out = Σ (x - mean)^2 / (R - correction), two-pass within the row for accuracy. */
-export function rowReduceKernel(kind: RowReduction): KernelSource {
+export const rowReduceKernel = memo(function rowReduceKernel(kind: RowReduction): KernelSource {
   const buffers = [
     { name: 'x', access: 'read' as const, type: 'f32' as const },
     { name: 'out', access: 'read_write' as const, type: 'f32' as const },
@@ -52,10 +52,10 @@ export function rowReduceKernel(kind: RowReduction): KernelSource {
   ${bodies[kind]}
 }`,
   });
-}
+});
 
 /** Backward of max over rows: the gradient goes to the argmax position only (as PyTorch). */
-export function argmaxScatterKernel(): KernelSource {
+export const argmaxScatterKernel = memo(function argmaxScatterKernel(): KernelSource {
   return kernel({
     name: 'reduce_max_grad',
     uniforms: [
@@ -76,4 +76,4 @@ export function argmaxScatterKernel(): KernelSource {
   out[i] = select(0.0, g[row], i32(col) == idx[row]);
 }`,
   });
-}
+});

@@ -1,7 +1,7 @@
 // Softmax, log-softmax and softmax cross-entropy over the last axis, one row per invocation
 // (measured on lavapipe: 5-10x faster than a 64-thread shared-memory reduction per row).
 // Max-subtracted for stability; cross-entropy saves the row logsumexp for its backward.
-import { kernel, type KernelSource, MAIN_1D } from './common.js';
+import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
 
 export const SOFTMAX_WG = 64;
 const ROWS = [
@@ -9,7 +9,7 @@ const ROWS = [
   { name: 'cols', type: 'u32' as const },
 ];
 
-export function softmaxKernel(log: boolean): KernelSource {
+export const softmaxKernel = memo(function softmaxKernel(log: boolean): KernelSource {
   return kernel({
     name: log ? 'log_softmax' : 'softmax',
     uniforms: ROWS,
@@ -29,10 +29,10 @@ export function softmaxKernel(log: boolean): KernelSource {
   ${log ? 'let lse = mx + log(s);\n  for (var c = 0u; c < P.cols; c++) { y[base + c] = x[base + c] - lse; }' : 'let inv = 1.0 / s;\n  for (var c = 0u; c < P.cols; c++) { y[base + c] = exp(x[base + c] - mx) * inv; }'}
 }`,
   });
-}
+});
 
 /** softmax: dx = y (g - Σ g y); log-softmax: dx = g - exp(y) Σ g. */
-export function softmaxGradKernel(log: boolean): KernelSource {
+export const softmaxGradKernel = memo(function softmaxGradKernel(log: boolean): KernelSource {
   return kernel({
     name: log ? 'log_softmax_grad' : 'softmax_grad',
     uniforms: ROWS,
@@ -53,12 +53,12 @@ export function softmaxGradKernel(log: boolean): KernelSource {
   }
 }`,
   });
-}
+});
 
 /** Per-row loss = -Σ_c q_c log softmax(z)_c = lse(z)·Σq - Σ_c q_c z_c with q = (1 - ε) t + ε / C,
  * t one-hot (int labels) or soft (rows of a [N, C] target, not required to sum to 1).
  * Writes loss[N] and lse[N]. */
-export function crossEntropyKernel(soft: boolean): KernelSource {
+export const crossEntropyKernel = memo(function crossEntropyKernel(soft: boolean): KernelSource {
   return kernel({
     name: `cross_entropy_${soft ? 'soft' : 'labels'}`,
     uniforms: [...ROWS, { name: 'eps', type: 'f32' }],
@@ -94,10 +94,10 @@ ${MAIN_1D} {
   loss[row] = lse * qs - qz;
 }`,
   });
-}
+});
 
 /** dz = (softmax(z)·Σq - q) · g_row. */
-export function crossEntropyGradKernel(soft: boolean): KernelSource {
+export const crossEntropyGradKernel = memo(function crossEntropyGradKernel(soft: boolean): KernelSource {
   return kernel({
     name: `cross_entropy_${soft ? 'soft' : 'labels'}_grad`,
     uniforms: [...ROWS, { name: 'eps', type: 'f32' }],
@@ -127,4 +127,4 @@ ${MAIN_1D} {
   }
 }`,
   });
-}
+});

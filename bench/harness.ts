@@ -1,0 +1,72 @@
+// Benchmark plumbing: suites run through benny (benchmark.js statistics: median of the samples
+// after warm-up), and every suite writes bench/results/<suite>.json and <suite>.md with the
+// ratio of each case to a named baseline measured in the same run.
+import b from 'benny';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'results');
+
+export interface BenchCase {
+  name: string;
+  /** One timed repetition (awaits the GPU). */
+  run: () => Promise<void> | void;
+  /** Work per repetition for a rate column, e.g. FLOPs or images. */
+  work?: number;
+}
+
+export interface SuiteRow {
+  name: string;
+  medianMs: number;
+  samples: number;
+  rate?: number;
+  ratio: number;
+}
+
+/** Runs cases with benny (≥ 5 samples each), writes JSON + markdown, returns the rows. */
+export async function runSuite(suite: string, cases: BenchCase[], opts: { baseline: string; rateUnit?: string; rateScale?: number; note?: string; minSamples?: number; maxTime?: number }): Promise<SuiteRow[]> {
+  let rows: SuiteRow[] = [];
+  await b.suite(
+    suite,
+    ...cases.map((c) => b.add(c.name, async () => c.run())),
+    b.configure({ cases: { minSamples: opts.minSamples ?? 5, maxTime: opts.maxTime ?? 3, delay: 0.05 } }),
+    b.cycle(),
+    b.complete((summary) => {
+      const medians = new Map(summary.results.map((r) => [r.name, r.details.median * 1000]));
+      const base = medians.get(opts.baseline);
+      rows = summary.results.map((r) => {
+        const c = cases.find((x) => x.name === r.name)!;
+        const ms = r.details.median * 1000;
+        return {
+          name: r.name,
+          medianMs: ms,
+          samples: r.samples,
+          rate: c.work !== undefined ? (c.work / (ms / 1000)) * (opts.rateScale ?? 1) : undefined,
+          ratio: base ? base / ms : NaN,
+        };
+      });
+    }),
+  );
+  writeResults(suite, rows, opts);
+  return rows;
+}
+
+export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: string; rateUnit?: string; note?: string }): void {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const machine = { date: new Date().toISOString(), node: process.version, platform: `${process.platform} ${process.arch}` };
+  writeFileSync(join(RESULTS_DIR, `${suite}.json`), JSON.stringify({ suite, baseline: opts.baseline, machine, rows }, null, 2) + '\n');
+  const md = [
+    `# ${suite}`,
+    '',
+    opts.note ?? '',
+    '',
+    `Medians of benny samples (≥ 5 after warm-up), ${machine.date}, Node ${machine.node}. Ratio = ${opts.baseline} median / case median (higher is faster).`,
+    '',
+    `| case | median ms | samples |${opts.rateUnit ? ` ${opts.rateUnit} |` : ''} × ${opts.baseline} |`,
+    `|---|---:|---:|${opts.rateUnit ? '---:|' : ''}---:|`,
+    ...rows.map((r) => `| ${r.name} | ${r.medianMs.toFixed(3)} | ${r.samples} |${opts.rateUnit ? ` ${r.rate?.toFixed(2) ?? ''} |` : ''} ${r.ratio.toFixed(2)} |`),
+    '',
+  ].join('\n');
+  writeFileSync(join(RESULTS_DIR, `${suite}.md`), md);
+}

@@ -1,0 +1,12 @@
+// npm run bench [suite...]: runs the benchmark suites and writes bench/results/.
+// Never run while tests run: the machine has 2 cores and timings would mean nothing.
+import { dispatchSuite } from './dispatch.js';
+
+const suites: Record<string, () => Promise<void>> = { dispatch: dispatchSuite };
+const wanted = process.argv.slice(2);
+for (const name of wanted.length ? wanted : Object.keys(suites)) {
+  const run = suites[name];
+  if (!run) throw new Error(`unknown suite '${name}'; suites: ${Object.keys(suites).join(', ')}`);
+  await run();
+}
+process.exit(0);

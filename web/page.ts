@@ -1,0 +1,78 @@
+// The demo page's script: a check of the engine in a browser. It runs the forward and
+// backward of a small MLP on WebGPU and shows the adapter and the results; the browser test
+// calls window.tesseraMlp with its own data and compares with the CPU reference.
+import * as T from '../engine/index.js';
+
+export interface MlpInput {
+  x: number[];
+  xShape: [number, number];
+  w1: number[];
+  b1: number[];
+  w2: number[];
+  b2: number[];
+  labels: number[];
+  hidden: number;
+  classes: number;
+}
+
+export interface MlpOutput {
+  adapter: string;
+  loss: number;
+  logits: number[];
+  grads: Record<'w1' | 'b1' | 'w2' | 'b2', number[]>;
+}
+
+async function tesseraMlp(input: MlpInput): Promise<MlpOutput> {
+  const info = await T.init();
+  const [n, d] = input.xShape;
+  const x = T.tensor(input.x, [n, d]);
+  const p = {
+    w1: T.tensor(input.w1, [input.hidden, d], { requiresGrad: true }),
+    b1: T.tensor(input.b1, [input.hidden], { requiresGrad: true }),
+    w2: T.tensor(input.w2, [input.classes, input.hidden], { requiresGrad: true }),
+    b2: T.tensor(input.b2, [input.classes], { requiresGrad: true }),
+  };
+  const labels = T.tensor(Int32Array.from(input.labels), [n]);
+  const { loss, logits } = T.scope(() => {
+    const h = T.gelu(T.linear(x, p.w1, p.b1));
+    const z = T.linear(h, p.w2, p.b2);
+    const l = T.crossEntropy(z, labels);
+    l.backward();
+    return { loss: l, logits: z };
+  });
+  const grads = {
+    w1: [...(await p.w1.grad!.data())],
+    b1: [...(await p.b1.grad!.data())],
+    w2: [...(await p.w2.grad!.data())],
+    b2: [...(await p.b2.grad!.data())],
+  };
+  return { adapter: info.adapterName, loss: await loss.item(), logits: [...(await logits.data())], grads };
+}
+
+declare global {
+  interface Window {
+    tesseraMlp: typeof tesseraMlp;
+    tesseraReady: boolean;
+  }
+}
+
+window.tesseraMlp = tesseraMlp;
+window.tesseraReady = true;
+
+const out = document.getElementById('out');
+if (out) {
+  const input: MlpInput = {
+    x: Array.from({ length: 8 }, (_, i) => Math.sin(i)),
+    xShape: [4, 2],
+    w1: Array.from({ length: 6 }, (_, i) => Math.cos(i) * 0.5),
+    b1: [0, 0.1, -0.1],
+    w2: Array.from({ length: 6 }, (_, i) => Math.sin(i + 1) * 0.5),
+    b2: [0, 0],
+    labels: [0, 1, 1, 0],
+    hidden: 3,
+    classes: 2,
+  };
+  tesseraMlp(input)
+    .then((r) => (out.textContent = `adapter: ${r.adapter}\nloss: ${r.loss.toFixed(6)}\ndL/db2: ${r.grads.b2.map((v) => v.toFixed(6)).join(', ')}`))
+    .catch((e: unknown) => (out.textContent = `error: ${String(e)}`));
+}
