@@ -21,6 +21,8 @@ export { concat, copy, expand, gather, indexSelect, pad, permute, reshape, slice
 export { dropout, manualSeed, rand, randn } from './ops/random.js';
 export { max, mean, type ReduceOptions, sum, sumToShape, variance } from './ops/reduce.js';
 export { crossEntropy, type CrossEntropyOptions, logSoftmax, softmax } from './ops/softmax.js';
+export { attention, type AttentionOptions } from './ops/attention.js';
+export { launchMatmul, type MatmulLaunch, type Operand } from './ops/matmul.js';
 export { type DType, init, numel, parameter, type Shape, Tensor, tensor, upload } from './tensor.js';
 
 /** Number of GPU buffers held by live tensors (pooled free buffers are not counted). */
@@ -33,3 +35,26 @@ export const flush = (): void => rt().flush();
 export const sync = (): Promise<void> => rt().sync();
 /** The WGSL of every kernel compiled so far (set TESSERA_PRINT_KERNELS=1 to print them as built). */
 export const compiledKernels = () => rt().kernels();
+
+import { Profiler, type KernelRecord } from './profiler.js';
+export { type KernelRecord, type KernelSummary, summarize, summaryTable } from './profiler.js';
+
+/** Starts recording per-dispatch GPU time (timestamp queries when the adapter has them). */
+export function startProfile(): Profiler {
+  const r = rt();
+  r.flush();
+  r.profiler = new Profiler(r.device);
+  r.profiler.start();
+  return r.profiler;
+}
+
+/** Stops recording; resolves when every timestamp has been read back. */
+export async function stopProfile(): Promise<{ records: KernelRecord[]; profiler: Profiler }> {
+  const r = rt();
+  const p = r.profiler;
+  if (!p) throw new Error('stopProfile(): no profile is running (call startProfile() first)');
+  await r.sync();
+  r.profiler = null;
+  await p.settle();
+  return { records: p.records, profiler: p };
+}

@@ -15,7 +15,7 @@ export type Access = 'read' | 'read_write';
 export interface BufferDecl {
   name: string;
   access: Access;
-  type: 'f32' | 'i32' | 'u32';
+  type: 'f32' | 'i32' | 'u32' | 'vec4<f32>';
 }
 
 /** Everything the dispatcher needs to compile and bind a kernel. */
@@ -82,7 +82,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 /** Caches a kernel factory by its arguments: generating WGSL text per op call would cost more
  * than recording the dispatch. */
-export function memo<A extends (string | number | boolean | string[])[]>(fn: (...args: A) => KernelSource): (...args: A) => KernelSource {
+export function memo<A extends unknown[]>(fn: (...args: A) => KernelSource): (...args: A) => KernelSource {
   const cache = new Map<string, KernelSource>();
   return (...args: A) => {
     const key = args.join('|');

@@ -1,9 +1,13 @@
-// Batched matmul C[b] = op(A[b]) · op(B[b]), op = optional transpose (baked into the source).
+// Batched, strided matmul C[b] = op(A[b]) · op(B[b]) (+ bias), op = optional transpose (baked).
+// Every operand is addressed as base offset + batch offsets + row stride ("leading dimension"),
+// so attention can read Q, K, V straight out of the qkv projection and write its output heads in
+// place, with no permute or slice copies.
+//
 // Each invocation computes a TM x TN block of C in registers, with no workgroup memory: on
-// lavapipe one workgroup runs on one CPU thread and barriers cost more than they save (see
-// "What is measured about the machines" in DESIGN.md). Edge blocks clamp their loads and skip
-// out-of-range stores, so any M, N, K works.
-import { memo, fieldList, kernel, type KernelSource, MAIN_1D, stridedOffsets } from './common.js';
+// lavapipe one workgroup runs on one CPU thread, its invocations across SIMD lanes, and barriers
+// cost more than they save (see "What is measured about the machines" in DESIGN.md). Edge blocks
+// clamp their loads and skip out-of-range stores, so any M, N, K works.
+import { fieldList, kernel, type KernelSource, MAIN_1D, memo, stridedOffsets } from './common.js';
 
 export const MATMUL_WG = 64;
 export const MATMUL_TM = 4;
@@ -11,23 +15,31 @@ export const MATMUL_TN = 4;
 /** Batch dimensions the kernel indexes (more are folded by the op when contiguous). */
 export const MATMUL_BATCH_RANK = 4;
 
-export const matmulKernel = memo(function matmulKernel(transA: boolean, transB: boolean): KernelSource {
-  const aAt = transA ? 'ao + k * P.M + m' : 'ao + m * P.K + k';
-  const bAt = transB ? 'bo + n * P.K + k' : 'bo + k * P.N + n';
+export const matmulKernel = memo(function matmulKernel(transA: boolean, transB: boolean, bias: boolean): KernelSource {
+  const aAt = transA ? 'ao + k * P.lda + m' : 'ao + m * P.lda + k';
+  const bAt = transB ? 'bo + n * P.ldb + k' : 'bo + k * P.ldb + n';
   return kernel({
-    name: `matmul_${transA ? 't' : 'n'}${transB ? 't' : 'n'}`,
+    name: `matmul_${transA ? 't' : 'n'}${transB ? 't' : 'n'}${bias ? '_bias' : ''}`,
     uniforms: [
       { name: 'M', type: 'u32' },
       { name: 'N', type: 'u32' },
       { name: 'K', type: 'u32' },
       { name: 'batch', type: 'u32' },
+      { name: 'a_off', type: 'u32' },
+      { name: 'b_off', type: 'u32' },
+      { name: 'c_off', type: 'u32' },
+      { name: 'lda', type: 'u32' },
+      { name: 'ldb', type: 'u32' },
+      { name: 'ldc', type: 'u32' },
       ...fieldList('bshape', MATMUL_BATCH_RANK),
       ...fieldList('ast', MATMUL_BATCH_RANK),
       ...fieldList('bst', MATMUL_BATCH_RANK),
+      ...fieldList('cst', MATMUL_BATCH_RANK),
     ],
     buffers: [
       { name: 'A', access: 'read', type: 'f32' },
       { name: 'B', access: 'read', type: 'f32' },
+      ...(bias ? [{ name: 'bias', access: 'read' as const, type: 'f32' as const }] : []),
       { name: 'C', access: 'read_write', type: 'f32' },
     ],
     workgroupSize: MATMUL_WG,
@@ -43,7 +55,9 @@ ${MAIN_1D} {
   let r = t % per_batch;
   let m0 = (r / tiles_n) * TM;
   let n0 = (r % tiles_n) * TN;
-  ${stridedOffsets(MATMUL_BATCH_RANK, 'bi', 'bshape', ['ast', 'bst'], ['ao', 'bo'])}
+  ${stridedOffsets(MATMUL_BATCH_RANK, 'bi', 'bshape', ['ast', 'bst', 'cst'], ['ao_', 'bo_', 'co_'])}
+  let ao = P.a_off + ao_;
+  let bo = P.b_off + bo_;
   var acc: array<vec4<f32>, TM>;
   for (var k = 0u; k < P.K; k++) {
     var bv: vec4<f32>;
@@ -56,15 +70,144 @@ ${MAIN_1D} {
       acc[i] += A[${aAt}] * bv;
     }
   }
-  let co = bi * P.M * P.N;
+  let co = P.c_off + co_;
   for (var i = 0u; i < TM; i++) {
     let m = m0 + i;
     if (m >= P.M) { break; }
     for (var j = 0u; j < TN; j++) {
       let n = n0 + j;
-      if (n < P.N) { C[co + m * P.N + n] = acc[i][j]; }
+      if (n < P.N) { C[co + m * P.ldc + n] = acc[i][j]${bias ? ' + bias[n]' : ''}; }
     }
   }
 }`,
   });
 });
+
+// ---- register-blocked vec4 kernel ---------------------------------------------------------------
+// TM×TN outputs per invocation (default 4×8), k in steps of 4, every load a vec4 along whichever
+// dimension of the operand is contiguous (k for row-major A / transposed B, m or n otherwise):
+// per 4-k step, TM + TN vec4 loads feed 4·TM·TN FMAs. Workgroups of 8 invocations (one 8-wide
+// SIMD row on lavapipe). Measured at 2176×192×64 on lavapipe (bench/matmul ladder): 4×8 in
+// groups of 8 ran 7.1–7.2 GFLOP/s for nt/nn/tn; 4×4×64 5–6.6; 8×8×8 4.4–5.9 (lavapipe keeps
+// one scalar per SIMD lane in each register, so big per-invocation tiles spill).
+// Needs 4-aligned K, contiguous dimensions, strides and offsets; `matmulFastOk` checks.
+
+export const FAST_TM = 4;
+export const FAST_TN = 8;
+export const FAST_WG = 8;
+
+export const matmulFastKernel = memo(function matmulFastKernel(transA: boolean, transB: boolean, bias: boolean, TM: number = FAST_TM, TN: number = FAST_TN, WG: number = FAST_WG): KernelSource {
+  const HM = TM / 4;
+  const HN = TN / 4;
+  // Everything is unrolled in the generated text: private arrays indexed in loops would live in
+  // memory on lavapipe; named vec4 registers with static swizzles stay in vector registers.
+  const c = ['x', 'y', 'z', 'w'];
+  const range = (n: number) => [...Array(n).keys()];
+  const decl: string[] = [];
+  const loads: string[] = [];
+  if (transA) {
+    for (const kk of range(4)) for (const h of range(HM)) decl.push(`var at${kk}_${h}: vec4<f32>;`);
+    for (const kk of range(4)) {
+      loads.push(`{ let row = (ao + (k + ${kk}u) * P.lda + m0c) / 4u; ${range(HM).map((h) => `at${kk}_${h} = A4[row + ${h}u];`).join(' ')} }`);
+    }
+  } else {
+    for (const i of range(TM)) decl.push(`var a${i}: vec4<f32>;`);
+    for (const i of range(TM)) loads.push(`a${i} = A4[(ao + min(m0 + ${i}u, P.M - 1u) * P.lda + k) / 4u];`);
+  }
+  if (transB) {
+    for (const j of range(TN)) decl.push(`var bt${j}: vec4<f32>;`);
+    for (const j of range(TN)) loads.push(`bt${j} = B4[(bo + min(n0 + ${j}u, P.N - 1u) * P.ldb + k) / 4u];`);
+  } else {
+    for (const kk of range(4)) for (const h of range(HN)) decl.push(`var b${kk}_${h}: vec4<f32>;`);
+    for (const kk of range(4)) {
+      loads.push(`{ let row = (bo + (k + ${kk}u) * P.ldb + n0c) / 4u; ${range(HN).map((h) => `b${kk}_${h} = B4[row + ${h}u];`).join(' ')} }`);
+    }
+  }
+  const fmas: string[] = [];
+  for (const kk of range(4)) {
+    for (const h of range(HN)) {
+      fmas.push(`let bv${kk}_${h} = ${transB ? `vec4<f32>(${range(4).map((q) => `bt${h * 4 + q}.${c[kk]}`).join(', ')})` : `b${kk}_${h}`};`);
+    }
+    for (const i of range(TM)) {
+      const a = transA ? `at${kk}_${i >> 2}.${c[i & 3]}` : `a${i}.${c[kk]}`;
+      for (const h of range(HN)) fmas.push(`acc${i}_${h} = fma(vec4<f32>(${a}), bv${kk}_${h}, acc${i}_${h});`);
+    }
+  }
+  const accDecl = range(TM).flatMap((i) => range(HN).map((h) => `var acc${i}_${h} = vec4<f32>(0.0);`));
+  const stores = range(TM).map((i) => {
+    const m = transA ? `m0c + ${i}u` : `m0 + ${i}u`;
+    return `{ let m = ${m};
+    if (m < P.M && m >= m0) {
+      let row = co + m * P.ldc;
+${range(TN).map((j) => {
+  const n = transB ? `n0 + ${j}u` : `n0c + ${j}u`;
+  return `      { let n = ${n}; if (n < P.N && n >= n0) { C[row + n] = acc${i}_${j >> 2}.${c[j & 3]}${bias ? ' + bias[n]' : ''}; } }`;
+}).join('\n')}
+    } }`;
+  });
+  return kernel({
+    name: `matmul_fast_${transA ? 't' : 'n'}${transB ? 't' : 'n'}${bias ? '_bias' : ''}${TM !== FAST_TM || TN !== FAST_TN || WG !== FAST_WG ? `_${TM}x${TN}w${WG}` : ''}`,
+    uniforms: [
+      { name: 'M', type: 'u32' },
+      { name: 'N', type: 'u32' },
+      { name: 'K', type: 'u32' },
+      { name: 'batch', type: 'u32' },
+      { name: 'a_off', type: 'u32' },
+      { name: 'b_off', type: 'u32' },
+      { name: 'c_off', type: 'u32' },
+      { name: 'lda', type: 'u32' },
+      { name: 'ldb', type: 'u32' },
+      { name: 'ldc', type: 'u32' },
+      ...fieldList('bshape', MATMUL_BATCH_RANK),
+      ...fieldList('ast', MATMUL_BATCH_RANK),
+      ...fieldList('bst', MATMUL_BATCH_RANK),
+      ...fieldList('cst', MATMUL_BATCH_RANK),
+    ],
+    buffers: [
+      { name: 'A4', access: 'read', type: 'vec4<f32>' },
+      { name: 'B4', access: 'read', type: 'vec4<f32>' },
+      ...(bias ? [{ name: 'bias', access: 'read' as const, type: 'f32' as const }] : []),
+      { name: 'C', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: WG,
+    body: `const TM = ${TM}u;
+const TN = ${TN}u;
+${MAIN_1D} {
+  let t = global_index(wid, lid, nwg);
+  let tiles_n = (P.N + TN - 1u) / TN;
+  let tiles_m = (P.M + TM - 1u) / TM;
+  let per_batch = tiles_m * tiles_n;
+  if (t >= per_batch * P.batch) { return; }
+  let bi = t / per_batch;
+  let r = t % per_batch;
+  let m0 = (r / tiles_n) * TM;
+  let n0 = (r % tiles_n) * TN;
+  // Block starts clamped so vec4 loads of edge blocks stay inside the operand (M, N % 4 == 0,
+  // M, N >= 8 where the dimension is loaded as vec4); stores skip rows/columns of other blocks.
+  let m0c = min(m0, P.M - TM);
+  let n0c = min(n0, P.N - TN);
+  ${stridedOffsets(MATMUL_BATCH_RANK, 'bi', 'bshape', ['ast', 'bst', 'cst'], ['ao_', 'bo_', 'co_'])}
+  let ao = P.a_off + ao_;
+  let bo = P.b_off + bo_;
+  ${accDecl.join('\n  ')}
+  ${decl.join('\n  ')}
+  for (var k = 0u; k < P.K; k += 4u) {
+    ${loads.join('\n    ')}
+    ${fmas.join('\n    ')}
+  }
+  let co = P.c_off + co_;
+  ${stores.join('\n  ')}
+}`,
+  });
+});
+
+/** Whether the vec4 kernel can run these operands (alignment of every vec4 load). */
+export function matmulFastOk(o: { M: number; N: number; K: number; transA: boolean; transB: boolean; aOff: number; bOff: number; lda: number; ldb: number; aStrides: number[]; bStrides: number[] }): boolean {
+  const al = (v: number) => v % 4 === 0;
+  if (!al(o.K) || !al(o.aOff) || !al(o.bOff) || !al(o.lda) || !al(o.ldb)) return false;
+  if (!o.aStrides.every(al) || !o.bStrides.every(al)) return false;
+  // m0c / n0c = min(m0, M - 8) needs M >= 8 where m is the vec4 dimension; likewise n.
+  if (o.transA && (!al(o.M) || o.M < 8)) return false;
+  if (!o.transB && (!al(o.N) || o.N < 8)) return false;
+  return true;
+}

@@ -8,11 +8,13 @@ const ROWS = [
   { name: 'rows', type: 'u32' as const },
   { name: 'cols', type: 'u32' as const },
 ];
+// softmax(scale · x): attention folds its 1/sqrt(hd) into the softmax instead of a pass of its own.
+const SCALED_ROWS = [...ROWS, { name: 'scale', type: 'f32' as const }];
 
 export const softmaxKernel = memo(function softmaxKernel(log: boolean): KernelSource {
   return kernel({
     name: log ? 'log_softmax' : 'softmax',
-    uniforms: ROWS,
+    uniforms: SCALED_ROWS,
     buffers: [
       { name: 'x', access: 'read', type: 'f32' },
       { name: 'y', access: 'read_write', type: 'f32' },
@@ -22,20 +24,20 @@ export const softmaxKernel = memo(function softmaxKernel(log: boolean): KernelSo
   let row = global_index(wid, lid, nwg);
   if (row >= P.rows) { return; }
   let base = row * P.cols;
-  var mx = x[base];
-  for (var c = 1u; c < P.cols; c++) { mx = max(mx, x[base + c]); }
+  var mx = x[base] * P.scale;
+  for (var c = 1u; c < P.cols; c++) { mx = max(mx, x[base + c] * P.scale); }
   var s = 0.0;
-  for (var c = 0u; c < P.cols; c++) { s += exp(x[base + c] - mx); }
-  ${log ? 'let lse = mx + log(s);\n  for (var c = 0u; c < P.cols; c++) { y[base + c] = x[base + c] - lse; }' : 'let inv = 1.0 / s;\n  for (var c = 0u; c < P.cols; c++) { y[base + c] = exp(x[base + c] - mx) * inv; }'}
+  for (var c = 0u; c < P.cols; c++) { s += exp(x[base + c] * P.scale - mx); }
+  ${log ? 'let lse = mx + log(s);\n  for (var c = 0u; c < P.cols; c++) { y[base + c] = x[base + c] * P.scale - lse; }' : 'let inv = 1.0 / s;\n  for (var c = 0u; c < P.cols; c++) { y[base + c] = exp(x[base + c] * P.scale - mx) * inv; }'}
 }`,
   });
 });
 
-/** softmax: dx = y (g - Σ g y); log-softmax: dx = g - exp(y) Σ g. */
+/** softmax: dx = scale · y (g - Σ g y); log-softmax: dx = scale · (g - exp(y) Σ g). */
 export const softmaxGradKernel = memo(function softmaxGradKernel(log: boolean): KernelSource {
   return kernel({
     name: log ? 'log_softmax_grad' : 'softmax_grad',
-    uniforms: ROWS,
+    uniforms: SCALED_ROWS,
     buffers: [
       { name: 'y', access: 'read', type: 'f32' },
       { name: 'g', access: 'read', type: 'f32' },
@@ -49,7 +51,7 @@ export const softmaxGradKernel = memo(function softmaxGradKernel(log: boolean): 
   var s = 0.0;
   for (var c = 0u; c < P.cols; c++) { s += g[base + c]${log ? '' : ' * y[base + c]'}; }
   for (var c = 0u; c < P.cols; c++) {
-    ${log ? 'dx[base + c] = g[base + c] - exp(y[base + c]) * s;' : 'dx[base + c] = y[base + c] * (g[base + c] - s);'}
+    ${log ? 'dx[base + c] = P.scale * (g[base + c] - exp(y[base + c]) * s);' : 'dx[base + c] = P.scale * y[base + c] * (g[base + c] - s);'}
   }
 }`,
   });

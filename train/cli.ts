@@ -50,7 +50,7 @@ async function kernels(argv: string[]): Promise<void> {
   };
   const rank = Number(values.rank);
   const table: Record<string, () => { code: string }> = {
-    matmul: () => K.matmul.matmulKernel(!!values['trans-a'], !!values['trans-b']),
+    matmul: () => K.matmul.matmulKernel(!!values['trans-a'], !!values['trans-b'], false),
     gelu: () => K.elementwise.elementwiseKernel('gelu', 'gelu_(a)', ['same'], 1),
     add: () => K.elementwise.elementwiseKernel('add', 'a + b', ['same', 'strided'], rank),
     sum: () => K.reduce.rowReduceKernel('sum'),

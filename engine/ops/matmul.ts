@@ -1,22 +1,79 @@
 // Batched matmul with NumPy-broadcast batch dimensions and transpose flags for either side
-// (nn.Linear's [out, in] weight is used with transB). Backward is two more matmuls, summed over
-// broadcast batch dimensions.
+// (nn.Linear's [out, in] weight is used with transB), and `linear` with the bias fused into the
+// matmul. Backward is two more matmuls, summed over broadcast batch dimensions. `launchMatmul`
+// is the strided primitive other ops (attention) build on.
 import { grid1d, putList } from '../../kernels/common.js';
-import { MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulKernel } from '../../kernels/matmul.js';
+import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel } from '../../kernels/matmul.js';
 import { record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { broadcastShapes, broadcastStrides } from '../reference/nd.js';
 import { numel, Tensor } from '../tensor.js';
-import { add } from './elementwise.js';
-import { sumToShape } from './reduce.js';
+import { reshape } from './movement.js';
+import { sum, sumToShape } from './reduce.js';
+
+/** One operand as the kernel addresses it: element (batch b, row r, col c) lives at
+ * `offset + Σ batchStrides·b + r·ld + c` (rows and columns as stored, before any transpose). */
+export interface Operand {
+  t: Tensor;
+  offset: number;
+  ld: number;
+  batchStrides: number[];
+}
+
+export interface MatmulLaunch {
+  a: Operand;
+  b: Operand;
+  c: Operand;
+  M: number;
+  N: number;
+  K: number;
+  batchShape: number[];
+  transA: boolean;
+  transB: boolean;
+  bias?: Tensor | null;
+  label: string;
+}
+
+let forceGeneralMatmul = false;
+/** Benchmarks and tests: route every matmul through the general scalar kernel. */
+export function useGeneralMatmul(on: boolean): void {
+  forceGeneralMatmul = on;
+}
+
+/** Records one strided matmul dispatch (no autograd). */
+export function launchMatmul(l: MatmulLaunch): void {
+  const batch = numel(l.batchShape);
+  if (batch === 0 || l.M === 0 || l.N === 0) return;
+  if (l.batchShape.length > MATMUL_BATCH_RANK) throw new Error(`${l.label}: more than ${MATMUL_BATCH_RANK} batch dimensions`);
+  const pad = (s: number[], v: number) => [...new Array<number>(MATMUL_BATCH_RANK - s.length).fill(v), ...s];
+  const uniforms: Record<string, number> = {
+    M: l.M, N: l.N, K: l.K, batch,
+    a_off: l.a.offset, b_off: l.b.offset, c_off: l.c.offset,
+    lda: l.a.ld, ldb: l.b.ld, ldc: l.c.ld,
+  };
+  putList(uniforms, 'bshape', pad(l.batchShape, 1));
+  putList(uniforms, 'ast', pad(l.a.batchStrides, 0));
+  putList(uniforms, 'bst', pad(l.b.batchStrides, 0));
+  putList(uniforms, 'cst', pad(l.c.batchStrides, 0));
+  const fast = !forceGeneralMatmul && matmulFastOk({ M: l.M, N: l.N, K: l.K, transA: l.transA, transB: l.transB, aOff: l.a.offset, bOff: l.b.offset, lda: l.a.ld, ldb: l.b.ld, aStrides: l.a.batchStrides, bStrides: l.b.batchStrides });
+  const source = (fast ? matmulFastKernel : matmulKernel)(l.transA, l.transB, !!l.bias);
+  const tiles = batch * Math.ceil(l.M / (fast ? FAST_TM : MATMUL_TM)) * Math.ceil(l.N / (fast ? FAST_TN : MATMUL_TN));
+  const buffers = [l.a.t.buffer, l.b.t.buffer, ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer];
+  rt().run({
+    source, uniforms, buffers,
+    grid: grid1d(tiles, source.workgroupSize),
+    flops: 2 * batch * l.M * l.N * l.K,
+    bytes: 4 * (batch * (l.M * l.K + l.K * l.N + l.M * l.N)),
+    label: `${l.label} ${batch > 1 ? `${batch}x` : ''}${l.M}x${l.N}x${l.K} ${l.transA ? 't' : 'n'}${l.transB ? 't' : 'n'}`,
+  });
+}
 
 export interface MatmulOptions {
   transA?: boolean;
   transB?: boolean;
 }
 
-/** Folds leading batch dimensions so at most MATMUL_BATCH_RANK remain (merging from the left is
- * exact when both operands agree on those dimensions). */
+/** Merges leading batch dimensions while both operands stay expressible (equal or both zero). */
 function foldBatch(shape: number[], sa: number[], sb: number[]): [number[], number[], number[]] {
   const s = [...shape];
   const a = [...sa];
@@ -25,59 +82,92 @@ function foldBatch(shape: number[], sa: number[], sb: number[]): [number[], numb
     const d = s.shift()!;
     const ea = a.shift()!;
     const eb = b.shift()!;
-    if ((ea !== 0 && ea !== a[0]! * s[0]!) || (eb !== 0 && eb !== b[0]! * s[0]!) || (ea === 0) !== (a[0] === 0) || (eb === 0) !== (b[0] === 0)) {
-      throw new Error(`matmul: more than ${MATMUL_BATCH_RANK} batch dimensions with mixed broadcasting are not supported`);
-    }
+    const okA = (ea === 0 && a[0] === 0) || ea === a[0]! * s[0]!;
+    const okB = (eb === 0 && b[0] === 0) || eb === b[0]! * s[0]!;
+    if (!okA || !okB) throw new Error(`matmul: more than ${MATMUL_BATCH_RANK} batch dimensions with mixed broadcasting are not supported`);
     s[0] = s[0]! * d;
   }
-  while (s.length < MATMUL_BATCH_RANK) (s.unshift(1), a.unshift(0), b.unshift(0));
   return [s, a, b];
+}
+
+function describeMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): string {
+  return `matmul(${a.describe()}${transA ? 'ᵀ' : ''}, ${b.describe()}${transB ? 'ᵀ' : ''})`;
+}
+
+function matmulForward(a: Tensor, b: Tensor, transA: boolean, transB: boolean, bias: Tensor | null, op: string): Tensor {
+  const desc = () => describeMatmul(a, b, transA, transB);
+  if (a.rank < 2 || b.rank < 2) throw new Error(`${desc()}: both operands need at least 2 dimensions (reshape vectors to [1, n] or [n, 1])`);
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') throw new Error(`${desc()}: operands must be float32`);
+  const ar = a.rank;
+  const br = b.rank;
+  const [M, Ka] = transA ? [a.shape[ar - 1]!, a.shape[ar - 2]!] : [a.shape[ar - 2]!, a.shape[ar - 1]!];
+  const [Kb, N] = transB ? [b.shape[br - 1]!, b.shape[br - 2]!] : [b.shape[br - 2]!, b.shape[br - 1]!];
+  if (Ka !== Kb) throw new Error(`${desc()}: inner dimensions differ (${Ka} vs ${Kb})`);
+  if (Ka === 0) throw new Error(`${desc()}: inner dimension is 0`);
+  const K = Ka;
+  const aBatch = a.shape.slice(0, -2);
+  const bBatch = b.shape.slice(0, -2);
+  const batchShape = broadcastShapes(aBatch, bBatch, `${desc()} batch dimensions`);
+  const c = Tensor.empty([...batchShape, M, N], 'float32', op);
+  if (br === 2 && !transA) {
+    // A shared 2-D right operand: fold A's batch into its rows, one large matmul.
+    const rows = numel(aBatch) * M;
+    launchMatmul({
+      a: { t: a, offset: 0, ld: K, batchStrides: [] }, b: { t: b, offset: 0, ld: transB ? K : N, batchStrides: [] }, c: { t: c, offset: 0, ld: N, batchStrides: [] },
+      M: rows, N, K, batchShape: [], transA: false, transB, bias, label: op,
+    });
+    return c;
+  }
+  const sa = broadcastStrides(aBatch, batchShape).map((s) => s * M * K);
+  const sb = broadcastStrides(bBatch, batchShape).map((s) => s * K * N);
+  const sc = broadcastStrides(batchShape, batchShape).map((s) => s * M * N);
+  const [bshape, ast, bst] = foldBatch(batchShape, sa, sb);
+  launchMatmul({
+    a: { t: a, offset: 0, ld: transA ? M : K, batchStrides: ast },
+    b: { t: b, offset: 0, ld: transB ? K : N, batchStrides: bst },
+    c: { t: c, offset: 0, ld: N, batchStrides: sc.slice(sc.length - bshape.length) },
+    M, N, K, batchShape: bshape, transA, transB, bias, label: op,
+  });
+  return c;
+}
+
+/** Gradients of C = op(A)·op(B) for A and B (summed over broadcast batch dimensions). */
+function matmulGrads(a: Tensor, b: Tensor, g: Tensor, transA: boolean, transB: boolean): [Tensor | null, Tensor | null] {
+  const ga = a.requiresGrad
+    ? sumToShape(transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB }), a.shape)
+    : null;
+  let gb: Tensor | null = null;
+  if (b.requiresGrad) {
+    if (b.rank === 2 && a.rank > 2 && !transA) {
+      // Fold the batch: dB = gᵀ·A or Aᵀ·g over all rows at once.
+      const a2 = reshape(a, [-1, a.shape[a.rank - 1]!]);
+      const g2 = reshape(g, [-1, g.shape[g.rank - 1]!]);
+      gb = transB ? matmul(g2, a2, { transA: true }) : matmul(a2, g2, { transA: true });
+    } else {
+      gb = sumToShape(transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA }), b.shape);
+    }
+  }
+  return [ga, gb];
 }
 
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
-  const desc = () => `matmul(${a.describe()}${transA ? 'ᵀ' : ''}, ${b.describe()}${transB ? 'ᵀ' : ''})`;
-  if (a.rank < 2 || b.rank < 2) throw new Error(`${desc()}: both operands need at least 2 dimensions (reshape vectors to [1, n] or [n, 1])`);
-  if (a.dtype !== 'float32' || b.dtype !== 'float32') throw new Error(`${desc()}: operands must be float32`);
-  const [M, Ka] = transA ? [a.shape[a.rank - 1]!, a.shape[a.rank - 2]!] : [a.shape[a.rank - 2]!, a.shape[a.rank - 1]!];
-  const [Kb, N] = transB ? [b.shape[b.rank - 1]!, b.shape[b.rank - 2]!] : [b.shape[b.rank - 2]!, b.shape[b.rank - 1]!];
-  if (Ka !== Kb) throw new Error(`${desc()}: inner dimensions differ (${Ka} vs ${Kb})`);
-  const K = Ka;
-  const aBatch = a.shape.slice(0, -2);
-  const bBatch = b.shape.slice(0, -2);
-  const batchShape = broadcastShapes(aBatch, bBatch, `${desc()} batch dimensions`);
-  const outShape = [...batchShape, M, N];
-  const c = Tensor.empty(outShape, 'float32', 'matmul');
-  const batch = numel(batchShape);
-  if (c.size > 0) {
-    const sa = broadcastStrides(aBatch, batchShape).map((s) => s * M * K);
-    const sb = broadcastStrides(bBatch, batchShape).map((s) => s * K * N);
-    const [bshape, ast, bst] = foldBatch(batchShape, sa, sb);
-    const uniforms: Record<string, number> = { M, N, K, batch };
-    putList(uniforms, 'bshape', bshape);
-    putList(uniforms, 'ast', ast);
-    putList(uniforms, 'bst', bst);
-    const source = matmulKernel(transA, transB);
-    const tiles = batch * Math.ceil(M / MATMUL_TM) * Math.ceil(N / MATMUL_TN);
-    if (K === 0) throw new Error(`${desc()}: inner dimension is 0`);
-    rt().run({ source, uniforms, buffers: [a.buffer, b.buffer, c.buffer], grid: grid1d(tiles, source.workgroupSize), label: `matmul ${batch > 1 ? `${batch}x` : ''}${M}x${N}x${K} ${transA ? 't' : 'n'}${transB ? 't' : 'n'}` });
-  }
-  return record('matmul', c, [a, b], (g) => [
-    a.requiresGrad
-      ? sumToShape(transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB }), a.shape)
-      : null,
-    b.requiresGrad
-      ? sumToShape(transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA }), b.shape)
-      : null,
-  ]);
+  const c = matmulForward(a, b, transA, transB, null, 'matmul');
+  return record('matmul', c, [a, b], (g) => matmulGrads(a, b, g, transA, transB));
 }
 
-/** y = x · wᵀ + b with timm/PyTorch's [out, in] weight layout. */
+/** y = x · wᵀ + b with timm/PyTorch's [out, in] weight layout; the bias add is fused. */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  if (x.shape[x.rank - 1] !== weight.shape[1]) {
+  if (weight.rank !== 2 || x.shape[x.rank - 1] !== weight.shape[1]) {
     throw new Error(`linear: input ${x.describe()} has ${x.shape[x.rank - 1]} features, weight ${weight.describe()} expects ${weight.shape[1]} ([out, in])`);
   }
-  const y = matmul(x, weight, { transB: true });
-  return bias ? add(y, bias) : y;
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== weight.shape[0])) throw new Error(`linear: bias ${bias.describe()} must be [${weight.shape[0]}]`);
+  const y = matmulForward(x, weight, false, true, bias ?? null, 'linear');
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return record('linear', y, inputs, (g) => {
+    const [gx, gw] = matmulGrads(x, weight, g, false, true);
+    const gb = bias?.requiresGrad ? sum(reshape(g, [-1, weight.shape[0]!]), 0) : null;
+    return bias ? [gx, gw, gb] : [gx, gw];
+  });
 }

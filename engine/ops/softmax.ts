@@ -20,11 +20,11 @@ function softmaxLast(x: Tensor, log: boolean): Tensor {
   const [rows, cols] = rowsOf(x);
   const y = Tensor.empty(x.shape, 'float32', op);
   const source = softmaxKernel(log);
-  if (rows > 0) rt().run({ source, uniforms: { rows, cols }, buffers: [x.buffer, y.buffer], grid: grid1d(rows, source.workgroupSize), label: `${source.name} ${rows}x${cols}` });
+  if (rows > 0) rt().run({ source, uniforms: { rows, cols, scale: 1 }, buffers: [x.buffer, y.buffer], grid: grid1d(rows, source.workgroupSize), label: `${source.name} ${rows}x${cols}` });
   return record(op, y, [x], (g) => {
     const dx = Tensor.empty(x.shape, 'float32', `${op} backward`);
     const gs = softmaxGradKernel(log);
-    if (rows > 0) rt().run({ source: gs, uniforms: { rows, cols }, buffers: [y.buffer, g.buffer, dx.buffer], grid: grid1d(rows, gs.workgroupSize), label: `${gs.name} ${rows}x${cols}` });
+    if (rows > 0) rt().run({ source: gs, uniforms: { rows, cols, scale: 1 }, buffers: [y.buffer, g.buffer, dx.buffer], grid: grid1d(rows, gs.workgroupSize), label: `${gs.name} ${rows}x${cols}` });
     return [dx];
   });
 }

@@ -31,7 +31,7 @@ describe('dispatch', () => {
   });
 
   it('every kernel prints as WGSL text and the compiled list has them', () => {
-    const src = matmulKernel(false, true);
+    const src = matmulKernel(false, true, false);
     expect(src.code).toContain('@compute');
     expect(src.code).toContain('struct Params');
     const names = T.compiledKernels().map((k) => k.name);

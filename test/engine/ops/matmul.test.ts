@@ -25,7 +25,36 @@ const SHAPES: [number[], number[], boolean, boolean][] = [
   [[4, 9, 8], [4, 10, 8], false, true],
 ];
 
+// Shapes the vec4 register-blocked kernel takes (4-aligned K and contiguous dims), including
+// edge blocks where M or N is not a multiple of the 8×8 tile.
+const FAST: [number[], number[], boolean, boolean][] = [
+  [[8, 4], [4, 8], false, false],
+  [[20, 12], [12, 36], false, false],
+  [[12, 20], [12, 36], true, false],
+  [[20, 12], [36, 12], false, true],
+  [[12, 20], [36, 12], true, true],
+  [[3, 68, 64], [64, 24], false, false],
+  [[2, 16, 32], [2, 32, 12], false, false],
+  [[2176, 64], [192, 64], false, true],
+];
+
 describe('matmul', () => {
+  for (const [sa, sb, ta, tb] of FAST) {
+    it(`vec4 kernel: ${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}`, async () => {
+      await checkOp({
+        name: 'matmul fast',
+        inputs: [{ shape: sa }, { shape: sb }],
+        fwd: TOL,
+        bwd: { atol: 2e-3, rtol: 1e-4 }, // the 2176-row case sums 2,176 products per weight gradient
+        fdSamples: 6,
+        gpu: (a, b) => T.matmul(a!, b!, { transA: ta, transB: tb }),
+        ref: (a, b) => R.matmul(a!, b!, ta, tb),
+        vjp: ([a, b], g) => R.matmulVjp(a!, b!, g, ta, tb),
+      });
+      expect(T.compiledKernels().some((k) => k.name === `matmul_fast_${ta ? 't' : 'n'}${tb ? 't' : 'n'}`)).toBe(true);
+    });
+  }
+
   for (const [sa, sb, ta, tb] of SHAPES) {
     it(`${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}`, () =>
       checkOp({

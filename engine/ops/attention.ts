@@ -1,0 +1,78 @@
+// Multi-head self-attention from a packed qkv projection, as timm's Attention:
+//   qkv (B, N, 3·D) → q, k, v heads (B, nh, N, hd) → softmax(q·kᵀ · hd^-½) · v → (B, N, D).
+// This is the unfused path (matmul → softmax → matmul, the N×N probabilities materialised):
+// strided matmuls read the heads straight out of qkv and write the output heads in place, so no
+// permute or slice copies run. Backward recomputes nothing and writes dQ, dK, dV into one dqkv.
+import { grid1d } from '../../kernels/common.js';
+import { dropoutKernel } from '../../kernels/random.js';
+import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
+import { record } from '../autograd.js';
+import { rt } from '../dispatch.js';
+import { shapeStr, Tensor } from '../tensor.js';
+import { launchMatmul, type Operand } from './matmul.js';
+import { nextKey, type RandomKey } from './random.js';
+
+export interface AttentionOptions {
+  /** Dropout on the attention probabilities (training only). */
+  dropout?: number;
+  training?: boolean;
+  seed?: number;
+  /** Receives the softmax probabilities (B, nh, N, N) of this call, e.g. for attention maps. */
+  capture?: (probs: Tensor) => void;
+}
+
+function rowsKernel(source: ReturnType<typeof softmaxKernel>, rows: number, cols: number, scale: number, buffers: Tensor[], label: string): void {
+  rt().run({ source, uniforms: { rows, cols, scale }, buffers: buffers.map((t) => t.buffer), grid: grid1d(rows, source.workgroupSize), label });
+}
+
+function dropoutInto(x: Tensor, p: number, key: RandomKey): Tensor {
+  const y = Tensor.empty(x.shape, 'float32', 'attention dropout');
+  const source = dropoutKernel();
+  rt().run({ source, uniforms: { n: x.size, seed: key.seed, stream: key.stream, p }, buffers: [x.buffer, y.buffer], grid: grid1d(Math.ceil(x.size / 4), source.workgroupSize), label: `attention_dropout ${shapeStr(x.shape)}` });
+  return y;
+}
+
+export function attention(qkv: Tensor, numHeads: number, opts: AttentionOptions = {}): Tensor {
+  if (qkv.rank !== 3 || qkv.dtype !== 'float32' || qkv.shape[2]! % (3 * numHeads) !== 0) {
+    throw new Error(`attention: qkv ${qkv.describe()} must be float32 (B, N, 3·D) with D divisible by ${numHeads} heads`);
+  }
+  const [B, N, threeD] = qkv.shape as [number, number, number];
+  const D = threeD / 3;
+  const nh = numHeads;
+  const hd = D / nh;
+  const scale = hd ** -0.5;
+  const p = opts.training === false ? 0 : (opts.dropout ?? 0);
+  const key = p > 0 ? nextKey(opts.seed) : null;
+  const tag = `attention B${B} h${nh} N${N} d${hd}`;
+
+  // Heads of a (B, N, 3D) or (B, N, D) tensor: batch (b, h), row n, column d.
+  const head = (t: Tensor, which: number, width: number): Operand => ({ t, offset: which * D, ld: width, batchStrides: [N * width, hd] });
+  const square = (t: Tensor): Operand => ({ t, offset: 0, ld: N, batchStrides: [nh * N * N, N * N] });
+  const batchShape = [B, nh];
+
+  const scores = Tensor.empty([B, nh, N, N], 'float32', 'attention scores');
+  launchMatmul({ a: head(qkv, 0, threeD), b: head(qkv, 1, threeD), c: square(scores), M: N, N, K: hd, batchShape, transA: false, transB: true, label: 'attn_qk' });
+  const probs = Tensor.empty([B, nh, N, N], 'float32', 'attention probs');
+  rowsKernel(softmaxKernel(false), B * nh * N, N, scale, [scores, probs], `softmax ${tag}`);
+  scores.dispose();
+  opts.capture?.(probs);
+  const used = key ? dropoutInto(probs, p, key) : probs;
+  const out = Tensor.empty([B, N, D], 'float32', 'attention');
+  launchMatmul({ a: square(used), b: head(qkv, 2, threeD), c: head(out, 0, D), M: N, N: hd, K: N, batchShape, transA: false, transB: false, label: 'attn_pv' });
+
+  return record('attention', out, [qkv], (g) => {
+    const dqkv = Tensor.empty(qkv.shape, 'float32', 'attention dqkv');
+    const dUsed = Tensor.empty([B, nh, N, N], 'float32', 'attention dprobs');
+    // dP = dO · Vᵀ ; dV = Pᵀ · dO
+    launchMatmul({ a: head(g, 0, D), b: head(qkv, 2, threeD), c: square(dUsed), M: N, N, K: hd, batchShape, transA: false, transB: true, label: 'attn_dp' });
+    launchMatmul({ a: square(used), b: head(g, 0, D), c: head(dqkv, 2, threeD), M: N, N: hd, K: N, batchShape, transA: true, transB: false, label: 'attn_dv' });
+    const dProbs = key ? dropoutInto(dUsed, p, key) : dUsed;
+    // dS = scale · P ⊙ (dP − Σ dP ⊙ P)
+    const dScores = Tensor.empty([B, nh, N, N], 'float32', 'attention dscores');
+    rowsKernel(softmaxGradKernel(false), B * nh * N, N, scale, [probs, dProbs, dScores], `softmax_grad ${tag}`);
+    // dQ = dS · K ; dK = dSᵀ · Q
+    launchMatmul({ a: square(dScores), b: head(qkv, 1, threeD), c: head(dqkv, 0, threeD), M: N, N: hd, K: N, batchShape, transA: false, transB: false, label: 'attn_dq' });
+    launchMatmul({ a: square(dScores), b: head(qkv, 0, threeD), c: head(dqkv, 1, threeD), M: N, N: hd, K: N, batchShape, transA: true, transB: false, label: 'attn_dk' });
+    return [dqkv];
+  });
+}

@@ -1,0 +1,179 @@
+// Building blocks of timm's vision_transformer.py: a scoped parameter store (candle's vb.pp()
+// style, so names come out as timm's), Linear, LayerNorm, PatchEmbed, Attention, Mlp, Block,
+// and stochastic depth.
+import * as T from '../engine/index.js';
+
+export type Init = 'trunc_normal' | 'zeros' | 'ones' | 'xavier_uniform';
+
+export interface ParamInfo {
+  tensor: T.Tensor;
+  /** Excluded from weight decay: biases, norms, tokens and position embeddings (timm). */
+  decay: boolean;
+}
+
+/** A scoped view of one parameter store; `pp('blocks').pp(0)` yields names like `blocks.0.*`. */
+export class Params {
+  constructor(
+    readonly store: Map<string, ParamInfo>,
+    readonly prefix: string,
+    private seed: { base: number; next: number },
+  ) {}
+
+  static root(seed: number): Params {
+    return new Params(new Map(), '', { base: seed >>> 0, next: 0 });
+  }
+
+  pp(name: string | number): Params {
+    return new Params(this.store, this.prefix ? `${this.prefix}.${name}` : `${name}`, this.seed);
+  }
+
+  /** Creates (on the GPU, from the seeded Philox generator) and registers a parameter. */
+  get(name: string, shape: number[], init: Init, opts: { decay?: boolean; std?: number } = {}): T.Tensor {
+    const full = this.prefix ? `${this.prefix}.${name}` : name;
+    if (this.store.has(full)) throw new Error(`parameter '${full}' is defined twice`);
+    const seed = (this.seed.base * 1000003 + this.seed.next++) >>> 0;
+    const t = T.keep(T.noGrad(() => T.scope(() => initTensor(shape, init, seed, opts.std ?? 0.02))));
+    t.requiresGrad = true;
+    t.name = full;
+    this.store.set(full, { tensor: t, decay: opts.decay ?? shape.length > 1 });
+    return t;
+  }
+}
+
+function initTensor(shape: number[], init: Init, seed: number, std: number): T.Tensor {
+  switch (init) {
+    case 'zeros':
+      return T.zeros(shape);
+    case 'ones':
+      return T.ones(shape);
+    case 'trunc_normal':
+      // timm's trunc_normal_(std=.02) truncates at ±2 (absolute), i.e. at 100σ: a clamp suffices.
+      return T.clamp(T.randn(shape, { seed, std }), -2, 2);
+    case 'xavier_uniform': {
+      const fanOut = shape[0]!;
+      const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
+      const bound = Math.sqrt(6 / (fanIn + fanOut));
+      return T.rand(shape, { seed, low: -bound, high: bound });
+    }
+  }
+}
+
+/** Runtime options of a forward pass. */
+export interface Ctx {
+  training: boolean;
+}
+
+// ---- layers --------------------------------------------------------------------------------
+
+export class Linear {
+  readonly weight: T.Tensor;
+  readonly bias: T.Tensor | null;
+  constructor(p: Params, inFeatures: number, outFeatures: number, opts: { bias?: boolean; init?: Init } = {}) {
+    this.weight = p.get('weight', [outFeatures, inFeatures], opts.init ?? 'trunc_normal'); // [out, in]
+    this.bias = opts.bias === false ? null : p.get('bias', [outFeatures], 'zeros', { decay: false });
+  }
+  forward(x: T.Tensor): T.Tensor {
+    return T.linear(x, this.weight, this.bias);
+  }
+}
+
+export class LayerNorm {
+  readonly weight: T.Tensor;
+  readonly bias: T.Tensor;
+  constructor(p: Params, dim: number, readonly eps = 1e-6) {
+    this.weight = p.get('weight', [dim], 'ones', { decay: false });
+    this.bias = p.get('bias', [dim], 'zeros', { decay: false });
+  }
+  forward(x: T.Tensor): T.Tensor {
+    return T.layerNorm(x, this.weight, this.bias, this.eps);
+  }
+}
+
+/** Conv with stride = kernel = patch size, flattened to tokens: [B, C, H, W] → [B, N, D]. */
+export class PatchEmbed {
+  readonly proj: { weight: T.Tensor; bias: T.Tensor };
+  readonly gridSize: [number, number];
+  constructor(p: Params, imgSize: number, readonly patchSize: number, inChans: number, embedDim: number) {
+    if (imgSize % patchSize !== 0) throw new Error(`PatchEmbed: image size ${imgSize} is not divisible by patch size ${patchSize}`);
+    const q = p.pp('proj');
+    this.proj = { weight: q.get('weight', [embedDim, inChans, patchSize, patchSize], 'trunc_normal'), bias: q.get('bias', [embedDim], 'zeros', { decay: false }) };
+    this.gridSize = [imgSize / patchSize, imgSize / patchSize];
+  }
+  get numPatches(): number {
+    return this.gridSize[0] * this.gridSize[1];
+  }
+  forward(x: T.Tensor): T.Tensor {
+    const y = T.patchEmbed(x, this.proj.weight, this.proj.bias); // (B, D, Hp, Wp)
+    const [B, D] = y.shape as [number, number];
+    return T.transpose(T.reshape(y, [B, D, this.numPatches]), 1, 2); // (B, N, D)
+  }
+}
+
+export class Attention {
+  readonly qkv: Linear;
+  readonly proj: Linear;
+  readonly headDim: number;
+  private readonly attnDrop: number;
+  private readonly projDrop: number;
+  /** When set, each forward pass hands it the softmax attention (B, nh, N, N). */
+  capture: ((probs: T.Tensor) => void) | null = null;
+
+  constructor(p: Params, readonly dim: number, readonly numHeads: number, opts: { qkvBias?: boolean; attnDrop?: number; projDrop?: number } = {}) {
+    if (dim % numHeads !== 0) throw new Error(`Attention: dim ${dim} is not divisible by ${numHeads} heads`);
+    this.headDim = dim / numHeads;
+    this.qkv = new Linear(p.pp('qkv'), dim, dim * 3, { bias: opts.qkvBias ?? true });
+    this.proj = new Linear(p.pp('proj'), dim, dim);
+    this.attnDrop = opts.attnDrop ?? 0;
+    this.projDrop = opts.projDrop ?? 0;
+  }
+
+  forward(x: T.Tensor, ctx: Ctx): T.Tensor {
+    // qkv rows are Q | K | V, each head-major (timm: reshape(B, N, 3, nh, hd).permute(2, 0, 3, 1, 4));
+    // the attention op reads the heads in place and returns them merged: (B, N, D).
+    const qkv = this.qkv.forward(x); // (B, N, 3D)
+    const o = T.attention(qkv, this.numHeads, { dropout: this.attnDrop, training: ctx.training, capture: this.capture ?? undefined });
+    return T.dropout(this.proj.forward(o), this.projDrop, { training: ctx.training });
+  }
+}
+
+export class Mlp {
+  readonly fc1: Linear;
+  readonly fc2: Linear;
+  constructor(p: Params, inFeatures: number, hidden: number, readonly drop = 0) {
+    this.fc1 = new Linear(p.pp('fc1'), inFeatures, hidden);
+    this.fc2 = new Linear(p.pp('fc2'), hidden, inFeatures);
+  }
+  forward(x: T.Tensor, ctx: Ctx): T.Tensor {
+    const h = T.dropout(T.gelu(this.fc1.forward(x)), this.drop, { training: ctx.training });
+    return T.dropout(this.fc2.forward(h), this.drop, { training: ctx.training });
+  }
+}
+
+/** Stochastic depth (Huang et al. 2016), per sample as timm's drop_path: keep the residual
+ * branch with probability 1 - p and scale it by 1 / (1 - p). */
+export function dropPath(x: T.Tensor, p: number, ctx: Ctx): T.Tensor {
+  if (p === 0 || !ctx.training) return x;
+  const B = x.shape[0]!;
+  const keep = T.mulScalar(T.ge(T.rand([B, ...x.shape.slice(1).map(() => 1)]), T.full([1], p)), 1 / (1 - p));
+  return T.mul(x, keep);
+}
+
+export class Block {
+  readonly norm1: LayerNorm;
+  readonly attn: Attention;
+  readonly norm2: LayerNorm;
+  readonly mlp: Mlp;
+  private readonly dropPathRate: number;
+  constructor(p: Params, dim: number, numHeads: number, mlpRatio: number, opts: { qkvBias?: boolean; drop?: number; attnDrop?: number; dropPath?: number; normEps?: number } = {}) {
+    this.norm1 = new LayerNorm(p.pp('norm1'), dim, opts.normEps);
+    this.attn = new Attention(p.pp('attn'), dim, numHeads, { qkvBias: opts.qkvBias, attnDrop: opts.attnDrop, projDrop: opts.drop });
+    this.norm2 = new LayerNorm(p.pp('norm2'), dim, opts.normEps);
+    this.mlp = new Mlp(p.pp('mlp'), dim, Math.round(dim * mlpRatio), opts.drop);
+    this.dropPathRate = opts.dropPath ?? 0;
+  }
+
+  forward(x: T.Tensor, ctx: Ctx): T.Tensor {
+    const h = T.add(x, dropPath(this.attn.forward(this.norm1.forward(x), ctx), this.dropPathRate, ctx));
+    return T.add(h, dropPath(this.mlp.forward(this.norm2.forward(h), ctx), this.dropPathRate, ctx));
+  }
+}

@@ -1,0 +1,165 @@
+// Vision Transformer (Dosovitskiy et al. 2020) and DeiT's distillation token (Touvron et al.
+// 2021), following timm's vision_transformer.py: names, layouts and init match, so a checkpoint
+// loads in timm unchanged.
+import * as T from '../engine/index.js';
+import { Block, type Ctx, LayerNorm, Linear, Params, type ParamInfo, PatchEmbed } from './layers.js';
+
+/** timm's field names, as stored in checkpoints' `config` metadata. */
+export interface ViTConfig {
+  img_size: number;
+  patch_size: number;
+  in_chans: number;
+  num_classes: number;
+  embed_dim: number;
+  depth: number;
+  num_heads: number;
+  mlp_ratio: number;
+  qkv_bias: boolean;
+  class_token: boolean;
+  global_pool: 'token' | 'avg';
+  distilled: boolean;
+  norm_eps: number;
+  drop_rate: number;
+  attn_drop_rate: number;
+  drop_path_rate: number;
+  /** Input normalisation the model was trained with (per channel). */
+  mean: number[];
+  std: number[];
+}
+
+export const FASHION_MNIST_NORM = { mean: [0.286], std: [0.353] };
+
+const BASE: Omit<ViTConfig, 'img_size' | 'patch_size' | 'embed_dim' | 'depth' | 'num_heads' | 'mlp_ratio'> = {
+  in_chans: 1,
+  num_classes: 10,
+  qkv_bias: true,
+  class_token: true,
+  global_pool: 'token',
+  distilled: false,
+  norm_eps: 1e-6,
+  drop_rate: 0,
+  attn_drop_rate: 0,
+  drop_path_rate: 0,
+  ...FASHION_MNIST_NORM,
+};
+
+/** Presets by name. */
+export const PRESETS: Record<string, ViTConfig> = {
+  'vit-fmnist-tiny': { ...BASE, img_size: 28, patch_size: 7, embed_dim: 64, depth: 6, num_heads: 4, mlp_ratio: 2 },
+  'vit-fmnist-p4': { ...BASE, img_size: 28, patch_size: 4, embed_dim: 64, depth: 6, num_heads: 4, mlp_ratio: 2 },
+  'vit-fmnist-small': { ...BASE, img_size: 28, patch_size: 4, embed_dim: 96, depth: 6, num_heads: 4, mlp_ratio: 2, drop_path_rate: 0.05 },
+  'deit-fmnist-tiny-distilled': { ...BASE, img_size: 28, patch_size: 7, embed_dim: 64, depth: 6, num_heads: 4, mlp_ratio: 2, distilled: true },
+  'deit-tiny-patch16-224': { ...BASE, img_size: 224, patch_size: 16, in_chans: 3, num_classes: 1000, embed_dim: 192, depth: 12, num_heads: 3, mlp_ratio: 4, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+  'deit-tiny-distilled-patch16-224': { ...BASE, img_size: 224, patch_size: 16, in_chans: 3, num_classes: 1000, embed_dim: 192, depth: 12, num_heads: 3, mlp_ratio: 4, distilled: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+};
+
+export function presetConfig(name: string): ViTConfig {
+  const c = PRESETS[name];
+  if (!c) throw new Error(`unknown preset '${name}'; presets: ${Object.keys(PRESETS).join(', ')}`);
+  return { ...c, mean: [...c.mean], std: [...c.std] };
+}
+
+export interface ViTOutput {
+  /** Class logits (B, classes); for a distilled model in eval, the mean of both heads. */
+  logits: T.Tensor;
+  /** Distilled models in training: the distillation head's logits (B, classes). */
+  distLogits?: T.Tensor;
+}
+
+export class VisionTransformer {
+  readonly config: ViTConfig;
+  readonly params: Map<string, ParamInfo>;
+  readonly patchEmbed: PatchEmbed;
+  readonly clsToken: T.Tensor | null;
+  readonly distToken: T.Tensor | null;
+  readonly posEmbed: T.Tensor;
+  readonly blocks: Block[];
+  readonly norm: LayerNorm;
+  readonly head: Linear;
+  readonly headDist: Linear | null;
+  readonly numPrefixTokens: number;
+
+  constructor(config: ViTConfig, seed = 0) {
+    const c = (this.config = config);
+    if (c.distilled && !c.class_token) throw new Error('ViT: a distilled model needs the class token');
+    const p = Params.root(seed);
+    this.params = p.store;
+    this.patchEmbed = new PatchEmbed(p.pp('patch_embed'), c.img_size, c.patch_size, c.in_chans, c.embed_dim);
+    this.numPrefixTokens = (c.class_token ? 1 : 0) + (c.distilled ? 1 : 0);
+    this.clsToken = c.class_token ? p.get('cls_token', [1, 1, c.embed_dim], 'trunc_normal', { decay: false, std: 1e-6 }) : null;
+    this.distToken = c.distilled ? p.get('dist_token', [1, 1, c.embed_dim], 'trunc_normal', { decay: false }) : null;
+    this.posEmbed = p.get('pos_embed', [1, this.patchEmbed.numPatches + this.numPrefixTokens, c.embed_dim], 'trunc_normal', { decay: false });
+    // Stochastic depth rises linearly with depth, as timm's dpr.
+    this.blocks = Array.from({ length: c.depth }, (_, i) =>
+      new Block(p.pp('blocks').pp(i), c.embed_dim, c.num_heads, c.mlp_ratio, {
+        qkvBias: c.qkv_bias, drop: c.drop_rate, attnDrop: c.attn_drop_rate, dropPath: c.depth > 1 ? (c.drop_path_rate * i) / (c.depth - 1) : 0, normEps: c.norm_eps,
+      }),
+    );
+    this.norm = new LayerNorm(p.pp('norm'), c.embed_dim, c.norm_eps);
+    this.head = new Linear(p.pp('head'), c.embed_dim, c.num_classes);
+    this.headDist = c.distilled ? new Linear(p.pp('head_dist'), c.embed_dim, c.num_classes) : null;
+  }
+
+  /** Tokens after the final norm: (B, prefix + N, D). */
+  forwardFeatures(x: T.Tensor, ctx: Ctx): T.Tensor {
+    const c = this.config;
+    if (x.rank !== 4 || x.shape[1] !== c.in_chans || x.shape[2] !== c.img_size || x.shape[3] !== c.img_size) {
+      throw new Error(`ViT: input ${x.describe()} must be [B, ${c.in_chans}, ${c.img_size}, ${c.img_size}]`);
+    }
+    const B = x.shape[0]!;
+    let h = this.patchEmbed.forward(x); // (B, N, D)
+    const prefix = [this.clsToken, this.distToken].filter((t): t is T.Tensor => t !== null).map((t) => T.expand(t, [B, 1, c.embed_dim]));
+    if (prefix.length) h = T.concat([...prefix, h], 1); // (B, prefix + N, D)
+    h = T.dropout(T.add(h, this.posEmbed), c.drop_rate, { training: ctx.training });
+    for (const blk of this.blocks) h = blk.forward(h, ctx);
+    return this.norm.forward(h);
+  }
+
+  forward(x: T.Tensor, ctx: Ctx): ViTOutput {
+    const h = this.forwardFeatures(x, ctx);
+    const [B, N, D] = h.shape as [number, number, number];
+    const token = (i: number) => T.reshape(T.slice(h, [0, i], [B, i + 1]), [B, D]);
+    const pooled = this.config.global_pool === 'avg' ? T.mean(T.slice(h, [0, this.numPrefixTokens], [B, N]), 1) : token(0);
+    const logits = this.head.forward(T.dropout(pooled, this.config.drop_rate, { training: ctx.training }));
+    if (!this.headDist) return { logits };
+    const distLogits = this.headDist.forward(token(1));
+    // DeiT: during training both heads are returned; at inference their mean.
+    return ctx.training ? { logits, distLogits } : { logits: T.mulScalar(T.add(logits, distLogits), 0.5) };
+  }
+
+  parameters(): T.Tensor[] {
+    return [...this.params.values()].map((p) => p.tensor);
+  }
+
+  /** AdamW groups: weights decay, biases / norms / tokens / position embeddings do not. */
+  paramGroups(weightDecay: number): T.ParamGroup[] {
+    const all = [...this.params.values()];
+    return [
+      { params: all.filter((p) => p.decay).map((p) => p.tensor), weightDecay },
+      { params: all.filter((p) => !p.decay).map((p) => p.tensor), weightDecay: 0 },
+    ];
+  }
+
+  numParams(): number {
+    let n = 0;
+    for (const p of this.params.values()) n += p.tensor.size;
+    return n;
+  }
+
+  dispose(): void {
+    for (const p of this.params.values()) p.tensor.dispose();
+  }
+}
+
+/** Parameter count by hand from the config (the test compares it with the built model). */
+export function countParams(c: ViTConfig): number {
+  const D = c.embed_dim;
+  const H = Math.round(D * c.mlp_ratio);
+  const N = (c.img_size / c.patch_size) ** 2;
+  const prefix = (c.class_token ? 1 : 0) + (c.distilled ? 1 : 0);
+  const patch = D * c.in_chans * c.patch_size ** 2 + D;
+  const tokens = prefix * D + (N + prefix) * D;
+  const block = 2 * 2 * D + (3 * D * D + (c.qkv_bias ? 3 * D : 0)) + (D * D + D) + (H * D + H) + (D * H + D);
+  const heads = (c.distilled ? 2 : 1) * (c.num_classes * D + c.num_classes);
+  return patch + tokens + c.depth * block + 2 * D + heads;
+}
