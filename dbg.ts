@@ -1,22 +1,26 @@
 import * as T from './engine/index.js';
 import { presetConfig, VisionTransformer } from './models/vit.js';
+import { BatchLoader, loadDataset, normalize, subset, permutation } from './train/data.js';
 await T.init();
-const preset = process.argv[2] ?? 'vit-fmnist-tiny';
-const cfg = presetConfig(preset);
+const cfg = presetConfig('vit-fmnist-tiny');
 const model = new VisionTransformer(cfg, 0);
 const opt = new T.AdamW(model.paramGroups(0.05), { lr: 1e-3 });
-const B = 128;
-const x = T.keep(T.randn([B, 1, 28, 28], { seed: 1 }));
-const y = T.keep(T.tensor(Int32Array.from({ length: B }, (_, i) => i % 10), [B]));
-const step = () => T.scope(() => { const { logits } = model.forward(x, { training: true }); const l = T.crossEntropy(logits, y); l.backward(); opt.step(); opt.zeroGrad(); return l; });
-for (let s = 0; s < 2; s++) { const l = step(); await l.item(); l.dispose(); }
+const ds = subset(loadDataset('fashion-mnist', 'train'), 4000); normalize(ds, cfg.mean, cfg.std);
+const loader = new BatchLoader(ds, 128);
+const order = permutation(ds.count, 0);
+const params = model.parameters();
+let pos = 0;
+const step = (clip: boolean) => { loader.load(order, (pos++ % 30) * 128); return T.scope(() => { const { logits } = model.forward(loader.x, { training: true }); const l = T.crossEntropy(logits, loader.y); l.backward(); const c = clip ? T.clipGradNorm(params, 1) : undefined; opt.step({ clip: c }); opt.zeroGrad(); return l; }); };
+for (const clip of [false, true]) {
+  for (let s = 0; s < 2; s++) { const l = step(clip); await l.item(); l.dispose(); }
+  const t0 = performance.now();
+  for (let s = 0; s < 5; s++) { const l = step(clip); await l.item(); l.dispose(); }
+  console.log(`clip ${clip}: ${((performance.now() - t0) / 5).toFixed(1)} ms/step`);
+}
 T.startProfile();
-const t0 = performance.now();
-for (let s = 0; s < 2; s++) { const l = step(); await l.item(); l.dispose(); }
-const wall = performance.now() - t0;
+for (let s = 0; s < 2; s++) { const l = step(true); await l.item(); l.dispose(); }
 const { records } = await T.stopProfile();
 const rows = T.summarize(records);
-const gpu = rows.reduce((a, r) => a + r.totalMs, 0);
-console.log(`wall ${wall.toFixed(1)} ms for 2 steps, GPU kernel sum ${gpu.toFixed(1)} ms, dispatches ${records.length}`);
-console.log(T.summaryTable(rows, 25));
+console.log('GPU sum', rows.reduce((a, r) => a + r.totalMs, 0).toFixed(1));
+console.log(T.summaryTable(rows, 12));
 process.exit(0);

@@ -1,11 +1,11 @@
 // Optimizers over parameter tensors, updated in place by the kernels in kernels/optimizer.ts.
 // State (moments) lives on the GPU for the optimizer's lifetime; dispose() frees it.
-import { ADAMW_HYPER, adamwKernel, SGD_HYPER, sgdKernel } from '../kernels/optimizer.js';
+import { ADAMW_HYPER, adamwKernel, CLIP_CHUNK, clipFactorKernel, emaKernel, SGD_HYPER, sgdKernel, sumSquaresKernel } from '../kernels/optimizer.js';
 import { grid1d } from '../kernels/common.js';
 import { rt } from './dispatch.js';
 import { keep } from './memory.js';
 import { zeros } from './ops/creation.js';
-import { shapeStr, Tensor } from './tensor.js';
+import { shapeStr, Tensor, upload } from './tensor.js';
 
 export interface ParamGroup {
   params: Tensor[];
@@ -29,12 +29,19 @@ abstract class Optimizer {
   }
 
   protected abstract hyperValues(group: ParamGroup): number[];
-  protected abstract update(p: Tensor, g: Tensor, state: Tensor[], hyper: Tensor): void;
+  protected abstract update(p: Tensor, g: Tensor, state: Tensor[], hyper: Tensor, clip: Tensor): void;
   protected abstract stateCount: number;
+  private noClip: Tensor | null = null;
 
-  /** Applies one update to every parameter that has a gradient. */
-  step(): void {
+  /** Applies one update to every parameter that has a gradient. `clip` is the [norm, factor]
+   * tensor from clipGradNorm(); gradients are multiplied by its factor inside the update. */
+  step(opts: { clip?: Tensor } = {}): void {
     this.stepCount++;
+    if (!opts.clip && !this.noClip) {
+      this.noClip = keep(Tensor.empty([2], 'float32', 'no clipping'));
+      rt().write(this.noClip.buffer, Float32Array.from([0, 1]));
+    }
+    const clip = opts.clip ?? this.noClip!;
     for (const group of this.groups) {
       const values = Float32Array.from(this.hyperValues(group));
       let h = this.hyper.get(group);
@@ -51,7 +58,7 @@ abstract class Optimizer {
           s = Array.from({ length: this.stateCount }, () => keep(zeros(p.shape)));
           this.state.set(p, s);
         }
-        this.update(p, p.grad, s, h);
+        this.update(p, p.grad, s, h, clip);
       }
     }
   }
@@ -64,6 +71,17 @@ abstract class Optimizer {
     }
   }
 
+  /** Restores a parameter's state (e.g. from a checkpoint), in the order stateOf() returns. */
+  setState(p: Tensor, values: Float32Array[]): void {
+    if (values.length !== this.stateCount) throw new Error(`optimizer: ${values.length} state arrays for ${p.describe()}, expected ${this.stateCount}`);
+    let s = this.state.get(p);
+    if (!s) {
+      s = Array.from({ length: this.stateCount }, () => keep(zeros(p.shape)));
+      this.state.set(p, s);
+    }
+    s.forEach((t, i) => upload(t, values[i]!));
+  }
+
   /** The optimizer's state tensors for a parameter (moments or momentum), if it has stepped. */
   stateOf(p: Tensor): readonly Tensor[] | undefined {
     return this.state.get(p);
@@ -72,6 +90,8 @@ abstract class Optimizer {
   dispose(): void {
     for (const s of this.state.values()) for (const t of s) t.dispose();
     for (const h of this.hyper.values()) h.dispose();
+    this.noClip?.dispose();
+    this.noClip = null;
     this.state.clear();
     this.hyper.clear();
   }
@@ -114,8 +134,8 @@ export class AdamW extends Optimizer {
     return ADAMW_HYPER.map((k) => v[k]);
   }
 
-  protected update(p: Tensor, g: Tensor, [m, v]: Tensor[], hyper: Tensor): void {
-    this.launch('adamw', adamwKernel(), p, [p, g, m!, v!, hyper]);
+  protected update(p: Tensor, g: Tensor, [m, v]: Tensor[], hyper: Tensor, clip: Tensor): void {
+    this.launch('adamw', adamwKernel(), p, [p, g, m!, v!, hyper, clip]);
   }
 }
 
@@ -146,7 +166,52 @@ export class SGD extends Optimizer {
     return SGD_HYPER.map((k) => v[k]);
   }
 
-  protected update(p: Tensor, g: Tensor, [buf]: Tensor[], hyper: Tensor): void {
-    this.launch('sgd', sgdKernel(), p, [p, g, buf!, hyper]);
+  protected update(p: Tensor, g: Tensor, [buf]: Tensor[], hyper: Tensor, clip: Tensor): void {
+    this.launch('sgd', sgdKernel(), p, [p, g, buf!, hyper, clip]);
   }
+}
+
+// ---- clipping and weight averaging ------------------------------------------------------------
+
+/** The global L2 norm of all gradients and the factor min(1, maxNorm / norm), as a [2] tensor,
+ * computed on the GPU (no readback): pass it to step({ clip }). maxNorm <= 0 only measures. */
+export function clipGradNorm(params: Tensor[], maxNorm: number): Tensor {
+  const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
+  const chunks = grads.map((g) => Math.ceil(g.size / CLIP_CHUNK));
+  const total = chunks.reduce((a, b) => a + b, 0);
+  const partials = Tensor.empty([Math.max(total, 1)], 'float32', 'clip partials');
+  const out = Tensor.empty([2], 'float32', 'grad norm');
+  const sq = sumSquaresKernel();
+  let off = 0;
+  grads.forEach((g, i) => {
+    rt().run({ source: sq, uniforms: { n: g.size, out_off: off }, buffers: [g.buffer, partials.buffer], grid: grid1d(chunks[i]!, sq.workgroupSize), label: `sum_squares ${shapeStr(g.shape)}` });
+    off += chunks[i]!;
+  });
+  const fin = clipFactorKernel();
+  rt().run({ source: fin, uniforms: { count: total, max_norm: maxNorm }, buffers: [partials.buffer, out.buffer], grid: [1, 1, 1], label: `clip_factor ${total}` });
+  partials.dispose();
+  return out;
+}
+
+/** Exponential moving average of parameters (timm's ModelEmaV2): ema ← m·ema + (1 − m)·p. */
+export class WeightEma {
+  readonly shadow: Tensor[];
+  constructor(readonly params: Tensor[], readonly decay: number) {
+    this.shadow = params.map((p) => keep(copyOf(p)));
+  }
+  update(): void {
+    const k = emaKernel();
+    this.params.forEach((p, i) => {
+      rt().run({ source: k, uniforms: { n: p.size, m: this.decay }, buffers: [p.buffer, this.shadow[i]!.buffer], grid: grid1d(p.size, k.workgroupSize), label: `ema ${shapeStr(p.shape)}` });
+    });
+  }
+  dispose(): void {
+    for (const t of this.shadow) t.dispose();
+  }
+}
+
+function copyOf(p: Tensor): Tensor {
+  const t = Tensor.empty(p.shape, p.dtype, 'ema');
+  rt().copy(p.buffer, t.buffer, p.size * 4);
+  return t;
 }

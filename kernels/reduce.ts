@@ -77,3 +77,29 @@ export const argmaxScatterKernel = memo(function argmaxScatterKernel(): KernelSo
 }`,
   });
 });
+
+/** Sum over the leading axis of a contiguous [R, C] view, one column per invocation (the bias
+ * gradient of a linear layer): consecutive invocations read consecutive addresses, and no
+ * permute copy is needed as it would be for the row kernel. */
+export const colSumKernel = memo(function colSumKernel(): KernelSource {
+  return kernel({
+    name: 'reduce_sum_cols',
+    uniforms: [
+      { name: 'rows', type: 'u32' },
+      { name: 'cols', type: 'u32' },
+      { name: 'scale', type: 'f32' },
+    ],
+    buffers: [
+      { name: 'x', access: 'read', type: 'f32' },
+      { name: 'out', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: REDUCE_WG,
+    body: `${MAIN_1D} {
+  let c = global_index(wid, lid, nwg);
+  if (c >= P.cols) { return; }
+  var acc = 0.0;
+  for (var r = 0u; r < P.rows; r++) { acc += x[r * P.cols + c]; }
+  out[c] = acc * P.scale;
+}`,
+  });
+});

@@ -7,6 +7,7 @@ Usage: tessera <command> [options]
 
 Commands:
   train      train a ViT on Fashion-MNIST (npm start runs this with the default preset)
+  eval       accuracy, NLL, ECE and confusion matrix of a checkpoint
   kernels    print the WGSL of a kernel family: tessera kernels matmul --trans-b
   info       show the WebGPU adapter, its features and limits
 
@@ -79,19 +80,167 @@ async function kernels(argv: string[]): Promise<void> {
   console.log(table[name]!().code);
 }
 
+const TRAIN_HELP = `tessera train — train a ViT / DeiT on Fashion-MNIST, MNIST or CIFAR-10
+
+Options (defaults in brackets):
+  --preset NAME        model preset [vit-fmnist-tiny]; presets: ${'${PRESET_NAMES}'}
+  --data NAME          fashion-mnist | mnist | cifar10 [fashion-mnist]
+  --data-dir DIR       dataset folder (also TESSERA_DATA) [the Debian package's folder]
+  --epochs N           epochs of the schedule [3]
+  --max-steps N        stop after N optimizer steps
+  --batch-size N       [128]
+  --lr X               peak learning rate [3e-3]
+  --min-lr X           final learning rate of the cosine [1e-5]
+  --warmup-steps N     linear warmup [100]
+  --weight-decay X     AdamW decay of weights (not biases, norms, tokens) [0.05]
+  --label-smoothing X  [0]
+  --clip-grad X        global-norm clipping, 0 = off [1]
+  --ema X              also keep an EMA of the weights with this decay, e.g. 0.999 [off]
+  --seed N             [0]
+  --out DIR            run folder [runs/<timestamp>]
+  --resume             continue from DIR/last.safetensors
+  --teacher FILE       DeiT hard distillation from a classifier checkpoint (distilled presets)
+  --train-limit N      use the first N training images
+  --eval-limit N       use the first N test images
+Writes config.json, metrics.jsonl, last/best.safetensors, curves.png and report.md to the run folder.`;
+
 async function train(argv: string[]): Promise<void> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    console.log('tessera train: trains a Vision Transformer on Fashion-MNIST (models and training loop: see README "Status").');
-    return;
-  }
-  console.error('tessera train: the ViT models and training loop are not built yet (see README "Status"); the engine is ready: `npm test` exercises it.');
-  process.exit(1);
+  const { PRESETS } = await import('../models/vit.js');
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      preset: { type: 'string' },
+      data: { type: 'string' },
+      'data-dir': { type: 'string' },
+      epochs: { type: 'string' },
+      'max-steps': { type: 'string' },
+      'batch-size': { type: 'string' },
+      lr: { type: 'string' },
+      'min-lr': { type: 'string' },
+      'warmup-steps': { type: 'string' },
+      'weight-decay': { type: 'string' },
+      'label-smoothing': { type: 'string' },
+      'clip-grad': { type: 'string' },
+      ema: { type: 'string' },
+      seed: { type: 'string' },
+      out: { type: 'string' },
+      resume: { type: 'boolean' },
+      teacher: { type: 'string' },
+      'train-limit': { type: 'string' },
+      'eval-limit': { type: 'string' },
+    },
+  });
+  if (values.help) return console.log(TRAIN_HELP.replace('${PRESET_NAMES}', Object.keys(PRESETS).join(', ')));
+  const num = (name: string, v: string | undefined, integer = false): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${name} expects ${integer ? 'an integer' : 'a number'}, got '${v}'`);
+    return n;
+  };
+  const { train: run, TRAIN_DEFAULTS } = await import('./trainer.js');
+  const { DATASETS } = await import('./data.js');
+  if (values.data && !(values.data in DATASETS)) throw new UsageError(`--data: unknown dataset '${values.data}'; choose ${Object.keys(DATASETS).join(', ')}`);
+  if (values.preset && !(values.preset in PRESETS)) throw new UsageError(`--preset: unknown preset '${values.preset}'; presets: ${Object.keys(PRESETS).join(', ')}`);
+  const flags = Object.fromEntries(
+    Object.entries({
+      preset: values.preset,
+      data: values.data as keyof typeof DATASETS | undefined,
+      dataDir: values['data-dir'],
+      epochs: num('epochs', values.epochs, true),
+      maxSteps: num('max-steps', values['max-steps'], true),
+      batchSize: num('batch-size', values['batch-size'], true),
+      lr: num('lr', values.lr),
+      minLr: num('min-lr', values['min-lr']),
+      warmupSteps: num('warmup-steps', values['warmup-steps'], true),
+      weightDecay: num('weight-decay', values['weight-decay']),
+      labelSmoothing: num('label-smoothing', values['label-smoothing']),
+      clipGrad: num('clip-grad', values['clip-grad']),
+      ema: num('ema', values.ema),
+      seed: num('seed', values.seed, true),
+      out: values.out,
+      resume: values.resume,
+      teacher: values.teacher,
+      trainLimit: num('train-limit', values['train-limit'], true),
+      evalLimit: num('eval-limit', values['eval-limit'], true),
+    }).filter(([, v]) => v !== undefined),
+  );
+  const r = await run({ ...TRAIN_DEFAULTS, ...flags });
+  console.log(`done: test accuracy ${(100 * r.finalAccuracy).toFixed(2)}% (best ${(100 * r.bestAccuracy).toFixed(2)}%) in ${r.seconds.toFixed(0)} s, ` +
+    `${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
+  process.exit(0);
 }
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { train, kernels, info };
+const EVAL_HELP = `tessera eval — evaluate a checkpoint
+
+Options:
+  --checkpoint FILE   a tessera classifier checkpoint (required)
+  --data NAME         fashion-mnist | mnist | cifar10 [the checkpoint's dataset or fashion-mnist]
+  --data-dir DIR      dataset folder (also TESSERA_DATA)
+  --limit N           only the first N test images
+  --batch-size N      [500]
+  --logits FILE       write logits [N, classes] F32 and labels [N] I32 as safetensors
+Prints top-1 accuracy, NLL, ECE (15 bins) and the confusion matrix.`;
+
+async function evalCmd(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      checkpoint: { type: 'string' },
+      data: { type: 'string' },
+      'data-dir': { type: 'string' },
+      limit: { type: 'string' },
+      'batch-size': { type: 'string' },
+      logits: { type: 'string' },
+    },
+  });
+  if (values.help) return console.log(EVAL_HELP);
+  if (!values.checkpoint) throw new UsageError('tessera eval needs --checkpoint FILE');
+  const T = await import('../engine/index.js');
+  const { modelFromCheckpoint, saveSafetensors } = await import('./checkpoint.js');
+  const { loadDataset, normalize, subset, DATASETS } = await import('./data.js');
+  const { evaluate, confusionTable } = await import('./trainer.js');
+  await T.init();
+  const { model, info } = modelFromCheckpoint(values.checkpoint);
+  const dataName = (values.data ?? info.metadata.dataset ?? 'fashion-mnist') as keyof typeof DATASETS;
+  if (!(dataName in DATASETS)) throw new UsageError(`--data: unknown dataset '${dataName}'`);
+  let ds = loadDataset(dataName, 'test', values['data-dir']);
+  if (values.limit) ds = subset(ds, Number(values.limit));
+  normalize(ds, model.config.mean, model.config.std);
+  const t0 = performance.now();
+  const r = await evaluate(model, ds, Number(values['batch-size'] ?? 500));
+  const s = (performance.now() - t0) / 1000;
+  console.log(`${values.checkpoint} on ${dataName} (${r.count} images, ${(r.count / s).toFixed(0)} images/s):`);
+  console.log(`  top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   NLL ${r.nll.toFixed(4)}   ECE ${r.ece.toFixed(4)}`);
+  console.log(`\nconfusion matrix (rows: true class, columns: predicted)\n${confusionTable(r.confusion, ds.classNames)}`);
+  if (values.logits) {
+    const C = model.config.num_classes;
+    saveSafetensors(values.logits, new Map([
+      ['logits', { dtype: 'F32', shape: [r.count, C], data: r.logits }],
+      ['labels', { dtype: 'I32', shape: [r.count], data: Int32Array.from(r.labels) }],
+    ]), { checkpoint: values.checkpoint, dataset: dataName });
+    console.log(`wrote ${values.logits}`);
+  }
+  process.exit(0);
+}
+
+class UsageError extends Error {}
+
+const commands: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evalCmd, kernels, info };
 const [cmd, ...rest] = process.argv.slice(2);
 if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') console.log(HELP);
 else if (!commands[cmd]) {
   console.error(`tessera: unknown command '${cmd}'\n\n${HELP}`);
   process.exit(2);
-} else await commands[cmd]!(rest);
+} else {
+  try {
+    await commands[cmd]!(rest);
+  } catch (e) {
+    // Usage mistakes, bad data and bad checkpoints end with their message, not a stack trace.
+    const err = e as Error;
+    const known = err instanceof UsageError || ['DataError', 'CheckpointError'].includes(err.constructor.name) || (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION';
+    console.error(`tessera ${cmd}: ${known ? err.message : err.stack ?? err.message}`);
+    process.exit(known ? 2 : 1);
+  }
+}

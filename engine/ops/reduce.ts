@@ -1,7 +1,7 @@
 // Reductions over any set of axes (keepdim or not): sum, mean, max with argmax, var. Reduced axes
 // are permuted to the end (a recorded op, so its backward comes for free), then one row kernel.
 import { grid1d } from '../../kernels/common.js';
-import { argmaxScatterKernel, type RowReduction, rowReduceKernel } from '../../kernels/reduce.js';
+import { argmaxScatterKernel, colSumKernel, type RowReduction, rowReduceKernel } from '../../kernels/reduce.js';
 import { record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { broadcastStrides } from '../reference/nd.js';
@@ -73,9 +73,30 @@ function checkFloat(op: string, x: Tensor): void {
   if (x.dtype !== 'float32') throw new Error(`${op}: ${x.describe()} must be float32`);
 }
 
+/** Sum over leading axes of a contiguous tensor: the column kernel, no permute. */
+function leadingSum(op: string, x: Tensor, ax: number[], opts: ReduceOptions, mean: boolean): Tensor {
+  const lead = x.shape.slice(0, ax.length);
+  const keptShape = x.shape.slice(ax.length);
+  const rows = numel(lead);
+  const cols = numel(keptShape);
+  const scale = mean ? 1 / rows : 1;
+  const out = Tensor.empty(keptShape, 'float32', op);
+  if (cols > 0) {
+    const source = colSumKernel();
+    rt().run({ source, uniforms: { rows, cols, scale }, buffers: [x.buffer, out.buffer], grid: grid1d(cols, source.workgroupSize), label: `${op}_cols ${rows}x${cols}` });
+  }
+  const y = record(op, out, [x], (g) => {
+    const full = expand(reshape(g, [...lead.map(() => 1), ...keptShape]), x.shape);
+    return [scale === 1 ? full : mulScalar(full, scale)];
+  });
+  return opts.keepdim ? reshape(y, x.shape.map((d, i) => (i < ax.length ? 1 : d))) : y;
+}
+
 function scaledSum(op: string, x: Tensor, axes: Axes, opts: ReduceOptions, mean: boolean): Tensor {
   checkFloat(op, x);
   const ax = normAxes(x, axes, op);
+  // Reducing leading axes only (but not everything): columns, read in place.
+  if (ax.length < x.rank && ax.every((a, i) => a === i) && !(mean && numel(ax.map((a) => x.shape[a]!)) === 0)) return leadingSum(op, x, ax, opts, mean);
   const p = prepare(x, ax);
   if (p.r === 0 && mean) throw new Error(`mean: reducing ${x.describe()} over empty axes`);
   const scale = mean ? 1 / p.r : 1;

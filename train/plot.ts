@@ -1,0 +1,37 @@
+// Plots as Vega-Lite specs, rendered to SVG by vega and to PNG by resvg: one spec serves the PNG
+// files and could be embedded in an HTML report as is.
+import { Resvg } from '@resvg/resvg-js';
+import { writeFileSync } from 'node:fs';
+import * as vega from 'vega';
+import * as vl from 'vega-lite';
+
+export type Spec = vl.TopLevelSpec;
+
+export async function renderPng(spec: Spec, path: string): Promise<void> {
+  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
+  const svg = await view.toSVG();
+  view.finalize();
+  writeFileSync(path, new Resvg(svg, { background: 'white', fitTo: { mode: 'zoom', value: 2 } }).render().asPng());
+}
+
+export interface CurvePoint {
+  step: number;
+  value: number;
+  series: string;
+}
+
+/** Training curves: loss on one panel, accuracy on another, against the step. */
+export function curvesSpec(loss: CurvePoint[], accuracy: CurvePoint[], title: string): Spec {
+  const panel = (values: CurvePoint[], y: string) => ({
+    width: 520,
+    height: 180,
+    data: { values },
+    mark: { type: 'line' as const, point: values.length < 40 },
+    encoding: {
+      x: { field: 'step', type: 'quantitative' as const, title: 'step' },
+      y: { field: 'value', type: 'quantitative' as const, title: y, scale: { zero: false } },
+      color: { field: 'series', type: 'nominal' as const, title: null },
+    },
+  });
+  return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title, vconcat: [panel(loss, 'loss'), panel(accuracy, 'accuracy')] } as Spec;
+}

@@ -1,0 +1,332 @@
+// Supervised training of a ViT / DeiT: AdamW with warmup + cosine, label smoothing, global-norm
+// clipping, optional weight EMA and DeiT hard distillation, evaluation each epoch, a run folder
+// with config, metrics, checkpoints, curves and a report, and exact resume.
+import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as T from '../engine/index.js';
+import { presetConfig, type ViTConfig, VisionTransformer } from '../models/vit.js';
+import { loadOptimizerState, loadWeights, modelFromCheckpoint, readCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, permutation, subset } from './data.js';
+import { classificationMetrics, type ClassificationMetrics, confusionTable } from './metrics.js';
+import { curvesSpec, renderPng, type CurvePoint } from './plot.js';
+import { ProgressBar } from './progress.js';
+import { warmupCosine } from './schedule.js';
+
+/** Training options; `{...TRAIN_DEFAULTS, ...preset recipe, ...flags}`. */
+export interface TrainConfig {
+  /** Model preset name (models/vit.ts PRESETS). */
+  preset: string;
+  /** Dataset name and folder (default: the dataset's Debian location or TESSERA_DATA). */
+  data: DatasetName;
+  dataDir?: string;
+  epochs: number;
+  /** Stop after this many optimizer steps in total (the schedule still spans `epochs`). */
+  maxSteps?: number;
+  batchSize: number;
+  /** Peak learning rate after warmup. */
+  lr: number;
+  minLr: number;
+  warmupSteps: number;
+  weightDecay: number;
+  betas: [number, number];
+  labelSmoothing: number;
+  /** Global-norm clipping threshold (0: off). */
+  clipGrad: number;
+  /** Decay of an exponential moving average of weights, evaluated alongside (0: off). */
+  ema: number;
+  seed: number;
+  /** Run folder. */
+  out: string;
+  /** Continue from out/last.safetensors. */
+  resume: boolean;
+  /** DeiT hard distillation from this classifier checkpoint. */
+  teacher?: string;
+  /** Use only the first N training / test images (quick runs, tests). */
+  trainLimit?: number;
+  evalLimit?: number;
+  evalBatchSize: number;
+  /** Print progress (false in tests). */
+  progress: boolean;
+}
+
+export const TRAIN_DEFAULTS: TrainConfig = {
+  preset: 'vit-fmnist-tiny',
+  data: 'fashion-mnist',
+  epochs: 3,
+  batchSize: 128,
+  lr: 3e-3,
+  minLr: 1e-5,
+  warmupSteps: 100,
+  weightDecay: 0.05,
+  betas: [0.9, 0.999],
+  labelSmoothing: 0,
+  clipGrad: 1,
+  ema: 0,
+  seed: 0,
+  out: '',
+  resume: false,
+  evalBatchSize: 500,
+  progress: true,
+};
+
+export interface EvalResult extends ClassificationMetrics {
+  logits: Float32Array;
+  labels: Int32Array;
+}
+
+/** Runs the model over a dataset in eval mode (no dropout, distilled heads averaged). */
+export async function evaluate(model: VisionTransformer, ds: Dataset, batchSize: number): Promise<EvalResult> {
+  const C = model.config.num_classes;
+  const logits = new Float32Array(ds.count * C);
+  const order = Int32Array.from({ length: ds.count }, (_, i) => i);
+  const full = Math.floor(ds.count / batchSize);
+  const loaders = [new BatchLoader(ds, Math.min(batchSize, ds.count))];
+  const rest = ds.count - full * batchSize;
+  if (rest > 0 && full > 0) loaders.push(new BatchLoader(ds, rest));
+  try {
+    for (let start = 0; start < ds.count; ) {
+      const loader = ds.count - start >= loaders[0]!.batchSize ? loaders[0]! : loaders[1]!;
+      loader.load(order, start);
+      const out = T.noGrad(() => T.scope(() => model.forward(loader.x, { training: false }).logits));
+      logits.set(await out.data(), start * C);
+      out.dispose();
+      start += loader.batchSize;
+    }
+  } finally {
+    for (const l of loaders) l.dispose();
+  }
+  return { ...classificationMetrics(logits, ds.labels, C), logits, labels: ds.labels };
+}
+
+export interface EpochMetrics {
+  epoch: number;
+  step: number;
+  train_loss: number;
+  test_accuracy: number;
+  test_nll: number;
+  test_ece: number;
+  ema_accuracy?: number;
+  images_per_s: number;
+  elapsed_s: number;
+}
+
+export interface TrainResult {
+  out: string;
+  metrics: EpochMetrics[];
+  losses: number[];
+  finalAccuracy: number;
+  bestAccuracy: number;
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+function stepSeed(seed: number, step: number): number {
+  return (Math.imul(seed + 1, 0x9e3779b1) ^ Math.imul(step + 1, 0x85ebca6b)) >>> 0;
+}
+
+export async function train(overrides: Partial<TrainConfig>): Promise<TrainResult> {
+  const cfg: TrainConfig = { ...TRAIN_DEFAULTS, ...overrides };
+  if (!cfg.out) cfg.out = join('runs', new Date().toISOString().replace(/[:.]/g, '-'));
+  mkdirSync(cfg.out, { recursive: true });
+  const log = (s: string) => cfg.progress && console.log(s);
+  await T.init();
+
+  // ---- model, data, optimizer -----------------------------------------------------------------
+  const lastPath = join(cfg.out, 'last.safetensors');
+  const resuming = cfg.resume && existsSync(lastPath);
+  if (cfg.resume && !resuming) log(`--resume: ${lastPath} does not exist yet; starting a new run`);
+  const resumeInfo = resuming ? readCheckpoint(lastPath) : null;
+  const mc: ViTConfig = resumeInfo ? resumeInfo.config : presetConfig(cfg.preset);
+  const model = new VisionTransformer(mc, cfg.seed);
+  let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
+  let testSet = loadDataset(cfg.data, 'test', cfg.dataDir);
+  if (trainSet.channels !== mc.in_chans || trainSet.height !== mc.img_size) {
+    throw new Error(`preset '${cfg.preset}' expects ${mc.in_chans}×${mc.img_size}×${mc.img_size} images; ${cfg.data} has ${trainSet.channels}×${trainSet.height}×${trainSet.width}`);
+  }
+  if (cfg.trainLimit) trainSet = subset(trainSet, cfg.trainLimit);
+  if (cfg.evalLimit) testSet = subset(testSet, cfg.evalLimit);
+  normalize(trainSet, mc.mean, mc.std);
+  normalize(testSet, mc.mean, mc.std);
+  const loader = new BatchLoader(trainSet, cfg.batchSize);
+  const stepsPerEpoch = loader.stepsPerEpoch;
+  if (stepsPerEpoch === 0) throw new Error(`batch size ${cfg.batchSize} is larger than the ${trainSet.count} training images`);
+  const totalSteps = cfg.epochs * stepsPerEpoch;
+  const lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
+  const opt = new T.AdamW(model.paramGroups(cfg.weightDecay), { lr: cfg.lr, betas: cfg.betas, weightDecay: cfg.weightDecay });
+  const ema = cfg.ema > 0 ? new T.WeightEma(model.parameters(), cfg.ema) : null;
+  const teacher = cfg.teacher ? modelFromCheckpoint(cfg.teacher).model : null;
+  if (teacher && !mc.distilled) throw new Error(`--teacher needs a distilled preset (a model with dist_token and head_dist); '${cfg.preset}' is not`);
+
+  const metricsPath = join(cfg.out, 'metrics.jsonl');
+  const lossPath = join(cfg.out, 'loss.jsonl');
+  let step = 0;
+  let best = 0;
+  const history: EpochMetrics[] = [];
+  const losses: number[] = [];
+  if (resumeInfo) {
+    loadWeights(model, resumeInfo, lastPath);
+    loadOptimizerState(opt, model, resumeInfo, lastPath);
+    step = resumeInfo.step;
+    best = Number(resumeInfo.metadata.best_accuracy ?? 0);
+    if (existsSync(metricsPath)) history.push(...readFileSync(metricsPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics).filter((m) => m.step <= step));
+    if (existsSync(lossPath)) losses.push(...readFileSync(lossPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { loss: number }).slice(0, step).map((l) => l.loss));
+    log(`resumed ${lastPath} at step ${step} (epoch ${Math.floor(step / stepsPerEpoch)})`);
+  } else {
+    writeFileSync(metricsPath, '');
+    writeFileSync(lossPath, '');
+  }
+  writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ train: cfg, model: mc, params: model.numParams() }, null, 2) + '\n');
+  log(`tessera: ${cfg.preset} (${model.numParams().toLocaleString()} parameters) on ${cfg.data}: ${trainSet.count} train / ${testSet.count} test images, ` +
+    `${cfg.epochs} epochs × ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
+
+  const params = model.parameters();
+  const started = performance.now();
+  let trainedImages = 0;
+  let trainSeconds = 0;
+  const save = async (path: string, epoch: number) =>
+    saveCheckpoint(path, model, { optimizer: opt, step, epoch, extra: { best_accuracy: String(best), dataset: cfg.data } });
+
+  // ---- the loop ---------------------------------------------------------------------------------
+  while (step < lastStep) {
+    const epoch = Math.floor(step / stepsPerEpoch);
+    const order = permutation(trainSet.count, cfg.seed * 1000 + epoch);
+    const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${cfg.epochs}`, stepsPerEpoch, cfg.batchSize) : null;
+    const epochStart = performance.now();
+    let epochLoss = 0;
+    let epochSteps = 0;
+    for (let pos = step % stepsPerEpoch; pos < stepsPerEpoch && step < lastStep; pos++) {
+      loader.load(order, pos * cfg.batchSize);
+      // Every random op of the step (dropout, drop-path) draws from a seed fixed by the step,
+      // so a resumed run repeats the uninterrupted one exactly.
+      T.manualSeed(stepSeed(cfg.seed, step));
+      opt.lr = warmupCosine(step, totalSteps, cfg.lr, cfg.warmupSteps, cfg.minLr);
+      const loss = T.scope(() => {
+        const out = model.forward(loader.x, { training: true });
+        let l = T.crossEntropy(out.logits, loader.y, { labelSmoothing: cfg.labelSmoothing });
+        if (out.distLogits) {
+          // DeiT hard distillation: the distillation head learns the teacher's argmax.
+          const target = teacher ? T.noGrad(() => T.max(teacher.forward(loader.x, { training: false }).logits, 1).indices) : loader.y;
+          l = T.mulScalar(T.add(l, T.crossEntropy(out.distLogits, target)), 0.5);
+        }
+        l.backward();
+        const clip = T.clipGradNorm(params, cfg.clipGrad);
+        opt.step({ clip });
+        opt.zeroGrad();
+        ema?.update();
+        return l;
+      });
+      const value = await loss.item(); // one wait per step keeps Dawn's queue bounded
+      loss.dispose();
+      if (!Number.isFinite(value)) {
+        throw new Error(`training stopped: the loss is ${value} at step ${step} (epoch ${epoch + 1}); lower --lr or raise --warmup-steps`);
+      }
+      losses.push(value);
+      appendFileSync(lossPath, JSON.stringify({ step, loss: value, lr: opt.lr }) + '\n');
+      epochLoss += value;
+      epochSteps++;
+      step++;
+      bar?.update(pos + 1, { loss: (epochLoss / epochSteps).toFixed(4), lr: opt.lr.toExponential(1) });
+    }
+    const seconds = bar ? bar.finish() : (performance.now() - epochStart) / 1000;
+    trainSeconds += seconds;
+    trainedImages += epochSteps * cfg.batchSize;
+    const endOfEpoch = step % stepsPerEpoch === 0 || step === lastStep;
+    if (!endOfEpoch) continue;
+    const ev = await evaluate(model, testSet, cfg.evalBatchSize);
+    let emaAcc: number | undefined;
+    if (ema) emaAcc = await withWeights(params, ema.shadow, () => evaluate(model, testSet, cfg.evalBatchSize)).then((r) => r.accuracy);
+    const m: EpochMetrics = {
+      epoch: Math.ceil(step / stepsPerEpoch),
+      step,
+      train_loss: epochLoss / Math.max(epochSteps, 1),
+      test_accuracy: ev.accuracy,
+      test_nll: ev.nll,
+      test_ece: ev.ece,
+      ...(emaAcc !== undefined ? { ema_accuracy: emaAcc } : {}),
+      images_per_s: (epochSteps * cfg.batchSize) / seconds,
+      elapsed_s: (performance.now() - started) / 1000,
+    };
+    history.push(m);
+    appendFileSync(metricsPath, JSON.stringify(m) + '\n');
+    log(`epoch ${m.epoch}: train loss ${m.train_loss.toFixed(4)}, test accuracy ${(100 * m.test_accuracy).toFixed(2)}%` +
+      `${emaAcc !== undefined ? ` (EMA ${(100 * emaAcc).toFixed(2)}%)` : ''}, NLL ${m.test_nll.toFixed(4)}, ECE ${m.test_ece.toFixed(4)}, ${m.images_per_s.toFixed(0)} img/s`);
+    if (ev.accuracy > best) {
+      best = ev.accuracy;
+      await save(join(cfg.out, 'best.safetensors'), m.epoch);
+    }
+    await save(lastPath, m.epoch);
+  }
+
+  // ---- report -------------------------------------------------------------------------------------
+  const final = history[history.length - 1];
+  const seconds = (performance.now() - started) / 1000;
+  const result: TrainResult = {
+    out: cfg.out,
+    metrics: history,
+    losses,
+    finalAccuracy: final?.test_accuracy ?? 0,
+    bestAccuracy: best,
+    seconds,
+    imagesPerSecond: trainSeconds ? trainedImages / trainSeconds : 0,
+  };
+  await writeReport(cfg, mc, model.numParams(), result, testSet);
+  loader.dispose();
+  ema?.dispose();
+  opt.dispose();
+  model.dispose();
+  teacher?.dispose();
+  return result;
+}
+
+/** Runs fn with `weights` copied into `params`, then restores the originals. */
+async function withWeights<R>(params: T.Tensor[], weights: T.Tensor[], fn: () => Promise<R>): Promise<R> {
+  const saved = params.map((p) => T.keep(T.noGrad(() => T.copy(p))));
+  const swap = (from: T.Tensor[]) => params.forEach((p, i) => T.rt().copy(from[i]!.buffer, p.buffer, p.size * 4));
+  swap(weights);
+  try {
+    return await fn();
+  } finally {
+    swap(saved);
+    for (const s of saved) s.dispose();
+  }
+}
+
+async function writeReport(cfg: TrainConfig, mc: ViTConfig, params: number, r: TrainResult, testSet: Dataset): Promise<void> {
+  const smooth: CurvePoint[] = [];
+  const win = Math.max(1, Math.floor(r.losses.length / 200));
+  for (let i = 0; i + win <= r.losses.length; i += win) {
+    smooth.push({ step: i + win, value: r.losses.slice(i, i + win).reduce((a, b) => a + b, 0) / win, series: 'train loss (batch mean)' });
+  }
+  const evalLoss = r.metrics.map((m) => ({ step: m.step, value: m.test_nll, series: 'test NLL' }));
+  const acc = r.metrics.map((m) => ({ step: m.step, value: m.test_accuracy, series: 'test accuracy' }));
+  const emaAcc = r.metrics.filter((m) => m.ema_accuracy !== undefined).map((m) => ({ step: m.step, value: m.ema_accuracy!, series: 'EMA test accuracy' }));
+  try {
+    await renderPng(curvesSpec([...smooth, ...evalLoss], [...acc, ...emaAcc], `${cfg.preset} on ${cfg.data}`), join(cfg.out, 'curves.png'));
+  } catch (e) {
+    console.error(`tessera: could not render curves.png (${(e as Error).message})`);
+  }
+  const rows = r.metrics.map((m) => `| ${m.epoch} | ${m.step} | ${m.train_loss.toFixed(4)} | ${(100 * m.test_accuracy).toFixed(2)} | ${m.test_nll.toFixed(4)} | ${m.test_ece.toFixed(4)} | ${m.images_per_s.toFixed(0)} | ${m.elapsed_s.toFixed(0)} |`);
+  const info = T.currentDevice();
+  const md = [
+    `# ${cfg.preset} on ${cfg.data}`,
+    '',
+    `Final test accuracy **${(100 * r.finalAccuracy).toFixed(2)}%** (best ${(100 * r.bestAccuracy).toFixed(2)}%) on ${testSet.count} test images, ` +
+      `${r.seconds.toFixed(0)} s wall clock including evaluation and compilation, ${r.imagesPerSecond.toFixed(0)} training images/s on ${info.adapterName}.`,
+    '',
+    '| epoch | step | train loss | test acc % | test NLL | ECE | img/s | elapsed s |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows,
+    '',
+    '![curves](curves.png)',
+    '',
+    `Model: ${params.toLocaleString()} parameters, patch ${mc.patch_size}, width ${mc.embed_dim}, depth ${mc.depth}, ${mc.num_heads} heads, MLP ×${mc.mlp_ratio}.`,
+    '',
+    '```json',
+    JSON.stringify(cfg, null, 2),
+    '```',
+    '',
+  ].join('\n');
+  writeFileSync(join(cfg.out, 'report.md'), md);
+}
+
+export { confusionTable };
