@@ -211,3 +211,72 @@ export function matmulFastOk(o: { M: number; N: number; K: number; transA: boole
   if (!o.transB && (!al(o.N) || o.N < 8)) return false;
   return true;
 }
+
+// ---- lane-interleaved kernel ----------------------------------------------------------------------
+// A workgroup of 8 invocations (one SIMD row on lavapipe) owns TM rows of C and 8·TN columns;
+// lane l computes columns n0 + l + 8j. Row indices come from the workgroup id only, so A's
+// loads are uniform (one scalar load, broadcast), and for row-major B the 8 lanes of column
+// group j read 8 consecutive floats: a plain vector load instead of a gather. The shape follows
+// from how lavapipe runs WGSL (invocations of a workgroup across SIMD lanes), not from a GPU's
+// warps, and it is still correct anywhere.
+export const LANES = 8;
+
+export const matmulLanesKernel = memo(function matmulLanesKernel(transA: boolean, transB: boolean, bias: boolean, TM: number = 4, TN: number = 4): KernelSource {
+  const range = (n: number) => [...Array(n).keys()];
+  const aAt = (i: number) => (transA ? `A[ao + k * P.lda + min(m0 + ${i}u, mlast)]` : `A[ao + min(m0 + ${i}u, mlast) * P.lda + k]`);
+  const bAt = (j: number) => (transB ? `B[bo + n${j} * P.ldb + k]` : `B[bo + k * P.ldb + n${j}]`);
+  return kernel({
+    name: `matmul_lanes_${transA ? 't' : 'n'}${transB ? 't' : 'n'}${bias ? '_bias' : ''}_${TM}x${TN}`,
+    uniforms: [
+      { name: 'M', type: 'u32' },
+      { name: 'N', type: 'u32' },
+      { name: 'K', type: 'u32' },
+      { name: 'batch', type: 'u32' },
+      { name: 'a_off', type: 'u32' },
+      { name: 'b_off', type: 'u32' },
+      { name: 'c_off', type: 'u32' },
+      { name: 'lda', type: 'u32' },
+      { name: 'ldb', type: 'u32' },
+      { name: 'ldc', type: 'u32' },
+      ...fieldList('bshape', MATMUL_BATCH_RANK),
+      ...fieldList('ast', MATMUL_BATCH_RANK),
+      ...fieldList('bst', MATMUL_BATCH_RANK),
+      ...fieldList('cst', MATMUL_BATCH_RANK),
+    ],
+    buffers: [
+      { name: 'A', access: 'read', type: 'f32' },
+      { name: 'B', access: 'read', type: 'f32' },
+      ...(bias ? [{ name: 'bias', access: 'read' as const, type: 'f32' as const }] : []),
+      { name: 'C', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: LANES,
+    body: `${MAIN_1D} {
+  // Workgroup-uniform: which batch, row block and column block.
+  let w = wid.y * nwg.x + wid.x;
+  let tiles_n = (P.N + ${LANES * TN}u - 1u) / ${LANES * TN}u;
+  let tiles_m = (P.M + ${TM}u - 1u) / ${TM}u;
+  let per_batch = tiles_m * tiles_n;
+  if (w >= per_batch * P.batch) { return; }
+  let bi = w / per_batch;
+  let r = w % per_batch;
+  let m0 = (r / tiles_n) * ${TM}u;
+  let nb = (r % tiles_n) * ${LANES * TN}u + lid.x;
+  let mlast = P.M - 1u;
+  ${stridedOffsets(MATMUL_BATCH_RANK, 'bi', 'bshape', ['ast', 'bst', 'cst'], ['ao_', 'bo_', 'co_'])}
+  let ao = P.a_off + ao_;
+  let bo = P.b_off + bo_;
+  ${range(TN).map((j) => `let n${j} = min(nb + ${j * LANES}u, P.N - 1u);`).join('\n  ')}
+  ${range(TM).flatMap((i) => range(TN).map((j) => `var c${i}_${j} = 0.0;`)).join('\n  ')}
+  for (var k = 0u; k < P.K; k++) {
+    ${range(TM).map((i) => `let a${i} = ${aAt(i)};`).join('\n    ')}
+    ${range(TN).map((j) => `let b${j} = ${bAt(j)};`).join('\n    ')}
+    ${range(TM).flatMap((i) => range(TN).map((j) => `c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`)).join('\n    ')}
+  }
+  let co = P.c_off + co_;
+  ${range(TM).map((i) => `if (m0 + ${i}u < P.M) {
+    let row = co + (m0 + ${i}u) * P.ldc;
+    ${range(TN).map((j) => `if (nb + ${j * LANES}u < P.N) { C[row + nb + ${j * LANES}u] = c${i}_${j}${bias ? ` + bias[nb + ${j * LANES}u]` : ''}; }`).join('\n    ')}
+  }`).join('\n  ')}
+}`,
+  });
+});

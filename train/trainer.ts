@@ -47,6 +47,8 @@ export interface TrainConfig {
   evalBatchSize: number;
   /** Print progress (false in tests). */
   progress: boolean;
+  /** Changes to the preset's model config (API only, e.g. a shallower model in tests). */
+  modelOverrides?: Partial<ViTConfig>;
 }
 
 export const TRAIN_DEFAULTS: TrainConfig = {
@@ -136,7 +138,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   const resuming = cfg.resume && existsSync(lastPath);
   if (cfg.resume && !resuming) log(`--resume: ${lastPath} does not exist yet; starting a new run`);
   const resumeInfo = resuming ? readCheckpoint(lastPath) : null;
-  const mc: ViTConfig = resumeInfo ? resumeInfo.config : presetConfig(cfg.preset);
+  const mc: ViTConfig = resumeInfo ? resumeInfo.config : { ...presetConfig(cfg.preset), ...cfg.modelOverrides };
   const model = new VisionTransformer(mc, cfg.seed);
   let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
   let testSet = loadDataset(cfg.data, 'test', cfg.dataDir);

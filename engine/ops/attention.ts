@@ -1,9 +1,13 @@
 // Multi-head self-attention from a packed qkv projection, as timm's Attention:
 //   qkv (B, N, 3·D) → q, k, v heads (B, nh, N, hd) → softmax(q·kᵀ · hd^-½) · v → (B, N, D).
-// This is the unfused path (matmul → softmax → matmul, the N×N probabilities materialised):
-// strided matmuls read the heads straight out of qkv and write the output heads in place, so no
-// permute or slice copies run. Backward recomputes nothing and writes dQ, dK, dV into one dqkv.
+// Two implementations with the same contract:
+// - 'flash' (default): kernels/attention.ts, FlashAttention-2 style, no N×N matrix in memory.
+// - 'unfused' (the reference path and benchmark baseline): matmul → softmax → matmul with the
+//   N×N probabilities materialised; strided matmuls read the heads straight out of qkv and write
+//   the output heads in place, so no permute or slice copies run.
+// Either backward writes dQ, dK, dV into one dqkv buffer.
 import { grid1d } from '../../kernels/common.js';
+import { flashBackwardKVKernel, flashBackwardQKernel, flashForwardKernel } from '../../kernels/attention.js';
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
 import { record } from '../autograd.js';
@@ -17,8 +21,11 @@ export interface AttentionOptions {
   dropout?: number;
   training?: boolean;
   seed?: number;
-  /** Receives the softmax probabilities (B, nh, N, N) of this call, e.g. for attention maps. */
+  /** Receives the softmax probabilities (B, nh, N, N) of this call, e.g. for attention maps
+   * (forces the unfused path, which materialises them). */
   capture?: (probs: Tensor) => void;
+  /** 'flash' (default) or 'unfused'. */
+  impl?: 'flash' | 'unfused';
 }
 
 function rowsKernel(source: ReturnType<typeof softmaxKernel>, rows: number, cols: number, scale: number, buffers: Tensor[], label: string): void {
@@ -36,6 +43,35 @@ export function attention(qkv: Tensor, numHeads: number, opts: AttentionOptions 
   if (qkv.rank !== 3 || qkv.dtype !== 'float32' || qkv.shape[2]! % (3 * numHeads) !== 0) {
     throw new Error(`attention: qkv ${qkv.describe()} must be float32 (B, N, 3·D) with D divisible by ${numHeads} heads`);
   }
+  return (opts.impl ?? 'flash') === 'flash' && !opts.capture ? flashAttention(qkv, numHeads, opts) : unfusedAttention(qkv, numHeads, opts);
+}
+
+function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor {
+  const [B, N, threeD] = qkv.shape as [number, number, number];
+  const hd = threeD / 3 / nh;
+  const p = opts.training === false ? 0 : (opts.dropout ?? 0);
+  const key = p > 0 ? nextKey(opts.seed) : { seed: 0, stream: 0 };
+  const uniforms = { B, N, nh, scale: hd ** -0.5, p, seed: key.seed, stream: key.stream };
+  const rows = B * nh * N;
+  const tag = `B${B} h${nh} N${N} d${hd}`;
+  // FLOPs: q·k and p·v per (row, key): 4·N²·hd per head forward.
+  const flops = 4 * B * nh * N * N * hd;
+  const out = Tensor.empty([B, N, threeD / 3], 'float32', 'attention');
+  const lse = Tensor.empty([B, nh, N], 'float32', 'attention lse');
+  const fwd = flashForwardKernel(hd, p > 0);
+  rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid1d(rows, fwd.workgroupSize), flops, label: `flash_attn_fwd ${tag}` });
+  return record('attention', out, [qkv], (g) => {
+    const dqkv = Tensor.empty(qkv.shape, 'float32', 'attention dqkv');
+    const delta = Tensor.empty([B, nh, N], 'float32', 'attention delta');
+    const kq = flashBackwardQKernel(hd, p > 0);
+    rt().run({ source: kq, uniforms, buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid1d(rows, kq.workgroupSize), flops: 1.5 * flops, label: `flash_attn_bwd_q ${tag}` });
+    const kkv = flashBackwardKVKernel(hd, p > 0);
+    rt().run({ source: kkv, uniforms, buffers: [qkv.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid1d(rows, kkv.workgroupSize), flops: 2 * flops, label: `flash_attn_bwd_kv ${tag}` });
+    return [dqkv];
+  });
+}
+
+function unfusedAttention(qkv: Tensor, numHeads: number, opts: AttentionOptions): Tensor {
   const [B, N, threeD] = qkv.shape as [number, number, number];
   const D = threeD / 3;
   const nh = numHeads;

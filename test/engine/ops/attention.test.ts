@@ -10,25 +10,50 @@ beforeAll(async () => {
 // Two matmuls of K ≤ 65 and a softmax: like matmul, 5e-4 absolute on values of size ~1.
 const TOL = { atol: 5e-4, rtol: 1e-4 };
 
-describe('attention from packed qkv (unfused path, strided matmuls)', () => {
-  for (const [B, N, nh, hd] of [
-    [1, 1, 1, 4],
-    [2, 17, 4, 16],
-    [3, 13, 2, 8],
-    [1, 65, 3, 16],
-    [2, 50, 2, 32],
-  ] as [number, number, number, number][]) {
-    it(`B ${B} N ${N} heads ${nh} hd ${hd}`, () =>
-      checkOp({
-        name: 'attention',
-        inputs: [{ shape: [B, N, 3 * nh * hd] }],
-        fwd: TOL,
-        bwd: TOL,
-        gpu: (qkv) => T.attention(qkv!, nh),
-        ref: (qkv) => R.attention(qkv!, nh),
-        vjp: ([qkv], g) => [R.attentionVjp(qkv!, nh, g)],
-      }));
+describe('attention from packed qkv: flash and unfused paths against the reference', () => {
+  for (const impl of ['flash', 'unfused'] as const) {
+    for (const [B, N, nh, hd] of [
+      [1, 1, 1, 4],
+      [2, 17, 4, 16],
+      [3, 13, 2, 8],
+      [1, 65, 3, 16],
+      [2, 50, 2, 32],
+      [1, 197, 1, 64],
+    ] as [number, number, number, number][]) {
+      it(`${impl}: B ${B} N ${N} heads ${nh} hd ${hd}`, () =>
+        checkOp({
+          name: `attention ${impl}`,
+          inputs: [{ shape: [B, N, 3 * nh * hd] }],
+          fwd: TOL,
+          bwd: TOL,
+          fdSamples: N > 100 ? 4 : 20,
+          gpu: (qkv) => T.attention(qkv!, nh, { impl }),
+          ref: (qkv) => R.attention(qkv!, nh),
+          vjp: ([qkv], g) => [R.attentionVjp(qkv!, nh, g)],
+        }));
+    }
   }
+
+  it('flash and unfused agree with dropout on the probabilities (same Philox mask), forward and backward', async () => {
+    const data = T.randn([2, 21, 48], { seed: 4 });
+    const run = async (impl: 'flash' | 'unfused') => {
+      const qkv = T.copy(data);
+      qkv.requiresGrad = true;
+      const g = T.randn([2, 21, 16], { seed: 5 });
+      const y = T.scope(() => {
+        const o = T.attention(qkv, 2, { impl, dropout: 0.3, training: true, seed: 77 });
+        o.backward(g);
+        return o;
+      });
+      return { y: await y.data(), dx: await qkv.grad!.data() };
+    };
+    const f = await run('flash');
+    const u = await run('unfused');
+    const { expectClose } = await import('../../helpers.js');
+    expectClose(f.y, u.y, TOL, 'dropout forward');
+    expectClose(f.dx, u.dx, TOL, 'dropout backward');
+    expect(f.y.some((v, i) => v !== 0 && Math.abs(v - u.y[i]!) < 1e-3)).toBe(true);
+  });
 
   it('dropout on the probabilities is the identity outside training and changes values inside', async () => {
     const qkv = T.randn([2, 9, 24], { seed: 2 });

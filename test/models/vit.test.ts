@@ -1,0 +1,113 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as T from '../../engine/index.js';
+import { countParams, PRESETS, presetConfig, VisionTransformer } from '../../models/vit.js';
+
+beforeAll(async () => {
+  await T.init();
+});
+
+describe('VisionTransformer (timm layout)', () => {
+  it('parameter counts match a hand count for every preset; names and shapes are timm\'s', () => {
+    for (const name of Object.keys(PRESETS).filter((n) => !n.includes('224'))) {
+      const m = new VisionTransformer(presetConfig(name), 0);
+      expect(m.numParams(), name).toBe(countParams(m.config));
+      m.dispose();
+    }
+    const c = presetConfig('vit-fmnist-tiny');
+    expect(countParams(c)).toBe(205_962);
+    const m = new VisionTransformer(c, 0);
+    const shapes = Object.fromEntries([...m.params].map(([k, v]) => [k, v.tensor.shape]));
+    expect(shapes['cls_token']).toEqual([1, 1, 64]);
+    expect(shapes['pos_embed']).toEqual([1, 17, 64]);
+    expect(shapes['patch_embed.proj.weight']).toEqual([64, 1, 7, 7]);
+    expect(shapes['blocks.0.attn.qkv.weight']).toEqual([192, 64]);
+    expect(shapes['blocks.5.mlp.fc1.weight']).toEqual([128, 64]);
+    expect(shapes['head.weight']).toEqual([10, 64]);
+    const noDecay = [...m.params].filter(([, p]) => !p.decay).map(([k]) => k);
+    expect(noDecay).toContain('pos_embed');
+    expect(noDecay).toContain('blocks.0.norm1.weight');
+    expect(noDecay).toContain('head.bias');
+    expect(noDecay).not.toContain('head.weight');
+    m.dispose();
+  });
+
+  it('every parameter receives a finite, non-zero gradient (distilled model, drop-path on)', async () => {
+    const m = new VisionTransformer({ ...presetConfig('deit-fmnist-tiny-distilled'), depth: 2, drop_path_rate: 0.1, drop_rate: 0.1 }, 0);
+    const x = T.randn([4, 1, 28, 28], { seed: 5 });
+    const y = T.tensor(Int32Array.from([0, 3, 5, 9]), [4]);
+    T.scope(() => {
+      const out = m.forward(x, { training: true });
+      expect(out.distLogits).toBeDefined();
+      T.add(T.crossEntropy(out.logits, y), T.crossEntropy(out.distLogits!, y)).backward();
+    });
+    for (const [name, p] of m.params) {
+      expect(p.tensor.grad, `${name} has a gradient`).toBeTruthy();
+      const g = await p.tensor.grad!.data();
+      expect(g.every(Number.isFinite), `${name} gradient is finite`).toBe(true);
+      expect(g.some((v) => v !== 0), `${name} gradient is not all zero`).toBe(true);
+    }
+    const evalOut = T.noGrad(() => m.forward(x, { training: false }));
+    expect(evalOut.distLogits).toBeUndefined();
+    expect(evalOut.logits.shape).toEqual([4, 10]);
+    m.dispose();
+  });
+
+  it('overfits a tiny batch', async () => {
+    const m = new VisionTransformer({ ...presetConfig('vit-fmnist-tiny'), depth: 2 }, 0);
+    const opt = new T.AdamW(m.paramGroups(0), { lr: 3e-3 });
+    const x = T.randn([8, 1, 28, 28], { seed: 9 });
+    const y = T.tensor(Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]), [8]);
+    let last = Infinity;
+    for (let i = 0; i < 60; i++) {
+      const l = T.scope(() => {
+        const loss = T.crossEntropy(m.forward(x, { training: true }).logits, y);
+        loss.backward();
+        opt.step();
+        opt.zeroGrad();
+        return loss;
+      });
+      last = await l.item();
+      l.dispose();
+    }
+    // From ln 10 = 2.30 to near zero: the model can memorise 8 images.
+    expect(last).toBeLessThan(0.05);
+    opt.dispose();
+    m.dispose();
+  });
+
+  it('avg pooling and no class token are supported', async () => {
+    const m = new VisionTransformer({ ...presetConfig('vit-fmnist-tiny'), depth: 1, class_token: false, global_pool: 'avg' }, 0);
+    expect(m.params.has('cls_token')).toBe(false);
+    expect(m.posEmbed.shape).toEqual([1, 16, 64]);
+    const out = T.noGrad(() => m.forward(T.randn([3, 1, 28, 28]), { training: false }).logits);
+    expect(out.shape).toEqual([3, 10]);
+    expect((await out.data()).every(Number.isFinite)).toBe(true);
+    m.dispose();
+  });
+
+  it('deit-tiny-patch16-224 (ImageNet shape) constructs and runs a training step', async () => {
+    const m = new VisionTransformer(presetConfig('deit-tiny-patch16-224'), 0);
+    expect(m.numParams()).toBe(5_717_416); // timm's deit_tiny_patch16_224
+    const opt = new T.AdamW(m.paramGroups(0.05), { lr: 1e-4 });
+    const x = T.randn([1, 3, 224, 224], { seed: 1 });
+    const y = T.tensor(Int32Array.from([7]), [1]);
+    const l = T.scope(() => {
+      const loss = T.crossEntropy(m.forward(x, { training: true }).logits, y);
+      loss.backward();
+      opt.step();
+      opt.zeroGrad();
+      return loss;
+    });
+    const v = await l.item();
+    expect(Number.isFinite(v)).toBe(true);
+    expect(Math.abs(v - Math.log(1000))).toBeLessThan(0.5);
+    opt.dispose();
+    m.dispose();
+  });
+
+  it('a wrong input shape is named', () => {
+    const m = new VisionTransformer({ ...presetConfig('vit-fmnist-tiny'), depth: 1 }, 0);
+    expect(() => m.forward(T.zeros([2, 3, 28, 28]), { training: false })).toThrow(/must be \[B, 1, 28, 28\]/);
+    m.dispose();
+  });
+});

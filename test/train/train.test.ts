@@ -1,0 +1,56 @@
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as T from '../../engine/index.js';
+import { readCheckpoint } from '../../train/checkpoint.js';
+import { train } from '../../train/trainer.js';
+import { writeSynthDataset } from './fixtures.js';
+
+beforeAll(async () => {
+  await T.init();
+});
+
+const small = { depth: 2 };
+const base = { progress: false, batchSize: 64, warmupSteps: 5, lr: 2e-3, modelOverrides: small, evalBatchSize: 100 };
+
+describe('training runs', () => {
+  const dataDir = writeSynthDataset(mkdtempSync(join(tmpdir(), 'tessera-synth-')), 960, 200);
+
+  it('learns a synthetic task and writes the run folder', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'tessera-run-'));
+    const before = T.liveBuffers();
+    const r = await train({ ...base, dataDir, epochs: 3, out });
+    // Ten patterns, each in one random patch: chance is 10%; measured 100% after 3 epochs.
+    expect(r.finalAccuracy).toBeGreaterThan(0.9);
+    for (const f of ['config.json', 'metrics.jsonl', 'last.safetensors', 'best.safetensors', 'curves.png', 'report.md', 'loss.jsonl']) {
+      expect(existsSync(join(out, f)), f).toBe(true);
+    }
+    const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain('Final test accuracy');
+    const ck = readCheckpoint(join(out, 'last.safetensors'));
+    expect(ck.metadata.step).toBe('45');
+    expect(JSON.parse(ck.metadata.config!).depth).toBe(2);
+    // The run frees what it allocated: the model, the optimizer, the batches.
+    expect(T.liveBuffers()).toBe(before);
+  });
+
+  it('resume from a checkpoint taken mid-epoch reproduces the uninterrupted loss curve exactly', async () => {
+    const a = mkdtempSync(join(tmpdir(), 'tessera-a-'));
+    const b = mkdtempSync(join(tmpdir(), 'tessera-b-'));
+    const opts = { ...base, dataDir, epochs: 2, modelOverrides: { ...small, drop_path_rate: 0.1, drop_rate: 0.1 } };
+    const full = await train({ ...opts, out: a });
+    const first = await train({ ...opts, out: b, maxSteps: 10 });
+    expect(first.losses).toHaveLength(10);
+    const resumed = await train({ ...opts, out: b, resume: true });
+    expect(resumed.losses).toHaveLength(30);
+    expect(resumed.losses).toEqual(full.losses);
+    expect(resumed.finalAccuracy).toBe(full.finalAccuracy);
+  });
+
+  it('a non-finite loss stops the run and names the step', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'tessera-nan-'));
+    await expect(train({ ...base, dataDir, epochs: 1, lr: 1e30, warmupSteps: 1, clipGrad: 0, out })).rejects.toThrow(/the loss is (NaN|Infinity|-Infinity) at step \d+/);
+  });
+});
