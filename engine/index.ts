@@ -37,7 +37,7 @@ export const sync = (): Promise<void> => rt().sync();
 export const compiledKernels = () => rt().kernels();
 
 import { Profiler, type KernelRecord } from './profiler.js';
-export { type KernelRecord, type KernelSummary, summarize, summaryTable } from './profiler.js';
+export { chromeTrace, type KernelRecord, type KernelSummary, Profiler, summarize, summaryTable } from './profiler.js';
 
 /** Starts recording per-dispatch GPU time (timestamp queries when the adapter has them). */
 export function startProfile(): Profiler {

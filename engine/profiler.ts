@@ -12,6 +12,8 @@ export interface KernelRecord {
   workgroups: [number, number, number];
   /** GPU nanoseconds between the pass's begin and end timestamps (NaN until resolved). */
   ns: number;
+  /** GPU begin timestamp, ns after the first timestamp of the profile (NaN until resolved). */
+  gpuStart: number;
   flops: number;
   bytes: number;
   /** CPU time (ms since profile start) when the dispatch was recorded. */
@@ -47,6 +49,9 @@ export class Profiler {
   private querySet: GPUQuerySet | null = null;
   private pendingInSet: KernelRecord[] = [];
   private reads: Promise<void>[] = [];
+  private gpuBase: bigint | null = null;
+  /** Query sets created (tests check that none are made when profiling is off). */
+  static querySetsCreated = 0;
 
   constructor(private device: GPUDevice) {
     this.timestamps = device.features.has('timestamp-query');
@@ -64,11 +69,14 @@ export class Profiler {
   }
 
   /** Pass descriptor for one dispatch; records it. */
-  passFor(rec: Omit<KernelRecord, 'ns' | 'cpuAt' | 'phase'>): GPUComputePassDescriptor {
-    const r: KernelRecord = { ...rec, ns: NaN, cpuAt: this.now(), phase: this.phase };
+  passFor(rec: Omit<KernelRecord, 'ns' | 'gpuStart' | 'cpuAt' | 'phase'>): GPUComputePassDescriptor {
+    const r: KernelRecord = { ...rec, ns: NaN, gpuStart: NaN, cpuAt: this.now(), phase: this.phase };
     this.records.push(r);
     if (!this.timestamps) return {};
-    this.querySet ??= this.device.createQuerySet({ type: 'timestamp', count: QUERY_CAPACITY });
+    if (!this.querySet) {
+      this.querySet = this.device.createQuerySet({ type: 'timestamp', count: QUERY_CAPACITY });
+      Profiler.querySetsCreated++;
+    }
     const i = this.pendingInSet.length * 2;
     this.pendingInSet.push(r);
     return { timestampWrites: { querySet: this.querySet, beginningOfPassWriteIndex: i, endOfPassWriteIndex: i + 1 } };
@@ -100,7 +108,9 @@ export class Profiler {
           recs.forEach((r, k) => {
             const begin = t[2 * k]!;
             const end = t[2 * k + 1]!;
+            this.gpuBase ??= begin;
             r.ns = end >= begin ? Number(end - begin) : 0;
+            r.gpuStart = Number(begin - this.gpuBase);
           });
           staging.destroy();
           resolveBuf.destroy();
@@ -170,4 +180,35 @@ export function summaryTable(rows: KernelSummary[], limit = 30): string {
     lines.push(`| ${r.label} | ${r.calls} | ${r.totalMs.toFixed(2)} | ${(100 * r.share).toFixed(1)} | ${r.meanUs.toFixed(1)} | ${r.gflops ? r.gflops.toFixed(2) : ''} | ${r.gbps.toFixed(2)} |`);
   }
   return lines.join('\n');
+}
+
+// ---- Chrome trace (chrome://tracing, Perfetto) ----------------------------------------------------
+
+export interface TraceEvent {
+  name: string;
+  cat: string;
+  ph: 'X' | 'M';
+  ts?: number;
+  dur?: number;
+  pid: number;
+  tid: number;
+  args?: Record<string, unknown>;
+}
+
+/** GPU kernels on one track (their own timestamps), CPU flushes on another (wall clock). */
+export function chromeTrace(records: KernelRecord[], flushes: FlushRecord[]): { traceEvents: TraceEvent[]; displayTimeUnit: 'ms' } {
+  const events: TraceEvent[] = [
+    { name: 'process_name', cat: '__metadata', ph: 'M', pid: 1, tid: 0, args: { name: 'tessera' } },
+    { name: 'thread_name', cat: '__metadata', ph: 'M', pid: 1, tid: 1, args: { name: 'GPU kernels' } },
+    { name: 'thread_name', cat: '__metadata', ph: 'M', pid: 1, tid: 2, args: { name: 'CPU: encode and submit' } },
+  ];
+  for (const r of records) {
+    if (Number.isNaN(r.ns)) continue;
+    events.push({
+      name: r.label, cat: r.phase || 'kernel', ph: 'X', ts: r.gpuStart / 1000, dur: r.ns / 1000, pid: 1, tid: 1,
+      args: { kernel: r.kernel, workgroups: r.workgroups.join('x'), flops: r.flops, bytes: r.bytes, gflops: r.ns ? r.flops / r.ns : 0, gbps: r.ns ? r.bytes / r.ns : 0 },
+    });
+  }
+  for (const f of flushes) events.push({ name: 'submit', cat: 'cpu', ph: 'X', ts: f.cpuStart * 1000, dur: Math.max(1, (f.cpuEnd - f.cpuStart) * 1000), pid: 1, tid: 2, args: { dispatches: f.dispatches } });
+  return { traceEvents: events, displayTimeUnit: 'ms' };
 }

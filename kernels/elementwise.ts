@@ -46,6 +46,7 @@ const NAMES = ['a', 'b', 'c', 'd', 'e'];
  * `expr` refers to inputs as `a`, `b`, `c` ... (already loaded as f32).
  */
 export const elementwiseKernel = memo(function elementwiseKernel(name: string, expr: string, indexing: InputIndexing[], rank: number): KernelSource {
+  if (indexing.every((m) => m === 'same')) return elementwiseVec4Kernel(name, expr, indexing.length);
   const strided = indexing.map((m, i) => (m === 'strided' ? i : -1)).filter((i) => i >= 0);
   const uniforms: UniformField[] = [
     { name: 'n', type: 'u32' },
@@ -76,6 +77,36 @@ ${MAIN_1D} {
   ${offsets}
   ${loads}
   out[i] = ${expr};
+}`,
+  });
+});
+
+/** Elementwise over contiguous same-shape inputs: four elements per invocation through vec4
+ * loads and stores (measured on lavapipe: scalar ~1 GB/s, vec4 ×4 ~4.9 GB/s). The scalar
+ * expression is applied per component. Pooled buffers are multiples of 16 bytes and owned by
+ * one tensor, so the last vec4 may run past n inside its own buffer: those lanes are never read. */
+export const ELEMENTWISE_VEC = 4;
+const elementwiseVec4Kernel = memo(function elementwiseVec4Kernel(name: string, expr: string, inputs: number): KernelSource {
+  const ins = NAMES.slice(0, inputs);
+  return kernel({
+    name,
+    uniforms: [
+      { name: 'n', type: 'u32' },
+      { name: 'p', type: 'f32' },
+      { name: 'q', type: 'f32' },
+    ],
+    buffers: [
+      ...ins.map((n) => ({ name: `in_${n}`, access: 'read' as const, type: 'vec4<f32>' as const })),
+      { name: 'out', access: 'read_write', type: 'vec4<f32>' },
+    ],
+    workgroupSize: ELEMENTWISE_WG,
+    body: `${WGSL_MATH}
+fn apply_(${ins.map((n) => `${n}: f32`).join(', ')}, p: f32, q: f32) -> f32 { return ${expr}; }
+${MAIN_1D} {
+  let i = global_index(wid, lid, nwg);
+  if (i * 4u >= P.n) { return; }
+  ${ins.map((n) => `let v${n} = in_${n}[i];`).join('\n  ')}
+  out[i] = vec4<f32>(${[0, 1, 2, 3].map((c) => `apply_(${ins.map((n) => `v${n}[${c}]`).join(', ')}, P.p, P.q)`).join(', ')});
 }`,
   });
 });

@@ -8,6 +8,7 @@ Usage: tessera <command> [options]
 Commands:
   train      train a ViT on Fashion-MNIST (npm start runs this with the default preset)
   eval       accuracy, NLL, ECE and confusion matrix of a checkpoint
+  profile    per-kernel GPU time of a step (Chrome trace), and \`profile attention\` throughput sweep
   kernels    print the WGSL of a kernel family: tessera kernels matmul --trans-b
   info       show the WebGPU adapter, its features and limits
 
@@ -227,7 +228,72 @@ async function evalCmd(argv: string[]): Promise<void> {
 
 class UsageError extends Error {}
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evalCmd, kernels, info };
+const PROFILE_HELP = `tessera profile — where a ViT step spends its GPU time
+
+Usage:
+  tessera profile [--preset NAME | --checkpoint FILE] [--batch-size N] [--steps N] [--mode train|infer] [--out DIR]
+      writes DIR/profile.md (kernels, phases, GPU-busy fraction, compiles), DIR/trace.json (Chrome
+      trace: chrome://tracing or Perfetto) and DIR/kernels.png
+  tessera profile attention [--seq-lens 17,65,197,...] [--head-dims 16,32,64] [--heads N] [--batch N] [--repeats N] [--out DIR]
+      fused (flash) vs unfused attention, forward and forward+backward: DIR/attention.md, .json, .png
+Defaults: preset vit-fmnist-tiny, batch 128, 3 steps, train, out profile/.`;
+
+async function profileCmd(argv: string[]): Promise<void> {
+  const attentionMode = argv[0] === 'attention';
+  const { values } = parseArgs({
+    args: attentionMode ? argv.slice(1) : argv,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      preset: { type: 'string' },
+      checkpoint: { type: 'string' },
+      'batch-size': { type: 'string' },
+      steps: { type: 'string' },
+      mode: { type: 'string' },
+      out: { type: 'string' },
+      'seq-lens': { type: 'string' },
+      'head-dims': { type: 'string' },
+      heads: { type: 'string' },
+      batch: { type: 'string' },
+      repeats: { type: 'string' },
+    },
+  });
+  if (values.help) return console.log(PROFILE_HELP);
+  const list = (s: string | undefined, d: number[]) => (s ? s.split(',').map((v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`expected a comma-separated list of positive integers, got '${s}'`);
+    return n;
+  }) : d);
+  const P = await import('./profile.js');
+  const out = values.out ?? 'profile';
+  if (attentionMode) {
+    const points = await P.profileAttention({
+      seqLens: list(values['seq-lens'], [17, 50, 65, 129, 197, 257, 513]),
+      headDims: list(values['head-dims'], [16, 32, 64]),
+      heads: Number(values.heads ?? 4),
+      batch: Number(values.batch ?? 8),
+      repeats: Number(values.repeats ?? 5),
+      out,
+    }, (s) => console.log(s));
+    const best = points.filter((p) => p.impl === 'flash').map((p) => {
+      const u = points.find((q) => q.impl === 'unfused' && q.pass === p.pass && q.N === p.N && q.hd === p.hd)!;
+      return { ...p, ratio: u.ms / p.ms };
+    }).sort((a, b) => b.ratio - a.ratio)[0];
+    if (best) console.log(`best fused/unfused speed-up: ${best.ratio.toFixed(2)}x (${best.pass}, N=${best.N}, hd=${best.hd}); tables in ${out}/attention.md`);
+    process.exit(0);
+  }
+  const mode = (values.mode ?? 'train') as 'train' | 'infer';
+  if (mode !== 'train' && mode !== 'infer') throw new UsageError(`--mode must be train or infer, got '${values.mode}'`);
+  const r = await P.profileStep({
+    preset: values.preset, checkpoint: values.checkpoint, batchSize: Number(values['batch-size'] ?? 128), steps: Number(values.steps ?? 3), mode, out,
+  });
+  console.log(r.markdown.split('\n').slice(0, 3).join('\n'));
+  console.log('top kernels:');
+  for (const row of r.rows.slice(0, 5)) console.log(`  ${(100 * row.share).toFixed(1).padStart(5)}%  ${row.label}`);
+  console.log(`wrote ${out}/profile.md, ${out}/trace.json, ${out}/kernels.png`);
+  process.exit(0);
+}
+
+const commands: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evalCmd, profile: profileCmd, kernels, info };
 const [cmd, ...rest] = process.argv.slice(2);
 if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') console.log(HELP);
 else if (!commands[cmd]) {

@@ -25,19 +25,19 @@ export function patchEmbed(x: Tensor, weight: Tensor, bias?: Tensor | null): Ten
   const y = Tensor.empty([B, O, Hp, Wp], 'float32', 'patchEmbed');
   const k = patchEmbedKernel();
   const label = `${B}x${C}x${H}x${W} p${Pk} -> ${O}`;
-  if (y.size > 0) rt().run({ source: k, uniforms: { n: y.size, ...dims }, buffers: [x.buffer, weight.buffer, y.buffer], grid: grid1d(y.size, k.workgroupSize), label: `patch_embed ${label}` });
+  if (y.size > 0) rt().run({ source: k, uniforms: { n: y.size, ...dims }, buffers: [x.buffer, weight.buffer, y.buffer], grid: grid1d(y.size, k.workgroupSize), flops: 2 * y.size * C * Pk * Pk, bytes: 4 * (x.size + weight.size + y.size), label: `patch_embed ${label}` });
   const conv = record('patchEmbed', y, [x, weight], (g) => {
     let dx: Tensor | null = null;
     let dw: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty(x.shape, 'float32', 'patchEmbed dx');
       const kx = patchEmbedInputGradKernel();
-      rt().run({ source: kx, uniforms: { n: dx.size, ...dims }, buffers: [g.buffer, weight.buffer, dx.buffer], grid: grid1d(dx.size, kx.workgroupSize), label: `patch_embed_grad_input ${label}` });
+      rt().run({ source: kx, uniforms: { n: dx.size, ...dims }, buffers: [g.buffer, weight.buffer, dx.buffer], grid: grid1d(dx.size, kx.workgroupSize), flops: 2 * y.size * C * Pk * Pk, bytes: 4 * (x.size + weight.size + y.size), label: `patch_embed_grad_input ${label}` });
     }
     if (weight.requiresGrad) {
       dw = Tensor.empty(weight.shape, 'float32', 'patchEmbed dweight');
       const kw = patchEmbedWeightGradKernel();
-      rt().run({ source: kw, uniforms: { n: dw.size, ...dims }, buffers: [g.buffer, x.buffer, dw.buffer], grid: grid1d(dw.size, kw.workgroupSize), label: `patch_embed_grad_weight ${label}` });
+      rt().run({ source: kw, uniforms: { n: dw.size, ...dims }, buffers: [g.buffer, x.buffer, dw.buffer], grid: grid1d(dw.size, kw.workgroupSize), flops: 2 * y.size * C * Pk * Pk, bytes: 4 * (x.size + weight.size + y.size), label: `patch_embed_grad_weight ${label}` });
     }
     return [dx, dw];
   });

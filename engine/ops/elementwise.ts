@@ -2,7 +2,7 @@
 // expression and names its CPU reference in engine/reference/elementwise.ts. Broadcasting follows
 // NumPy; the backward of a broadcast input sums the gradient back to its shape.
 import { grid1d, putList } from '../../kernels/common.js';
-import { elementwiseKernel, type InputIndexing } from '../../kernels/elementwise.js';
+import { ELEMENTWISE_VEC, elementwiseKernel, type InputIndexing } from '../../kernels/elementwise.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { broadcastShapes, broadcastStrides } from '../reference/nd.js';
@@ -69,7 +69,9 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], outShape
     source,
     uniforms,
     buffers: [...inputs.map((t) => t.buffer), out.buffer],
-    grid: grid1d(out.size, source.workgroupSize),
+    grid: grid1d(indexing.every((m) => m === 'same') ? Math.ceil(out.size / ELEMENTWISE_VEC) : out.size, source.workgroupSize),
+    flops: out.size,
+    bytes: 4 * (out.size + inputs.reduce((a, t) => a + t.size, 0)),
     label: `${op} ${shapeStr(outShape)}`,
   });
   return out;

@@ -22,20 +22,20 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   const uniforms = { rows, cols, eps };
   const label = `${shapeStr([rows, cols])}`;
   const fwd = layerNormKernel(affine);
-  if (rows > 0) rt().run({ source: fwd, uniforms, buffers: affine ? [x.buffer, weight!.buffer, bias!.buffer, y.buffer, stats.buffer] : [x.buffer, y.buffer, stats.buffer], grid: grid1d(rows, fwd.workgroupSize), label: `layernorm ${label}` });
+  if (rows > 0) rt().run({ source: fwd, uniforms, buffers: affine ? [x.buffer, weight!.buffer, bias!.buffer, y.buffer, stats.buffer] : [x.buffer, y.buffer, stats.buffer], grid: grid1d(rows, fwd.workgroupSize), flops: 8 * x.size, bytes: 8 * x.size, label: `layernorm ${label}` });
   const inputs = affine ? [x, weight!, bias!] : [x];
   return record('layerNorm', y, inputs, (g) => {
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty(x.shape, 'float32', 'layerNorm backward');
       const k = layerNormGradKernel(affine);
-      rt().run({ source: k, uniforms, buffers: affine ? [x.buffer, weight!.buffer, stats.buffer, g.buffer, dx.buffer] : [x.buffer, stats.buffer, g.buffer, dx.buffer], grid: grid1d(rows, k.workgroupSize), label: `layernorm_grad ${label}` });
+      rt().run({ source: k, uniforms, buffers: affine ? [x.buffer, weight!.buffer, stats.buffer, g.buffer, dx.buffer] : [x.buffer, stats.buffer, g.buffer, dx.buffer], grid: grid1d(rows, k.workgroupSize), flops: 10 * x.size, bytes: 12 * x.size, label: `layernorm_grad ${label}` });
     }
     if (!affine) return [dx];
     const dgamma = Tensor.empty([cols], 'float32', 'layerNorm dweight');
     const dbeta = Tensor.empty([cols], 'float32', 'layerNorm dbias');
     const k = layerNormParamGradKernel();
-    rt().run({ source: k, uniforms, buffers: [x.buffer, stats.buffer, g.buffer, dgamma.buffer, dbeta.buffer], grid: grid1d(cols, k.workgroupSize), label: `layernorm_param_grad ${label}` });
+    rt().run({ source: k, uniforms, buffers: [x.buffer, stats.buffer, g.buffer, dgamma.buffer, dbeta.buffer], grid: grid1d(cols, k.workgroupSize), flops: 5 * x.size, bytes: 12 * x.size, label: `layernorm_param_grad ${label}` });
     return [dx, dgamma, dbeta];
   });
 }
