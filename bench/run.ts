@@ -1,8 +1,10 @@
 // npm run bench [suite...]: runs the benchmark suites and writes bench/results/.
 // Never run while tests run: the machine has 2 cores and timings would mean nothing.
 import { dispatchSuite } from './dispatch.js';
+import { matmulSuite } from './matmul.js';
+import { attentionSuite } from './attention.js';
 
-const suites: Record<string, () => Promise<void>> = { dispatch: dispatchSuite };
+const suites: Record<string, () => Promise<unknown>> = { dispatch: dispatchSuite, attention: attentionSuite, matmul: () => matmulSuite(process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : undefined) };
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(suites)) {
   const run = suites[name];

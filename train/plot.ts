@@ -30,7 +30,7 @@ export function curvesSpec(loss: CurvePoint[], accuracy: CurvePoint[], title: st
     encoding: {
       x: { field: 'step', type: 'quantitative' as const, title: 'step' },
       y: { field: 'value', type: 'quantitative' as const, title: y, scale: { zero: false } },
-      color: { field: 'series', type: 'nominal' as const, title: null },
+      color: { field: 'series', type: 'nominal' as const, title: null, legend: { labelLimit: 320 } },
     },
   });
   return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title, vconcat: [panel(loss, 'loss'), panel(accuracy, 'accuracy')] } as Spec;

@@ -1,0 +1,88 @@
+// Attention: tessera's fused (flash) kernels vs its unfused path (matmul → softmax → matmul) vs
+// the same composition in TensorFlow.js WebGPU, forward and forward+backward (tf.grads).
+import * as T from '../engine/index.js';
+import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
+import { loadTf } from './peers/env.js';
+
+export const ATTENTION_SHAPES: [number, number, number, number][] = [
+  // [batch, heads, N, head dim]: batch · heads = 128 throughout
+  [32, 4, 50, 16],
+  [32, 4, 65, 32],
+  [32, 4, 197, 64],
+];
+
+export async function attentionSuite(): Promise<SuiteRow[][]> {
+  await T.init();
+  const tf = await loadTf();
+  const all: SuiteRow[][] = [];
+  for (const [B, nh, N, hd] of ATTENTION_SHAPES) {
+    const D = nh * hd;
+    const flopsFwd = 4 * B * nh * N * N * hd;
+    const qkv = T.keep(T.randn([B, N, 3 * D], { seed: 1 }));
+    qkv.requiresGrad = true;
+    const g = T.keep(T.randn([B, N, D], { seed: 2 }));
+    const hq = await qkv.data();
+    // The same numbers as (B·nh, N, hd) tensors for TensorFlow.js.
+    const heads = (which: number) => {
+      const out = new Float32Array(B * nh * N * hd);
+      for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) for (let h = 0; h < nh; h++) for (let d = 0; d < hd; d++) {
+        out[((b * nh + h) * N + n) * hd + d] = hq[(b * N + n) * 3 * D + which * D + h * hd + d]!;
+      }
+      return tf.tensor3d(out, [B * nh, N, hd]);
+    };
+    const [tq, tk, tv] = [heads(0), heads(1), heads(2)];
+    const tg = tf.randomNormal([B * nh, N, hd]);
+    const scale = hd ** -0.5;
+    const tfAttn = (q: import('@tensorflow/tfjs').Tensor3D, k: import('@tensorflow/tfjs').Tensor3D, v: import('@tensorflow/tfjs').Tensor3D) =>
+      tf.matMul(tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)), v);
+    const tfGrads = tf.grads((q, k, v) => tf.sum(tf.mul(tfAttn(q as never, k as never, v as never), tg)));
+    const ours = (impl: 'flash' | 'unfused', backward: boolean) => async () => {
+      const y = T.scope(() => {
+        const o = backward ? T.attention(qkv, nh, { impl }) : T.noGrad(() => T.attention(qkv, nh, { impl }));
+        if (backward) o.backward(g);
+        return o;
+      });
+      await (backward ? qkv.grad! : y).data();
+      y.dispose();
+      qkv.grad?.dispose();
+      qkv.grad = null;
+    };
+    const cases: BenchCase[] = [
+      { name: 'tessera flash, forward', work: flopsFwd, run: ours('flash', false) },
+      { name: 'tessera unfused, forward', work: flopsFwd, run: ours('unfused', false) },
+      {
+        name: 'tfjs-webgpu composed, forward',
+        work: flopsFwd,
+        run: async () => {
+          const y = tf.tidy(() => tfAttn(tq, tk, tv));
+          await y.data();
+          y.dispose();
+        },
+      },
+      { name: 'tessera flash, forward+backward', work: 3.5 * flopsFwd, run: ours('flash', true) },
+      { name: 'tessera unfused, forward+backward', work: 3.5 * flopsFwd, run: ours('unfused', true) },
+      {
+        name: 'tfjs-webgpu composed, forward+backward',
+        work: 3.5 * flopsFwd,
+        run: async () => {
+          const grads = tfGrads([tq, tk, tv]);
+          await Promise.all(grads.map((t) => t.data()));
+          for (const t of grads) t.dispose();
+        },
+      },
+    ];
+    const rows = await runSuite(`attention-B${B}-h${nh}-N${N}-d${hd}`, cases, {
+      baseline: 'tfjs-webgpu composed, forward+backward',
+      rateUnit: 'GFLOP/s',
+      rateScale: 1e-9,
+      note: `Self-attention, batch ${B} × ${nh} heads, N = ${N}, head dim ${hd}. FLOPs: 4·N²·hd per head forward, 3.5× for forward+backward. ` +
+        'Forward rows compare best with the tfjs forward row; ratios in the last column are all against tfjs forward+backward.',
+      maxTime: 4,
+    });
+    all.push(rows);
+    qkv.dispose();
+    g.dispose();
+    for (const t of [tq, tk, tv, tg]) t.dispose();
+  }
+  return all;
+}

@@ -1,0 +1,109 @@
+// Matmul: tessera vs TensorFlow.js WebGPU and jax-js (webgpu, wasm) on the same adapter, and a
+// plain-TypeScript CPU matmul as the floor. Each case multiplies and reads the whole product back.
+import * as T from '../engine/index.js';
+import { useGeneralMatmul } from '../engine/ops/matmul.js';
+import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
+import { loadJax, loadTf } from './peers/env.js';
+
+/** lavapipe's f32 FMA lanes on 2 cores at ~3.7 GHz (AVX2): the machine's ceiling. */
+export const LAVAPIPE_PEAK_GFLOPS = 237;
+
+export const MATMUL_SHAPES: [string, number, number, number][] = [
+  ['square 256', 256, 256, 256],
+  ['square 512', 512, 512, 512],
+  ['square 1024', 1024, 1024, 1024],
+  ['ViT qkv 6400x192·192x576', 6400, 576, 192],
+  ['ViT proj 6400x192·192x192', 6400, 192, 192],
+  ['ViT fc2 6400x768·768x192', 6400, 192, 768],
+  ['fmnist-tiny qkv 2176x64·64x192', 2176, 192, 64],
+  ['fmnist-tiny fc1 2176x64·64x128', 2176, 128, 64],
+  ['fmnist-p4 qkv 6400x64·64x192', 6400, 192, 64],
+];
+
+function cpuMatmul(a: Float32Array, b: Float32Array, M: number, N: number, K: number): Float32Array {
+  const c = new Float32Array(M * N);
+  for (let i = 0; i < M; i++) {
+    for (let k = 0; k < K; k++) {
+      const av = a[i * K + k]!;
+      const row = k * N;
+      for (let j = 0; j < N; j++) c[i * N + j]! += av * b[row + j]!;
+    }
+  }
+  return c;
+}
+
+export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
+  await T.init();
+  const tf = await loadTf();
+  const { jax, devices } = await loadJax();
+  const np = jax.numpy;
+  const all: SuiteRow[][] = [];
+  for (const [name, M, N, K] of MATMUL_SHAPES) {
+    if (filter && !filter.test(name)) continue;
+    const flops = 2 * M * N * K;
+    const ha = Float32Array.from({ length: M * K }, (_, i) => ((i * 7) % 13) / 13 - 0.5);
+    const hb = Float32Array.from({ length: K * N }, (_, i) => ((i * 5) % 11) / 11 - 0.5);
+    const a = T.keep(T.tensor(ha, [M, K]));
+    const b = T.keep(T.tensor(hb, [K, N]));
+    const ta = tf.tensor2d(ha, [M, K]);
+    const tb = tf.tensor2d(hb, [K, N]);
+    const jit = jax.jit((x: InstanceType<typeof np.Array>, y: InstanceType<typeof np.Array>) => np.matmul(x, y));
+    const jaxArrays: Record<string, [InstanceType<typeof np.Array>, InstanceType<typeof np.Array>]> = {};
+    for (const dev of ['webgpu', 'wasm'].filter((d) => devices.includes(d))) {
+      jaxArrays[dev] = [np.array(ha, { device: dev } as never).reshape([M, K]), np.array(hb, { device: dev } as never).reshape([K, N])];
+    }
+    const cases: BenchCase[] = [
+      {
+        name: 'tessera',
+        work: flops,
+        run: async () => {
+          const c = T.matmul(a, b);
+          await c.data();
+          c.dispose();
+        },
+      },
+      {
+        name: 'tessera general kernel',
+        work: flops,
+        run: async () => {
+          useGeneralMatmul(true);
+          const c = T.matmul(a, b);
+          useGeneralMatmul(false);
+          await c.data();
+          c.dispose();
+        },
+      },
+      {
+        name: 'tfjs-webgpu',
+        work: flops,
+        run: async () => {
+          const c = tf.matMul(ta, tb);
+          await c.data();
+          c.dispose();
+        },
+      },
+      ...Object.entries(jaxArrays).map(([dev, [x, y]]) => ({
+        name: `jax-js ${dev}`,
+        work: flops,
+        run: async () => {
+          // jax-js: data() consumes the array (reference-counted ownership).
+          await jit(x.ref, y.ref).data();
+        },
+      })),
+    ];
+    if (flops <= 2 * 512 ** 3) cases.push({ name: 'plain TypeScript CPU', work: flops, run: () => void cpuMatmul(ha, hb, M, N, K) });
+    const rows = await runSuite(`matmul ${name}`.replace(/[^a-z0-9]+/gi, '-').toLowerCase(), cases, {
+      baseline: 'tfjs-webgpu',
+      rateUnit: 'GFLOP/s',
+      rateScale: 1e-9,
+      note: `C[${M}x${N}] = A[${M}x${K}] · B[${K}x${N}], full product read back each repeat. Machine ceiling: ~${LAVAPIPE_PEAK_GFLOPS} GFLOP/s (lavapipe AVX2 FMA lanes, 2 cores).`,
+    });
+    all.push(rows);
+    a.dispose();
+    b.dispose();
+    ta.dispose();
+    tb.dispose();
+    for (const [x, y] of Object.values(jaxArrays)) (x.dispose(), y.dispose());
+  }
+  return all;
+}
