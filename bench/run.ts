@@ -3,8 +3,10 @@
 import { dispatchSuite } from './dispatch.js';
 import { matmulSuite } from './matmul.js';
 import { attentionSuite } from './attention.js';
+import { vitSuite } from './vit.js';
+import { ladderSuite } from './matmul-ladder.js';
 
-const suites: Record<string, () => Promise<unknown>> = { dispatch: dispatchSuite, attention: attentionSuite, matmul: () => matmulSuite(process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : undefined) };
+const suites: Record<string, () => Promise<unknown>> = { dispatch: dispatchSuite, attention: attentionSuite, vit: vitSuite, ladder: ladderSuite, matmul: () => matmulSuite(process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : undefined) };
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(suites)) {
   const run = suites[name];

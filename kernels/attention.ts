@@ -184,3 +184,142 @@ ${MAIN_1D} {
 }`,
   });
 });
+
+// ---- vec4 register variants (head dim a multiple of 4) ------------------------------------------
+// The same three kernels with every per-row vector held in named vec4 registers (q0, q1, …) and
+// K/V rows read as vec4: private arrays indexed in loops live in memory on lavapipe, named
+// registers do not. Rows of qkv start at multiples of hd, so vec4 indexing is exact.
+
+function vecHelpers(hd: number, dropout: boolean): string {
+  return `${helpers(hd, dropout)}
+fn row4(b: u32, n: u32, which: u32, h: u32) -> u32 { return qkv_at(b, n, which, h) / 4u; }
+fn out4(b: u32, n: u32, h: u32) -> u32 { return out_at(b, n, h) / 4u; }`;
+}
+
+const range = (n: number) => [...Array(n).keys()];
+
+export const flashForwardVec4Kernel = memo(function flashForwardVec4Kernel(hd: number, dropout: boolean): KernelSource {
+  const V = hd / 4;
+  const dot = (reg: string, base: string) => range(V).map((c) => `dot(${reg}${c}, qkv4[${base} + ${c}u])`).join(' + ');
+  return kernel({
+    name: `flash_attn_fwd_v4_d${hd}${dropout ? '_dropout' : ''}`,
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
+      { name: 'out4_', access: 'read_write', type: 'vec4<f32>' },
+      { name: 'lse', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: FLASH_WG,
+    body: `${vecHelpers(hd, dropout)}
+${MAIN_1D} {
+  let t = global_index(wid, lid, nwg);
+  if (t >= P.B * P.nh * P.N) { return; }
+  let i = t % P.N;
+  let bh = t / P.N;
+  let h = bh % P.nh;
+  let b = bh / P.nh;
+  let qo = row4(b, i, 0u, h);
+  ${range(V).map((c) => `let q${c} = qkv4[qo + ${c}u] * P.scale;\n  var a${c} = vec4<f32>(0.0);`).join('\n  ')}
+  var m = -3.0e38;
+  var l = 0.0;
+  for (var j = 0u; j < P.N; j++) {
+    let ko = row4(b, j, 1u, h);
+    let s = ${dot('q', 'ko')};
+    let m_new = max(m, s);
+    let corr = exp(m - m_new);
+    let pj = exp(s - m_new);
+    l = l * corr + pj;
+    let w = pj * keep_(bh, i, j);
+    let vo = row4(b, j, 2u, h);
+    ${range(V).map((c) => `a${c} = a${c} * corr + w * qkv4[vo + ${c}u];`).join('\n    ')}
+    m = m_new;
+  }
+  let oo = out4(b, i, h);
+  let inv = 1.0 / l;
+  ${range(V).map((c) => `out4_[oo + ${c}u] = a${c} * inv;`).join('\n  ')}
+  lse[t] = m + log(l);
+}`,
+  });
+});
+
+export const flashBackwardQVec4Kernel = memo(function flashBackwardQVec4Kernel(hd: number, dropout: boolean): KernelSource {
+  const V = hd / 4;
+  return kernel({
+    name: `flash_attn_bwd_q_v4_d${hd}${dropout ? '_dropout' : ''}`,
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
+      { name: 'o4', access: 'read', type: 'vec4<f32>' },
+      { name: 'do4', access: 'read', type: 'vec4<f32>' },
+      { name: 'lse', access: 'read', type: 'f32' },
+      { name: 'delta', access: 'read_write', type: 'f32' },
+      { name: 'dqkv4', access: 'read_write', type: 'vec4<f32>' },
+    ],
+    workgroupSize: FLASH_WG,
+    body: `${vecHelpers(hd, dropout)}
+${MAIN_1D} {
+  let t = global_index(wid, lid, nwg);
+  if (t >= P.B * P.nh * P.N) { return; }
+  let i = t % P.N;
+  let bh = t / P.N;
+  let h = bh % P.nh;
+  let b = bh / P.nh;
+  let qo = row4(b, i, 0u, h);
+  let oo = out4(b, i, h);
+  ${range(V).map((c) => `let q${c} = qkv4[qo + ${c}u] * P.scale;\n  let g${c} = do4[oo + ${c}u];\n  var dq${c} = vec4<f32>(0.0);`).join('\n  ')}
+  let D = ${range(V).map((c) => `dot(g${c}, o4[oo + ${c}u])`).join(' + ')};
+  delta[t] = D;
+  let L = lse[t];
+  for (var j = 0u; j < P.N; j++) {
+    let ko = row4(b, j, 1u, h);
+    let vo = row4(b, j, 2u, h);
+    let s = ${range(V).map((c) => `dot(q${c}, qkv4[ko + ${c}u])`).join(' + ')};
+    let dp = ${range(V).map((c) => `dot(g${c}, qkv4[vo + ${c}u])`).join(' + ')};
+    let ds = exp(s - L) * (dp * keep_(bh, i, j) - D);
+    ${range(V).map((c) => `dq${c} += ds * qkv4[ko + ${c}u];`).join('\n    ')}
+  }
+  ${range(V).map((c) => `dqkv4[qo + ${c}u] = dq${c} * P.scale;`).join('\n  ')}
+}`,
+  });
+});
+
+export const flashBackwardKVVec4Kernel = memo(function flashBackwardKVVec4Kernel(hd: number, dropout: boolean): KernelSource {
+  const V = hd / 4;
+  return kernel({
+    name: `flash_attn_bwd_kv_v4_d${hd}${dropout ? '_dropout' : ''}`,
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
+      { name: 'do4', access: 'read', type: 'vec4<f32>' },
+      { name: 'lse', access: 'read', type: 'f32' },
+      { name: 'delta', access: 'read', type: 'f32' },
+      { name: 'dqkv4', access: 'read_write', type: 'vec4<f32>' },
+    ],
+    workgroupSize: FLASH_WG,
+    body: `${vecHelpers(hd, dropout)}
+${MAIN_1D} {
+  let t = global_index(wid, lid, nwg);
+  if (t >= P.B * P.nh * P.N) { return; }
+  let j = t % P.N;
+  let bh = t / P.N;
+  let h = bh % P.nh;
+  let b = bh / P.nh;
+  let ko = row4(b, j, 1u, h);
+  let vo = row4(b, j, 2u, h);
+  ${range(V).map((c) => `let k${c} = qkv4[ko + ${c}u];\n  let v${c} = qkv4[vo + ${c}u];\n  var dk${c} = vec4<f32>(0.0);\n  var dv${c} = vec4<f32>(0.0);`).join('\n  ')}
+  for (var i = 0u; i < P.N; i++) {
+    let qo = row4(b, i, 0u, h);
+    let oo = out4(b, i, h);
+    let s = ${range(V).map((c) => `dot(qkv4[qo + ${c}u], k${c})`).join(' + ')};
+    let dp = ${range(V).map((c) => `dot(do4[oo + ${c}u], v${c})`).join(' + ')};
+    let r = bh * P.N + i;
+    let pij = exp(s * P.scale - lse[r]);
+    let keep = keep_(bh, i, j);
+    let ds = pij * (dp * keep - delta[r]);
+    let pd = pij * keep;
+    ${range(V).map((c) => `dv${c} += pd * do4[oo + ${c}u];\n    dk${c} += ds * qkv4[qo + ${c}u];`).join('\n    ')}
+  }
+  ${range(V).map((c) => `dqkv4[ko + ${c}u] = dk${c} * P.scale;\n  dqkv4[vo + ${c}u] = dv${c};`).join('\n  ')}
+}`,
+  });
+});

@@ -49,14 +49,36 @@ async function tesseraMlp(input: MlpInput): Promise<MlpOutput> {
   return { adapter: info.adapterName, loss: await loss.item(), logits: [...(await logits.data())], grads };
 }
 
+/** The profiler in the page: a small attention + MLP step, per-kernel GPU time as a table. */
+async function tesseraProfile(): Promise<{ timestamps: boolean; rows: T.KernelSummary[]; table: string }> {
+  await T.init();
+  const qkv = T.randn([4, 17, 48], { seed: 1 });
+  qkv.requiresGrad = true;
+  const w = T.randn([16, 16], { seed: 2, std: 0.2 });
+  const warm = T.scope(() => T.sum(T.linear(T.attention(qkv, 2), w)));
+  await warm.data();
+  const prof = T.startProfile();
+  const out = T.scope(() => {
+    const l = T.sum(T.gelu(T.linear(T.attention(qkv, 2), w)));
+    l.backward();
+    return l;
+  });
+  await out.data();
+  const { records } = await T.stopProfile();
+  const rows = T.summarize(records);
+  return { timestamps: prof.timestamps, rows, table: T.summaryTable(rows) };
+}
+
 declare global {
   interface Window {
     tesseraMlp: typeof tesseraMlp;
+    tesseraProfile: typeof tesseraProfile;
     tesseraReady: boolean;
   }
 }
 
 window.tesseraMlp = tesseraMlp;
+window.tesseraProfile = tesseraProfile;
 window.tesseraReady = true;
 
 const out = document.getElementById('out');
@@ -73,6 +95,11 @@ if (out) {
     classes: 2,
   };
   tesseraMlp(input)
-    .then((r) => (out.textContent = `adapter: ${r.adapter}\nloss: ${r.loss.toFixed(6)}\ndL/db2: ${r.grads.b2.map((v) => v.toFixed(6)).join(', ')}`))
+    .then(async (r) => {
+      out.textContent = `adapter: ${r.adapter}\nloss: ${r.loss.toFixed(6)}\ndL/db2: ${r.grads.b2.map((v) => v.toFixed(6)).join(', ')}`;
+      const p = await tesseraProfile();
+      const prof = document.getElementById('profile');
+      if (prof) prof.textContent = `${p.timestamps ? 'GPU timestamps' : 'no timestamp-query: times unavailable'}\n${p.table}`;
+    })
     .catch((e: unknown) => (out.textContent = `error: ${String(e)}`));
 }

@@ -1,9 +1,10 @@
 // The same ViT as tessera's preset (timm math: pre-norm blocks, exact-erf GELU, class token,
 // learned position embedding), written with TensorFlow.js ops for the training-step race.
 import type * as TfNs from '@tensorflow/tfjs';
+import type { Tf as TfModule } from './env.js';
 import type { ViTConfig } from '../../models/vit.js';
 
-type Tf = typeof TfNs;
+type Tf = TfModule;
 type Tensor = TfNs.Tensor;
 
 export function tfjsVit(tf: Tf, c: ViTConfig) {

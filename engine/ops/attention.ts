@@ -1,16 +1,17 @@
 // Multi-head self-attention from a packed qkv projection, as timm's Attention:
 //   qkv (B, N, 3·D) → q, k, v heads (B, nh, N, hd) → softmax(q·kᵀ · hd^-½) · v → (B, N, D).
-// Two implementations with the same contract:
-// - 'flash' (default): kernels/attention.ts, FlashAttention-2 style, no N×N matrix in memory.
+// Two implementations with the same contract ('auto' picks by adapter and head dim, below):
+// - 'flash': kernels/attention.ts, FlashAttention-2 style, no N×N matrix in memory.
 // - 'unfused' (the reference path and benchmark baseline): matmul → softmax → matmul with the
 //   N×N probabilities materialised; strided matmuls read the heads straight out of qkv and write
 //   the output heads in place, so no permute or slice copies run.
 // Either backward writes dQ, dK, dV into one dqkv buffer.
 import { grid1d } from '../../kernels/common.js';
-import { flashBackwardKVKernel, flashBackwardQKernel, flashForwardKernel } from '../../kernels/attention.js';
+import { flashBackwardKVKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
 import { record } from '../autograd.js';
+import { currentDevice } from '../device.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
 import { launchMatmul, type Operand } from './matmul.js';
@@ -24,8 +25,18 @@ export interface AttentionOptions {
   /** Receives the softmax probabilities (B, nh, N, N) of this call, e.g. for attention maps
    * (forces the unfused path, which materialises them). */
   capture?: (probs: Tensor) => void;
-  /** 'flash' (default) or 'unfused'. */
-  impl?: 'flash' | 'unfused';
+  /** 'auto' (default), 'flash' or 'unfused'. */
+  impl?: 'auto' | 'flash' | 'unfused';
+}
+
+// Measured on lavapipe (tessera profile attention, bench/results/attention-*): each flash
+// invocation holds its rows of q, dO, dQ, dK, dV in registers, one value per SIMD lane, so past
+// head dim 16 they spill and the unfused path (vec4 matmuls) is 2–3× faster forward+backward;
+// at head dim 16 flash is as fast or faster. GPUs have the registers: there flash is the choice.
+const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader/i;
+
+function chooseImpl(hd: number): 'flash' | 'unfused' {
+  return CPU_ADAPTER.test(currentDevice().adapterName) && hd > 16 ? 'unfused' : 'flash';
 }
 
 function rowsKernel(source: ReturnType<typeof softmaxKernel>, rows: number, cols: number, scale: number, buffers: Tensor[], label: string): void {
@@ -43,7 +54,9 @@ export function attention(qkv: Tensor, numHeads: number, opts: AttentionOptions 
   if (qkv.rank !== 3 || qkv.dtype !== 'float32' || qkv.shape[2]! % (3 * numHeads) !== 0) {
     throw new Error(`attention: qkv ${qkv.describe()} must be float32 (B, N, 3·D) with D divisible by ${numHeads} heads`);
   }
-  return (opts.impl ?? 'flash') === 'flash' && !opts.capture ? flashAttention(qkv, numHeads, opts) : unfusedAttention(qkv, numHeads, opts);
+  const hd = qkv.shape[2]! / 3 / numHeads;
+  const impl = opts.impl === undefined || opts.impl === 'auto' ? chooseImpl(hd) : opts.impl;
+  return impl === 'flash' && !opts.capture ? flashAttention(qkv, numHeads, opts) : unfusedAttention(qkv, numHeads, opts);
 }
 
 function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor {
@@ -58,14 +71,16 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
   const flops = 4 * B * nh * N * N * hd;
   const out = Tensor.empty([B, N, threeD / 3], 'float32', 'attention');
   const lse = Tensor.empty([B, nh, N], 'float32', 'attention lse');
-  const fwd = flashForwardKernel(hd, p > 0);
+  // Head dims that are multiples of 4 (all ViT presets) take the vec4-register kernels.
+  const vec = hd % 4 === 0;
+  const fwd = (vec ? flashForwardVec4Kernel : flashForwardKernel)(hd, p > 0);
   rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid1d(rows, fwd.workgroupSize), flops, label: `flash_attn_fwd ${tag}` });
   return record('attention', out, [qkv], (g) => {
     const dqkv = Tensor.empty(qkv.shape, 'float32', 'attention dqkv');
     const delta = Tensor.empty([B, nh, N], 'float32', 'attention delta');
-    const kq = flashBackwardQKernel(hd, p > 0);
+    const kq = (vec ? flashBackwardQVec4Kernel : flashBackwardQKernel)(hd, p > 0);
     rt().run({ source: kq, uniforms, buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid1d(rows, kq.workgroupSize), flops: 1.5 * flops, label: `flash_attn_bwd_q ${tag}` });
-    const kkv = flashBackwardKVKernel(hd, p > 0);
+    const kkv = (vec ? flashBackwardKVVec4Kernel : flashBackwardKVKernel)(hd, p > 0);
     rt().run({ source: kkv, uniforms, buffers: [qkv.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid1d(rows, kkv.workgroupSize), flops: 2 * flops, label: `flash_attn_bwd_kv ${tag}` });
     return [dqkv];
   });

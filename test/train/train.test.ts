@@ -1,9 +1,10 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../engine/index.js';
-import { readCheckpoint } from '../../train/checkpoint.js';
+import { loadSafetensors, readCheckpoint } from '../../train/checkpoint.js';
 import { train } from '../../train/trainer.js';
 import { writeSynthDataset } from './fixtures.js';
 
@@ -47,6 +48,33 @@ describe('training runs', () => {
     expect(resumed.losses).toHaveLength(30);
     expect(resumed.losses).toEqual(full.losses);
     expect(resumed.finalAccuracy).toBe(full.finalAccuracy);
+  });
+
+  it('DeiT hard distillation from a teacher checkpoint, then `tessera eval` with --logits', async () => {
+    const teacherRun = mkdtempSync(join(tmpdir(), 'tessera-teacher-'));
+    await train({ ...base, dataDir, epochs: 1, maxSteps: 4, out: teacherRun });
+    const teacher = join(teacherRun, 'last.safetensors');
+    const student = mkdtempSync(join(tmpdir(), 'tessera-student-'));
+    const r = await train({ ...base, preset: 'deit-fmnist-tiny-distilled', dataDir, epochs: 1, maxSteps: 4, teacher, out: student });
+    expect(r.losses.every(Number.isFinite)).toBe(true);
+    expect(readCheckpoint(join(student, 'last.safetensors')).tensors.has('head_dist.weight')).toBe(true);
+    await expect(train({ ...base, dataDir, epochs: 1, maxSteps: 1, teacher, out: mkdtempSync(join(tmpdir(), 'tessera-x-')) })).rejects.toThrow(/--teacher needs a distilled preset/);
+
+    const logits = join(student, 'logits.safetensors');
+    const cli = spawnSync(process.execPath, ['bin/tessera.js', 'eval', '--checkpoint', join(student, 'last.safetensors'), '--limit', '50', '--logits', logits], {
+      env: { ...process.env, TESSERA_DATA: dataDir },
+      encoding: 'utf8',
+    });
+    expect(cli.status, cli.stderr).toBe(0);
+    expect(cli.stdout).toMatch(/top-1 accuracy \d+\.\d+%\s+NLL \d+\.\d+\s+ECE \d+\.\d+/);
+    expect(cli.stdout).toContain('confusion matrix');
+    const saved = loadSafetensors(logits);
+    expect(saved.tensors.get('logits')!.shape).toEqual([50, 10]);
+    expect(saved.tensors.get('labels')!.dtype).toBe('I32');
+
+    const bad = spawnSync(process.execPath, ['bin/tessera.js', 'eval', '--checkpoint', join(student, 'missing.safetensors')], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/missing\.safetensors: no such checkpoint/);
   });
 
   it('a non-finite loss stops the run and names the step', async () => {

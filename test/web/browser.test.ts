@@ -102,4 +102,18 @@ describe('browser (headless Chromium, WebGPU)', () => {
     expectClose(out.grads.w2, dw2.data, tol, 'browser dW2');
     expectClose(out.grads.b2, db2.data, tol, 'browser db2');
   }, 180_000);
+
+  it('profiles kernels in the page with GPU timestamps', async () => {
+    const page = await browser.newPage();
+    await page.goto(url);
+    await page.waitForFunction(() => window.tesseraReady === true, undefined, { timeout: 60_000 });
+    const p = await page.evaluate(() => window.tesseraProfile());
+    await page.close();
+    expect(p.timestamps).toBe(true);
+    const kernels = p.rows.map((r) => r.label.split(' ')[0]);
+    expect(kernels).toEqual(expect.arrayContaining(['flash_attn_fwd', 'flash_attn_bwd_q', 'flash_attn_bwd_kv', 'gelu']));
+    expect(p.rows.every((r) => r.totalMs >= 0 && r.calls >= 1)).toBe(true);
+    expect(p.rows.reduce((a, r) => a + r.totalMs, 0)).toBeGreaterThan(0);
+    expect(p.table).toContain('| kernel | calls | total ms |');
+  }, 180_000);
 });

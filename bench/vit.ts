@@ -1,0 +1,61 @@
+// Whole ViT training steps (forward, backward, optimizer), images/s: tessera vs the same model
+// written with TensorFlow.js ops and its WebGPU backend, on the same adapter, batch 128.
+import * as T from '../engine/index.js';
+import { presetConfig, VisionTransformer } from '../models/vit.js';
+import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
+import { loadTf } from './peers/env.js';
+import { tfjsVit } from './peers/tfjs-vit.js';
+
+export async function vitSuite(): Promise<SuiteRow[]> {
+  await T.init();
+  const tf = await loadTf();
+  const B = 128;
+  const cases: BenchCase[] = [];
+  const cleanup: (() => void)[] = [];
+  for (const preset of ['vit-fmnist-tiny', 'vit-fmnist-p4']) {
+    const cfg = presetConfig(preset);
+    const model = new VisionTransformer(cfg, 0);
+    const opt = new T.AdamW(model.paramGroups(0.05), { lr: 1e-4 });
+    const params = model.parameters();
+    const x = T.keep(T.randn([B, 1, 28, 28], { seed: 1 }));
+    const y = T.keep(T.tensor(Int32Array.from({ length: B }, (_, i) => i % 10), [B]));
+    cases.push({
+      name: `tessera ${preset}`,
+      work: B,
+      run: async () => {
+        const l = T.scope(() => {
+          const loss = T.crossEntropy(model.forward(x, { training: true }).logits, y);
+          loss.backward();
+          opt.step({ clip: T.clipGradNorm(params, 1) });
+          opt.zeroGrad();
+          return loss;
+        });
+        await l.item();
+        l.dispose();
+      },
+    });
+    const tm = tfjsVit(tf, cfg);
+    const tx = tf.randomNormal([B, 1, 28, 28]);
+    const ty = tf.oneHot(tf.tensor1d(Array.from({ length: B }, (_, i) => i % 10), 'int32'), 10);
+    cases.push({ name: `tfjs-webgpu ${preset}`, work: B, run: async () => void (await tm.step(tx, ty)) });
+    cleanup.push(() => {
+      model.dispose();
+      opt.dispose();
+      x.dispose();
+      y.dispose();
+      tx.dispose();
+      ty.dispose();
+    });
+  }
+  const rows = await runSuite('vit-train-step', cases, {
+    baseline: 'tfjs-webgpu vit-fmnist-p4',
+    rateUnit: 'images/s',
+    note: 'One training step (forward, backward, optimizer; tessera also clips by global norm) on a 128-image batch, loss read back each step. ' +
+      'vit-fmnist-tiny: patch 7, width 64, depth 6, 4 heads, MLP ×2 (17 tokens); vit-fmnist-p4: the same with patch 4 (50 tokens). ' +
+      'Compare each tessera row with the tfjs row of the same preset.',
+    minSamples: 5,
+    maxTime: 8,
+  });
+  for (const c of cleanup) c();
+  return rows;
+}
