@@ -81,4 +81,16 @@ describe('training runs', () => {
     const out = mkdtempSync(join(tmpdir(), 'tessera-nan-'));
     await expect(train({ ...base, dataDir, epochs: 1, lr: 1e30, warmupSteps: 1, clipGrad: 0, out })).rejects.toThrow(/the loss is (NaN|Infinity|-Infinity) at step \d+/);
   });
+
+  it('learns real Fashion-MNIST: a 2-block ViT on a 4,096-image subset, 2 epochs', async () => {
+    // The Debian package `dataset-fashion-mnist` (installed by `npm run setup`) is the data.
+    // Chance is 10%; this seeded run measured 56.7% then 65.8% test accuracy on the first 1,000
+    // test images (≈ 20 s). 60% leaves room for rounding differences across adapters, and a
+    // model that does not learn cannot reach it.
+    const out = mkdtempSync(join(tmpdir(), 'tessera-fmnist-'));
+    const r = await train({ ...base, warmupSteps: 20, trainLimit: 4096, evalLimit: 1000, epochs: 2, out });
+    expect(r.metrics).toHaveLength(2);
+    expect(r.metrics[1]!.test_accuracy).toBeGreaterThan(r.metrics[0]!.test_accuracy);
+    expect(r.finalAccuracy).toBeGreaterThan(0.6);
+  });
 });
