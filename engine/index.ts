@@ -58,3 +58,29 @@ export async function stopProfile(): Promise<{ records: KernelRecord[]; profiler
   await p.settle();
   return { records: p.records, profiler: p };
 }
+
+export {
+  affineSample,
+  AUGMENT_OPS,
+  augmentLayer,
+  type AugmentLayerOptions,
+  type AugmentOpName,
+  type AugmentPolicy,
+  eraseApply,
+  eraseParams,
+  type ErasingOptions,
+  geometryParams,
+  type GeometryOptions,
+  mixApply,
+  mixBatch,
+  mixParams,
+  type MixOptions,
+  padCrop,
+  randAugment,
+  type RandAugmentOptions,
+  randomErasing,
+  randomFlip,
+  randomResizedCrop,
+  softTargets,
+  type SoftTargetOptions,
+} from './ops/augment.js';

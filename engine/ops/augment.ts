@@ -1,0 +1,336 @@
+// Data augmentation on GPU batches [B, C, H, W] of float images in [0, 1] (random erasing works
+// in normalised space, after normalisation, as timm's). Every random parameter comes from the
+// GPU Philox generator — an explicit seed, or the global generator's next stream — as a tensor
+// of per-image uniforms, so a batch is reproducible and the CPU never waits for the GPU.
+// These are data ops: they do not record gradients (an input that requires grad is refused).
+import { AUGMENT_WG, affineSampleKernel, GEOMETRY_MODES, GEOMETRY_UNIFORMS, geometryParamsKernel, THETA_SIZE } from '../../kernels/augment-geometry.js';
+import { ERASE_UNIFORMS, eraseApplyKernel, eraseParamsKernel, MIX_PARAMS, MIX_UNIFORMS, mixApplyKernel, mixParamsKernel, softTargetsKernel } from '../../kernels/augment-mix.js';
+import { AUGMENT_OPS, type AugmentOpName, augmentOpKernel, augmentStatsKernel, OP_UNIFORMS, STATS_SIZE } from '../../kernels/augment-ops.js';
+import { grid1d } from '../../kernels/common.js';
+import { rt } from '../dispatch.js';
+import { shapeStr, Tensor } from '../tensor.js';
+import { full } from './creation.js';
+import { rand, randn } from './random.js';
+
+export { AUGMENT_OPS, type AugmentOpName };
+
+function checkImages(x: Tensor, what: string): [number, number, number, number] {
+  if (x.rank !== 4 || x.dtype !== 'float32') throw new Error(`${what}: expects a float32 image batch [B, C, H, W], got ${x.describe()}`);
+  if (x.requiresGrad) throw new Error(`${what}: ${x.describe()} requires grad; augmentation takes data, not parameters (detach() it first)`);
+  return x.shape as [number, number, number, number];
+}
+
+function checkUniforms(u: Tensor, shape: number[], what: string): void {
+  if (u.dtype !== 'float32' || u.size !== shape.reduce((a, b) => a * b, 1)) {
+    throw new Error(`${what}: uniforms ${u.describe()} must hold ${shapeStr(shape)} float32 values in [0, 1)`);
+  }
+}
+
+function checkRange(name: string, range: readonly [number, number], lo: number, hi: number, what: string): void {
+  if (!(range[0] >= lo && range[1] <= hi && range[0] <= range[1])) {
+    throw new Error(`${what}: ${name} [${range.join(', ')}] must satisfy ${lo} <= low <= high <= ${hi}`);
+  }
+}
+
+// ---------------------------------------------------------------- geometry
+
+export interface GeometryOptions {
+  mode: keyof typeof GEOMETRY_MODES;
+  /** Random resized crop: fraction of the image area (torchvision default [0.08, 1]). */
+  scale?: [number, number];
+  /** Random resized crop: aspect ratio w/h range (default [3/4, 4/3]). */
+  ratio?: [number, number];
+  /** Pad-and-crop: padding in pixels on every side. */
+  pad?: number;
+  /** Probability of a horizontal flip (default 0.5). */
+  flipProb?: number;
+}
+
+/** Per-image affine maps [B, 8] from uniforms [B, GEOMETRY_UNIFORMS]: (t0..t5, visible fraction,
+ * flipped); output pixel (x, y) reads input (t0·x + t1·y + t2, t3·x + t4·y + t5). */
+export function geometryParams(u: Tensor, B: number, H: number, W: number, opts: GeometryOptions): Tensor {
+  const what = `geometryParams(${opts.mode})`;
+  checkUniforms(u, [B, GEOMETRY_UNIFORMS], what);
+  const scale = opts.scale ?? [0.08, 1];
+  const ratio = opts.ratio ?? [3 / 4, 4 / 3];
+  const pad = opts.pad ?? 4;
+  const flipProb = opts.flipProb ?? 0.5;
+  checkRange('scale', scale, Number.MIN_VALUE, 1, what);
+  checkRange('ratio', ratio, Number.MIN_VALUE, Infinity, what);
+  checkRange('flipProb', [flipProb, flipProb], 0, 1, what);
+  if (!Number.isInteger(pad) || pad < 0) throw new Error(`${what}: pad ${pad} must be a non-negative integer`);
+  const theta = Tensor.empty([B, THETA_SIZE], 'float32', 'geometry params');
+  const k = geometryParamsKernel();
+  if (B > 0) {
+    rt().run({
+      source: k,
+      uniforms: { B, H, W, mode: GEOMETRY_MODES[opts.mode], scaleLo: scale[0], scaleHi: scale[1], logRatioLo: Math.log(ratio[0]), logRatioHi: Math.log(ratio[1]), pad, flipProb },
+      buffers: [u.buffer, theta.buffer],
+      grid: grid1d(B, k.workgroupSize),
+      label: `geometry_params ${opts.mode} B${B}`,
+    });
+  }
+  return theta;
+}
+
+/** Bilinear resampling of every image through its affine map theta [B, 8]; `fill` outside. */
+export function affineSample(x: Tensor, theta: Tensor, fill = 0): Tensor {
+  const [B, C, H, W] = checkImages(x, 'affineSample');
+  if (theta.rank !== 2 || theta.shape[0] !== B || theta.shape[1] !== THETA_SIZE) {
+    throw new Error(`affineSample: theta ${theta.describe()} must be [${B}, ${THETA_SIZE}] for images ${x.describe()}`);
+  }
+  const y = Tensor.empty(x.shape, 'float32', 'affineSample');
+  const k = affineSampleKernel();
+  if (y.size > 0) {
+    rt().run({ source: k, uniforms: { n: y.size, C, H, W, fill }, buffers: [x.buffer, theta.buffer, y.buffer], grid: grid1d(y.size, AUGMENT_WG), flops: 8 * y.size, bytes: 20 * y.size, label: `affine_sample ${shapeStr(x.shape)}` });
+  }
+  return y;
+}
+
+export interface RandomGeometryOptions extends Omit<GeometryOptions, 'mode'> {
+  seed?: number;
+  fill?: number;
+}
+
+function randomGeometry(x: Tensor, mode: GeometryOptions['mode'], opts: RandomGeometryOptions): { images: Tensor; theta: Tensor } {
+  const [B, , H, W] = checkImages(x, mode);
+  const u = rand([B, GEOMETRY_UNIFORMS], { seed: opts.seed });
+  const theta = geometryParams(u, B, H, W, { ...opts, mode });
+  u.dispose();
+  return { images: affineSample(x, theta, opts.fill ?? 0), theta };
+}
+
+/** torchvision's RandomResizedCrop (bilinear, output size = input size) and a random flip. */
+export const randomResizedCrop = (x: Tensor, opts: RandomGeometryOptions = {}) => randomGeometry(x, 'resizedCrop', opts);
+/** Pad by `pad` pixels of `fill`, crop back to H × W at a random offset; random flip. */
+export const padCrop = (x: Tensor, opts: RandomGeometryOptions = {}) => randomGeometry(x, 'padCrop', opts);
+/** Horizontal flip with probability `flipProb`. */
+export const randomFlip = (x: Tensor, opts: RandomGeometryOptions = {}) => randomGeometry(x, 'flipOnly', opts);
+
+// ---------------------------------------------------------------- RandAugment / TrivialAugment
+
+export type AugmentPolicy = 'randaugment' | 'trivialaugment';
+
+export interface AugmentLayerOptions {
+  policy?: AugmentPolicy;
+  /** RandAugment magnitude out of 10 (timm's default recipe: 9). */
+  magnitude?: number;
+  /** Gaussian noise on the magnitude (timm's mstd, default 0.5). */
+  magnitudeStd?: number;
+  /** Probability that an image's op is applied (timm: 0.5; TrivialAugment: 1). */
+  prob?: number;
+  fill?: number;
+  /** Apply this op to every image (per-op tests and grids) instead of drawing one. */
+  op?: AugmentOpName;
+}
+
+/** The per-policy strength of each op at level 1 (timm inc1 and torchvision TrivialAugmentWide). */
+export function policyRanges(policy: AugmentPolicy, H: number, W: number) {
+  return policy === 'randaugment'
+    ? { rotateMax: 30, shearMax: 0.3, translateMaxX: 0.45 * W, translateMaxY: 0.45 * H, enhanceMax: 0.9, posterizeMax: 4, solarizeAddMax: 110 / 255 }
+    : { rotateMax: 135, shearMax: 0.99, translateMaxX: 32, translateMaxY: 32, enhanceMax: 0.99, posterizeMax: 6, solarizeAddMax: 110 / 255 };
+}
+
+/** The uniform values the op kernels take (shared with the CPU reference). */
+export function augmentLayerUniforms(x: readonly number[], layer: number, layers: number, opts: AugmentLayerOptions): Record<string, number> {
+  const [B, C, H, W] = x as [number, number, number, number];
+  const policy = opts.policy ?? 'randaugment';
+  const forceOp = opts.op === undefined ? -1 : AUGMENT_OPS.indexOf(opts.op);
+  if (opts.op !== undefined && forceOp < 0) throw new Error(`augment: unknown op '${opts.op}'; ops: ${AUGMENT_OPS.join(', ')}`);
+  const magnitude = opts.magnitude ?? 9;
+  if (!(magnitude >= 0 && magnitude <= 10)) throw new Error(`augment: magnitude ${magnitude} must be in [0, 10]`);
+  return {
+    n: B * C * H * W,
+    B,
+    C,
+    H,
+    W,
+    layer,
+    layers,
+    policy: policy === 'randaugment' ? 0 : 1,
+    magnitude,
+    magnitudeStd: opts.magnitudeStd ?? (policy === 'randaugment' ? 0.5 : 0),
+    prob: opts.prob ?? (policy === 'randaugment' ? 0.5 : 1),
+    fill: opts.fill ?? 0,
+    forceOp,
+    ...policyRanges(policy, H, W),
+  };
+}
+
+/** One layer of per-image ops; u holds [B, layers, OP_UNIFORMS] uniforms for all layers. */
+export function augmentLayer(x: Tensor, u: Tensor, layer: number, layers: number, opts: AugmentLayerOptions = {}): Tensor {
+  const [B, C] = checkImages(x, 'augmentLayer');
+  checkUniforms(u, [B, layers, OP_UNIFORMS], 'augmentLayer');
+  if (!(layer >= 0 && layer < layers)) throw new Error(`augmentLayer: layer ${layer} outside [0, ${layers})`);
+  const uniforms = augmentLayerUniforms(x.shape, layer, layers, opts);
+  const y = Tensor.empty(x.shape, 'float32', 'augment');
+  if (y.size === 0) return y;
+  const stats = Tensor.empty([B, C, STATS_SIZE], 'float32', 'augment stats');
+  const ks = augmentStatsKernel();
+  rt().run({ source: ks, uniforms, buffers: [x.buffer, u.buffer, stats.buffer], grid: grid1d(B * C, AUGMENT_WG), bytes: 4 * x.size, label: `augment_stats ${shapeStr(x.shape)}` });
+  const k = augmentOpKernel();
+  rt().run({ source: k, uniforms, buffers: [x.buffer, u.buffer, stats.buffer, y.buffer], grid: grid1d(y.size, AUGMENT_WG), bytes: 8 * y.size, label: `augment_op ${shapeStr(x.shape)}` });
+  stats.dispose();
+  return y;
+}
+
+export interface RandAugmentOptions extends AugmentLayerOptions {
+  /** Ops per image (RandAugment's N; TrivialAugment uses 1). */
+  layers?: number;
+  seed?: number;
+}
+
+/** RandAugment (N layers, magnitude M with noise) or TrivialAugment-wide (one op, random level). */
+export function randAugment(x: Tensor, opts: RandAugmentOptions = {}): Tensor {
+  const [B] = checkImages(x, 'randAugment');
+  const layers = opts.layers ?? (opts.policy === 'trivialaugment' ? 1 : 2);
+  if (!Number.isInteger(layers) || layers < 1) throw new Error(`randAugment: layers ${layers} must be a positive integer`);
+  const u = rand([B, layers, OP_UNIFORMS], { seed: opts.seed });
+  let y = x;
+  for (let l = 0; l < layers; l++) {
+    const next = augmentLayer(y, u, l, layers, opts);
+    if (y !== x) y.dispose();
+    y = next;
+  }
+  u.dispose();
+  return y;
+}
+
+// ---------------------------------------------------------------- Mixup / CutMix, targets, erasing
+
+export interface MixOptions {
+  /** Mixup Beta(α, α); 0 disables (timm default 0.8 when used). */
+  mixupAlpha?: number;
+  /** CutMix Beta(α, α); 0 disables (timm default 1.0 when used). */
+  cutmixAlpha?: number;
+  /** With both on: probability of CutMix for the batch (default 0.5). */
+  switchProb?: number;
+  /** Probability that the batch is mixed at all (default 1). */
+  prob?: number;
+  seed?: number;
+}
+
+/** Batch parameters [8]: λ, mode (0 none, 1 mixup, 2 cutmix), CutMix box y0, y1, x0, x1. */
+export function mixParams(u: Tensor, H: number, W: number, opts: MixOptions): Tensor {
+  checkUniforms(u, [MIX_UNIFORMS], 'mixParams');
+  const mixupAlpha = opts.mixupAlpha ?? 0;
+  const cutmixAlpha = opts.cutmixAlpha ?? 0;
+  if (!(mixupAlpha >= 0 && cutmixAlpha >= 0)) throw new Error(`mix: alphas must be >= 0 (mixup ${mixupAlpha}, cutmix ${cutmixAlpha})`);
+  const params = Tensor.empty([MIX_PARAMS], 'float32', 'mix params');
+  rt().run({
+    source: mixParamsKernel(),
+    uniforms: { H, W, mixupAlpha, cutmixAlpha, switchProb: opts.switchProb ?? 0.5, prob: opts.prob ?? 1 },
+    buffers: [u.buffer, params.buffer],
+    grid: [1, 1, 1],
+    label: 'mix_params',
+  });
+  return params;
+}
+
+/** Mixes every image with its mirror in the batch (b ↔ B-1-b) by the batch parameters. */
+export function mixApply(x: Tensor, params: Tensor): Tensor {
+  const [B, C, H, W] = checkImages(x, 'mixApply');
+  if (params.size !== MIX_PARAMS) throw new Error(`mixApply: params ${params.describe()} must be the [${MIX_PARAMS}] output of mixParams`);
+  const y = Tensor.empty(x.shape, 'float32', 'mix');
+  if (y.size > 0) rt().run({ source: mixApplyKernel(), uniforms: { n: y.size, B, C, H, W }, buffers: [x.buffer, params.buffer, y.buffer], grid: grid1d(y.size, AUGMENT_WG), bytes: 12 * y.size, label: `mix_apply ${shapeStr(x.shape)}` });
+  return y;
+}
+
+export interface SoftTargetOptions {
+  /** Mix parameters from mixParams (none: λ = 1). */
+  mix?: Tensor | null;
+  /** Geometry parameters whose visible fraction drives soft augmentation (none: off). */
+  theta?: Tensor | null;
+  labelSmoothing?: number;
+  /** Soft augmentation: confidence at zero visibility (default 0) and the power k (default 2). */
+  softMin?: number;
+  softPower?: number;
+}
+
+/** Soft targets [B, K] for integer labels [B]: label smoothing, mixing and soft augmentation. */
+export function softTargets(labels: Tensor, classes: number, opts: SoftTargetOptions = {}): Tensor {
+  if (labels.rank !== 1 || labels.dtype !== 'int32') throw new Error(`softTargets: labels ${labels.describe()} must be int32 [B]`);
+  const B = labels.shape[0]!;
+  const smoothing = opts.labelSmoothing ?? 0;
+  if (!(smoothing >= 0 && smoothing < 1)) throw new Error(`softTargets: label smoothing ${smoothing} must be in [0, 1)`);
+  if (opts.theta && (opts.theta.rank !== 2 || opts.theta.shape[0] !== B || opts.theta.shape[1] !== THETA_SIZE)) {
+    throw new Error(`softTargets: theta ${opts.theta.describe()} must be [${B}, ${THETA_SIZE}]`);
+  }
+  const lambdaOne = opts.mix ?? mixNone();
+  const theta = opts.theta ?? lambdaOne;
+  const targets = Tensor.empty([B, classes], 'float32', 'soft targets');
+  if (targets.size > 0) {
+    rt().run({
+      source: softTargetsKernel(),
+      uniforms: { n: targets.size, B, K: classes, smoothing, soft: opts.theta ? 1 : 0, softMin: opts.softMin ?? 0, softPower: opts.softPower ?? 2 },
+      buffers: [labels.buffer, lambdaOne.buffer, theta.buffer, targets.buffer],
+      grid: grid1d(targets.size, AUGMENT_WG),
+      label: `soft_targets [${B}, ${classes}]`,
+    });
+  }
+  if (!opts.mix) lambdaOne.dispose();
+  return targets;
+}
+
+// Only λ = params[0] = 1 is read when nothing is mixed.
+const mixNone = (): Tensor => full([MIX_PARAMS], 1);
+
+/** Mixup / CutMix of a batch with soft targets; returns the mixed images, targets and params. */
+export function mixBatch(x: Tensor, labels: Tensor, classes: number, opts: MixOptions & Omit<SoftTargetOptions, 'mix'>): { images: Tensor; targets: Tensor; params: Tensor } {
+  const [, , H, W] = checkImages(x, 'mixBatch');
+  const u = rand([MIX_UNIFORMS], { seed: opts.seed });
+  const params = mixParams(u, H, W, opts);
+  u.dispose();
+  return { images: mixApply(x, params), targets: softTargets(labels, classes, { ...opts, mix: params }), params };
+}
+
+export interface ErasingOptions {
+  /** Probability per image (timm default 0.25 in its recipes). */
+  prob?: number;
+  /** Area fraction range (default [0.02, 1/3]) and aspect ratio range (default [0.3, 1/0.3]). */
+  area?: [number, number];
+  ratio?: [number, number];
+  seed?: number;
+}
+
+/** Per-image erase boxes [B, 4] (top, left, h, w; h = 0: none) from uniforms [B, ERASE_UNIFORMS]. */
+export function eraseParams(u: Tensor, B: number, H: number, W: number, opts: ErasingOptions): Tensor {
+  checkUniforms(u, [B, ERASE_UNIFORMS], 'eraseParams');
+  const area = opts.area ?? [0.02, 1 / 3];
+  const ratio = opts.ratio ?? [0.3, 1 / 0.3];
+  checkRange('area', area, 0, 1, 'randomErasing');
+  checkRange('ratio', ratio, Number.MIN_VALUE, Infinity, 'randomErasing');
+  const boxes = Tensor.empty([B, 4], 'float32', 'erase boxes');
+  if (B > 0) {
+    rt().run({
+      source: eraseParamsKernel(),
+      uniforms: { B, H, W, prob: opts.prob ?? 0.25, areaLo: area[0], areaHi: area[1], logRatioLo: Math.log(ratio[0]), logRatioHi: Math.log(ratio[1]) },
+      buffers: [u.buffer, boxes.buffer],
+      grid: grid1d(B, AUGMENT_WG),
+      label: `erase_params B${B}`,
+    });
+  }
+  return boxes;
+}
+
+/** Replaces each image's box with the matching values of `noise` (same shape as x). */
+export function eraseApply(x: Tensor, boxes: Tensor, noise: Tensor): Tensor {
+  const [B, C, H, W] = checkImages(x, 'eraseApply');
+  if (boxes.rank !== 2 || boxes.shape[0] !== B || boxes.shape[1] !== 4) throw new Error(`eraseApply: boxes ${boxes.describe()} must be [${B}, 4]`);
+  if (noise.size !== x.size) throw new Error(`eraseApply: noise ${noise.describe()} must match ${x.describe()}`);
+  const y = Tensor.empty(x.shape, 'float32', 'erase');
+  if (y.size > 0) rt().run({ source: eraseApplyKernel(), uniforms: { n: y.size, C, H, W }, buffers: [x.buffer, boxes.buffer, noise.buffer, y.buffer], grid: grid1d(y.size, AUGMENT_WG), bytes: 12 * y.size, label: `erase_apply ${shapeStr(x.shape)}` });
+  return y;
+}
+
+/** timm's RandomErasing (mode "pixel"): per image with probability `prob`, a box of N(0, 1). */
+export function randomErasing(x: Tensor, opts: ErasingOptions = {}): { images: Tensor; boxes: Tensor } {
+  const [B, , H, W] = checkImages(x, 'randomErasing');
+  const u = rand([B, ERASE_UNIFORMS], { seed: opts.seed });
+  const boxes = eraseParams(u, B, H, W, opts);
+  u.dispose();
+  const noise = randn(x.shape, { seed: opts.seed === undefined ? undefined : opts.seed + 1 });
+  const images = eraseApply(x, boxes, noise);
+  noise.dispose();
+  return { images, boxes };
+}
