@@ -20,7 +20,7 @@ export { linear, matmul, type MatmulOptions } from './ops/matmul.js';
 export { concat, copy, expand, gather, indexSelect, pad, permute, reshape, slice, transpose } from './ops/movement.js';
 export { dropout, manualSeed, rand, randn } from './ops/random.js';
 export { max, mean, type ReduceOptions, sum, sumToShape, variance } from './ops/reduce.js';
-export { crossEntropy, type CrossEntropyOptions, logSoftmax, softmax } from './ops/softmax.js';
+export { crossEntropy, type CrossEntropyOptions, jsdLoss, logSoftmax, softmax } from './ops/softmax.js';
 export { attention, type AttentionOptions } from './ops/attention.js';
 export { launchMatmul, type MatmulLaunch, type Operand } from './ops/matmul.js';
 export { type DType, init, numel, parameter, type Shape, Tensor, tensor, upload } from './tensor.js';
@@ -61,6 +61,7 @@ export async function stopProfile(): Promise<{ records: KernelRecord[]; profiler
 
 export {
   affineSample,
+  AUGMIX_OPS,
   AUGMENT_OPS,
   augmentLayer,
   type AugmentLayerOptions,

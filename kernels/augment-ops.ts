@@ -53,6 +53,8 @@ export const AUGMENT_OP_UNIFORMS: UniformField[] = [
   { name: 'fill', type: 'f32' },
   /** ≥ 0: every image gets this op (tests, per-op grids); -1: drawn per image. */
   { name: 'forceOp', type: 'i32' },
+  /** Bit i set: op i may be drawn (AugMix leaves out the ops that overlap ImageNet-C). */
+  { name: 'opMask', type: 'u32' },
   { name: 'rotateMax', type: 'f32' },
   { name: 'shearMax', type: 'f32' },
   { name: 'translateMaxX', type: 'f32' },
@@ -70,7 +72,16 @@ fn choose_op_(b: u32) -> u32 {
   let ub = uniform_base_(b);
   if (u[ub + 4u] >= P.prob) { return 0u; }
   if (P.forceOp >= 0) { return u32(P.forceOp); }
-  return min(u32(u[ub] * f32(NUM_OPS)), NUM_OPS - 1u);
+  // The k-th allowed op, k uniform over the allowed ones.
+  let allowed = countOneBits(P.opMask);
+  var k = min(u32(u[ub] * f32(allowed)), allowed - 1u);
+  for (var i = 0u; i < NUM_OPS; i++) {
+    if ((P.opMask & (1u << i)) != 0u) {
+      if (k == 0u) { return i; }
+      k -= 1u;
+    }
+  }
+  return 0u;
 }
 // Strength in [0, 1].
 fn level_(b: u32) -> f32 {

@@ -1,5 +1,6 @@
 // tessera's command line. Subcommands: train, kernels, info (more arrive with their issues).
 import { parseArgs } from 'node:util';
+import type { AugPipeline, GridKind } from './augment.js';
 
 const HELP = `tessera — a small WebGPU tensor engine that trains Vision Transformers
 
@@ -8,6 +9,7 @@ Usage: tessera <command> [options]
 Commands:
   train      train a ViT on Fashion-MNIST (npm start runs this with the default preset)
   eval       accuracy, NLL, ECE and confusion matrix of a checkpoint
+  augment    a PNG grid of GPU-augmented images, to look at an augmentation
   profile    per-kernel GPU time of a step (Chrome trace), and \`profile attention\` throughput sweep
   kernels    print the WGSL of a kernel family: tessera kernels matmul --trans-b
   info       show the WebGPU adapter, its features and limits
@@ -103,6 +105,16 @@ Options (defaults in brackets):
   --teacher FILE       DeiT hard distillation from a classifier checkpoint (distilled presets)
   --train-limit N      use the first N training images
   --eval-limit N       use the first N test images
+Augmentation on the GPU (see tessera augment to look at it):
+  --aug NAME           none | basic (pad-crop + flip) | randaugment | trivialaugment | augmix [none]
+  --ra-layers N        RandAugment ops per image [2]
+  --ra-magnitude M     RandAugment magnitude out of 10 [9]
+  --jsd-weight X       AugMix Jensen–Shannon weight [12]
+  --crop-pad N         pad-and-crop padding in pixels [4; H/4 with --soft-aug]
+  --mixup A            Mixup Beta(A, A), 0 = off [0]
+  --cutmix A           CutMix Beta(A, A), 0 = off [0]
+  --random-erasing P   random erasing probability per image [0]
+  --soft-aug           soft augmentation: target confidence falls with the hidden fraction of the crop
 Writes config.json, metrics.jsonl, last/best.safetensors, curves.png and report.md to the run folder.`;
 
 async function train(argv: string[]): Promise<void> {
@@ -130,6 +142,15 @@ async function train(argv: string[]): Promise<void> {
       teacher: { type: 'string' },
       'train-limit': { type: 'string' },
       'eval-limit': { type: 'string' },
+      aug: { type: 'string' },
+      'ra-layers': { type: 'string' },
+      'ra-magnitude': { type: 'string' },
+      'jsd-weight': { type: 'string' },
+      'crop-pad': { type: 'string' },
+      mixup: { type: 'string' },
+      cutmix: { type: 'string' },
+      'random-erasing': { type: 'string' },
+      'soft-aug': { type: 'boolean' },
     },
   });
   if (values.help) return console.log(TRAIN_HELP.replace('${PRESET_NAMES}', Object.keys(PRESETS).join(', ')));
@@ -143,6 +164,8 @@ async function train(argv: string[]): Promise<void> {
   const { DATASETS } = await import('./data.js');
   if (values.data && !(values.data in DATASETS)) throw new UsageError(`--data: unknown dataset '${values.data}'; choose ${Object.keys(DATASETS).join(', ')}`);
   if (values.preset && !(values.preset in PRESETS)) throw new UsageError(`--preset: unknown preset '${values.preset}'; presets: ${Object.keys(PRESETS).join(', ')}`);
+  const { AUG_PIPELINES } = await import('./augment.js');
+  if (values.aug && !(AUG_PIPELINES as readonly string[]).includes(values.aug)) throw new UsageError(`--aug: unknown pipeline '${values.aug}'; choose ${AUG_PIPELINES.join(', ')}`);
   const flags = Object.fromEntries(
     Object.entries({
       preset: values.preset,
@@ -164,6 +187,15 @@ async function train(argv: string[]): Promise<void> {
       teacher: values.teacher,
       trainLimit: num('train-limit', values['train-limit'], true),
       evalLimit: num('eval-limit', values['eval-limit'], true),
+      aug: values.aug as AugPipeline | undefined,
+      raLayers: num('ra-layers', values['ra-layers'], true),
+      raMagnitude: num('ra-magnitude', values['ra-magnitude']),
+      jsdWeight: num('jsd-weight', values['jsd-weight']),
+      cropPad: num('crop-pad', values['crop-pad'], true),
+      mixup: num('mixup', values.mixup),
+      cutmix: num('cutmix', values.cutmix),
+      randomErasing: num('random-erasing', values['random-erasing']),
+      softAug: values['soft-aug'],
     }).filter(([, v]) => v !== undefined),
   );
   const r = await run({ ...TRAIN_DEFAULTS, ...flags });
@@ -227,6 +259,79 @@ async function evalCmd(argv: string[]): Promise<void> {
 }
 
 class UsageError extends Error {}
+
+const AUGMENT_HELP = `tessera augment — look at the GPU augmentation: a labelled PNG grid
+
+Usage: tessera augment [--aug KIND] [--data NAME] [--data-dir DIR] [--rows N] [--cols N] [--magnitude M] [--seed N] [--out FILE]
+  --aug KIND     basic | crop | randaugment | trivialaugment | augmix | mixup | cutmix | erasing | ops [randaugment]
+                 (ops: one row per RandAugment op at --magnitude, applied to every image)
+  --rows N       images, one per class first [8]
+  --cols N       augmented versions of each [6]
+  --magnitude M  RandAugment magnitude out of 10 [9]
+The first column holds the originals (the first row, for ops). Writes --out [augment.png].`;
+
+async function augmentCmd(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      aug: { type: 'string' },
+      data: { type: 'string' },
+      'data-dir': { type: 'string' },
+      rows: { type: 'string' },
+      cols: { type: 'string' },
+      magnitude: { type: 'string' },
+      seed: { type: 'string' },
+      out: { type: 'string' },
+    },
+  });
+  if (values.help) return console.log(AUGMENT_HELP);
+  const { GRID_KINDS, augmentGrid } = await import('./augment.js');
+  const kind = (values.aug ?? 'randaugment') as GridKind;
+  if (!GRID_KINDS.includes(kind)) throw new UsageError(`--aug: unknown kind '${kind}'; choose ${GRID_KINDS.join(', ')}`);
+  const count = (name: string, v: string | undefined, d: number) => {
+    const n = v === undefined ? d : Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} expects a positive integer, got '${v}'`);
+    return n;
+  };
+  const rows = count('rows', values.rows, 8);
+  const cols = count('cols', values.cols, 6);
+  const magnitude = Number(values.magnitude ?? 9);
+  if (!(magnitude >= 0 && magnitude <= 10)) throw new UsageError(`--magnitude must be in [0, 10], got '${values.magnitude}'`);
+  const T = await import('../engine/index.js');
+  const { loadDataset, DATASETS } = await import('./data.js');
+  const { writeImageGrid } = await import('./image.js');
+  await T.init();
+  const dataName = (values.data ?? 'fashion-mnist') as keyof typeof DATASETS;
+  if (!(dataName in DATASETS)) throw new UsageError(`--data: unknown dataset '${dataName}'`);
+  const ds = loadDataset(dataName, 'test', values['data-dir']);
+  // One image of each class first, so the grid shows the whole dataset.
+  const picks: number[] = [];
+  for (let k = 0; picks.length < Math.min(rows, ds.count); k++) {
+    const cls = k % ds.classes;
+    const i = Array.from(ds.labels).findIndex((l, j) => l === cls && !picks.includes(j));
+    if (i >= 0) picks.push(i);
+    if (k > rows * ds.classes) break;
+  }
+  const per = ds.channels * ds.height * ds.width;
+  const host = new Float32Array(picks.length * per);
+  picks.forEach((i, r) => host.set(ds.images.subarray(i * per, (i + 1) * per), r * per));
+  const images = T.tensor(host, [picks.length, ds.channels, ds.height, ds.width]);
+  const labels = picks.map((i) => ds.classNames[ds.labels[i]!]!);
+  const seed = Number(values.seed ?? 0);
+  const grid = await augmentGrid({ kind, images, labels, columns: cols, seed, magnitude });
+  const out = values.out ?? 'augment.png';
+  writeImageGrid({
+    title: `${kind} on ${dataName}${kind === 'ops' || kind === 'randaugment' ? `, magnitude ${magnitude}` : ''}, seed ${seed}`,
+    columns: grid.columns,
+    rows: grid.rows.map((r) => ({ label: r.label, cells: r.cells.map((pixels) => ({ pixels })) })),
+    channels: ds.channels,
+    height: ds.height,
+    width: ds.width,
+  }, out);
+  console.log(`wrote ${out} (${grid.rows.length} rows × ${grid.rows[0]!.cells.length} columns)`);
+  process.exit(0);
+}
 
 const PROFILE_HELP = `tessera profile — where a ViT step spends its GPU time
 
@@ -293,7 +398,7 @@ async function profileCmd(argv: string[]): Promise<void> {
   process.exit(0);
 }
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evalCmd, profile: profileCmd, kernels, info };
+const commands: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evalCmd, augment: augmentCmd, profile: profileCmd, kernels, info };
 const [cmd, ...rest] = process.argv.slice(2);
 if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') console.log(HELP);
 else if (!commands[cmd]) {

@@ -6,14 +6,16 @@ import { join } from 'node:path';
 import * as T from '../engine/index.js';
 import { presetConfig, type ViTConfig, VisionTransformer } from '../models/vit.js';
 import { loadOptimizerState, loadWeights, modelFromCheckpoint, readCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { AUGMENT_DEFAULTS, type AugmentConfig, augmentBatch, augmenting, checkAugmentConfig } from './augment.js';
 import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, permutation, subset } from './data.js';
 import { classificationMetrics, type ClassificationMetrics, confusionTable } from './metrics.js';
 import { curvesSpec, renderPng, type CurvePoint } from './plot.js';
 import { ProgressBar } from './progress.js';
 import { warmupCosine } from './schedule.js';
 
-/** Training options; `{...TRAIN_DEFAULTS, ...preset recipe, ...flags}`. */
-export interface TrainConfig {
+/** Training options; `{...TRAIN_DEFAULTS, ...preset recipe, ...flags}`; augmentation fields
+ * as in train/augment.ts. */
+export interface TrainConfig extends AugmentConfig {
   /** Model preset name (models/vit.ts PRESETS). */
   preset: string;
   /** Dataset name and folder (default: the dataset's Debian location or TESSERA_DATA). */
@@ -52,6 +54,7 @@ export interface TrainConfig {
 }
 
 export const TRAIN_DEFAULTS: TrainConfig = {
+  ...AUGMENT_DEFAULTS,
   preset: 'vit-fmnist-tiny',
   data: 'fashion-mnist',
   epochs: 3,
@@ -147,7 +150,10 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   }
   if (cfg.trainLimit) trainSet = subset(trainSet, cfg.trainLimit);
   if (cfg.evalLimit) testSet = subset(testSet, cfg.evalLimit);
-  normalize(trainSet, mc.mean, mc.std);
+  checkAugmentConfig(cfg);
+  // Augmentation works on [0, 1] images and normalises on the GPU afterwards.
+  const augment = augmenting(cfg);
+  if (!augment) normalize(trainSet, mc.mean, mc.std);
   normalize(testSet, mc.mean, mc.std);
   const loader = new BatchLoader(trainSet, cfg.batchSize);
   const stepsPerEpoch = loader.stepsPerEpoch;
@@ -203,12 +209,23 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
       T.manualSeed(stepSeed(cfg.seed, step));
       opt.lr = warmupCosine(step, totalSteps, cfg.lr, cfg.warmupSteps, cfg.minLr);
       const loss = T.scope(() => {
-        const out = model.forward(loader.x, { training: true });
-        let l = T.crossEntropy(out.logits, loader.y, { labelSmoothing: cfg.labelSmoothing });
+        const batch = augment ? augmentBatch(loader.x, loader.y, mc.num_classes, cfg, { mean: mc.mean, std: mc.std, labelSmoothing: cfg.labelSmoothing }) : null;
+        const x = batch?.images ?? loader.x;
+        const out = model.forward(x, { training: true });
+        const B = cfg.batchSize;
+        const K = mc.num_classes;
+        // AugMix stacks (clean, aug1, aug2): cross-entropy on the clean view, Jensen–Shannon
+        // consistency across the three.
+        const views = batch?.views ?? 1;
+        const view = (t: T.Tensor, v: number) => (views === 1 ? t : T.slice(t, [v * B, 0], [(v + 1) * B, K]));
+        const target = batch?.targets ?? loader.y;
+        let l = T.crossEntropy(view(out.logits, 0), target, { labelSmoothing: batch?.targets ? 0 : cfg.labelSmoothing });
+        if (views === 3) l = T.add(l, T.mulScalar(T.jsdLoss(view(out.logits, 0), view(out.logits, 1), view(out.logits, 2)), cfg.jsdWeight));
         if (out.distLogits) {
           // DeiT hard distillation: the distillation head learns the teacher's argmax.
-          const target = teacher ? T.noGrad(() => T.max(teacher.forward(loader.x, { training: false }).logits, 1).indices) : loader.y;
-          l = T.mulScalar(T.add(l, T.crossEntropy(out.distLogits, target)), 0.5);
+          const clean = views === 1 ? x : T.slice(x, [0, 0, 0, 0], [B, ...x.shape.slice(1)]);
+          const target = teacher ? T.noGrad(() => T.max(teacher.forward(clean, { training: false }).logits, 1).indices) : loader.y;
+          l = T.mulScalar(T.add(l, T.crossEntropy(view(out.distLogits, 0), target)), 0.5);
         }
         l.backward();
         const clip = T.clipGradNorm(params, cfg.clipGrad);

@@ -14,6 +14,7 @@ import { rand, randn } from './random.js';
 
 export { AUGMENT_OPS, type AugmentOpName };
 
+
 function checkImages(x: Tensor, what: string): [number, number, number, number] {
   if (x.rank !== 4 || x.dtype !== 'float32') throw new Error(`${what}: expects a float32 image batch [B, C, H, W], got ${x.describe()}`);
   if (x.requiresGrad) throw new Error(`${what}: ${x.describe()} requires grad; augmentation takes data, not parameters (detach() it first)`);
@@ -122,7 +123,12 @@ export interface AugmentLayerOptions {
   fill?: number;
   /** Apply this op to every image (per-op tests and grids) instead of drawing one. */
   op?: AugmentOpName;
+  /** The ops images draw from (default: all of AUGMENT_OPS). */
+  ops?: readonly AugmentOpName[];
 }
+
+/** The ops of AugMix (Hendrycks et al. 2020): those that do not overlap ImageNet-C corruptions. */
+export const AUGMIX_OPS: readonly AugmentOpName[] = ['autocontrast', 'equalize', 'posterize', 'rotate', 'solarize', 'shear_x', 'shear_y', 'translate_x', 'translate_y'];
 
 /** The per-policy strength of each op at level 1 (timm inc1 and torchvision TrivialAugmentWide). */
 export function policyRanges(policy: AugmentPolicy, H: number, W: number) {
@@ -137,6 +143,13 @@ export function augmentLayerUniforms(x: readonly number[], layer: number, layers
   const policy = opts.policy ?? 'randaugment';
   const forceOp = opts.op === undefined ? -1 : AUGMENT_OPS.indexOf(opts.op);
   if (opts.op !== undefined && forceOp < 0) throw new Error(`augment: unknown op '${opts.op}'; ops: ${AUGMENT_OPS.join(', ')}`);
+  let opMask = 0;
+  for (const name of opts.ops ?? AUGMENT_OPS) {
+    const i = AUGMENT_OPS.indexOf(name);
+    if (i < 0) throw new Error(`augment: unknown op '${name}'; ops: ${AUGMENT_OPS.join(', ')}`);
+    opMask |= 1 << i;
+  }
+  if (opMask === 0) throw new Error('augment: the op list is empty');
   const magnitude = opts.magnitude ?? 9;
   if (!(magnitude >= 0 && magnitude <= 10)) throw new Error(`augment: magnitude ${magnitude} must be in [0, 10]`);
   return {
@@ -153,6 +166,7 @@ export function augmentLayerUniforms(x: readonly number[], layer: number, layers
     prob: opts.prob ?? (policy === 'randaugment' ? 0.5 : 1),
     fill: opts.fill ?? 0,
     forceOp,
+    opMask,
     ...policyRanges(policy, H, W),
   };
 }

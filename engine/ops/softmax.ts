@@ -5,9 +5,9 @@ import { crossEntropyGradKernel, crossEntropyKernel, softmaxGradKernel, softmaxK
 import { record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
-import { mapElements } from './elementwise.js';
+import { add, clamp, log, mapElements, mul, mulScalar, sub } from './elementwise.js';
 import { transpose } from './movement.js';
-import { mean } from './reduce.js';
+import { mean, sum } from './reduce.js';
 
 function rowsOf(x: Tensor): [number, number] {
   const cols = x.shape[x.rank - 1] ?? 1;
@@ -82,4 +82,28 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
 
 function reshapeCol(t: Tensor): Tensor {
   return Tensor.view(t, [t.size, 1]);
+}
+
+/** AugMix's Jensen–Shannon consistency loss over views of the same images (logits [B, K] each):
+ * mean over the batch of (1/n) Σ_i KL(p_i ‖ M), M = (1/n) Σ_i p_i, with log M clamped at 1e-7
+ * as in the reference code (augmix/imagenet.py). Composed from ops, so autograd gives backward. */
+export function jsdLoss(...views: Tensor[]): Tensor {
+  if (views.length < 2) throw new Error(`jsdLoss: needs at least two views of the batch, got ${views.length}`);
+  const first = views[0]!;
+  for (const v of views) {
+    if (v.rank !== 2 || v.shape[0] !== first.shape[0] || v.shape[1] !== first.shape[1]) {
+      throw new Error(`jsdLoss: every view must be [B, K] like ${first.describe()}; got ${v.describe()}`);
+    }
+  }
+  const n = views.length;
+  const probs = views.map((v) => softmax(v));
+  let total = probs[0]!;
+  for (const p of probs.slice(1)) total = add(total, p);
+  const logMixture = log(clamp(mulScalar(total, 1 / n), 1e-7, 1));
+  let kl: Tensor | null = null;
+  views.forEach((v, i) => {
+    const term = sum(mul(probs[i]!, sub(logSoftmax(v), logMixture)));
+    kl = kl ? add(kl, term) : term;
+  });
+  return mulScalar(kl!, 1 / (n * first.shape[0]!));
 }

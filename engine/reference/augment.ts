@@ -98,7 +98,8 @@ const NUM_OPS = AUGMENT_OPS.length;
 function chooseOp(u: ArrayLike<number>, ub: number, P: AugmentUniforms): number {
   if (u[ub + 4]! >= P.prob!) return 0;
   if (P.forceOp! >= 0) return P.forceOp!;
-  return Math.min(Math.floor(u[ub]! * NUM_OPS), NUM_OPS - 1);
+  const allowed = Array.from({ length: NUM_OPS }, (_, i) => i).filter((i) => (P.opMask! >>> i) & 1);
+  return allowed[Math.min(Math.floor(u[ub]! * allowed.length), allowed.length - 1)]!;
 }
 
 function level(u: ArrayLike<number>, ub: number, P: AugmentUniforms): number {

@@ -87,3 +87,28 @@ export function crossEntropyVjp(z: Nd, target: Int32Array | Nd, g: Nd, eps = 0):
   }
   return [dz, dt];
 }
+
+/** Jensen–Shannon consistency of n views (as engine/ops/softmax.ts jsdLoss), a scalar. */
+export function jsd(views: Nd[]): Nd {
+  const n = views.length;
+  const B = views[0]!.shape[0]!;
+  const probs = views.map(softmax);
+  const logps = views.map(logSoftmax);
+  const logM = probs[0]!.data.map((_, j) => Math.log(Math.min(Math.max(probs.reduce((a, p) => a + p.data[j]!, 0) / n, 1e-7), 1)));
+  let s = 0;
+  for (let i = 0; i < n; i++) for (let j = 0; j < logM.length; j++) s += probs[i]!.data[j]! * (logps[i]!.data[j]! - logM[j]!);
+  return { data: Float64Array.of(s / (n * B)), shape: [] };
+}
+
+/** d jsd / d logits of each view: ∂L/∂p_i = (log p_i − log M)/(nB), then through the softmax. */
+export function jsdVjp(views: Nd[], g: Nd): Nd[] {
+  const n = views.length;
+  const B = views[0]!.shape[0]!;
+  const probs = views.map(softmax);
+  const logM = probs[0]!.data.map((_, j) => Math.log(probs.reduce((a, p) => a + p.data[j]!, 0) / n));
+  return views.map((v) => {
+    const lp = logSoftmax(v);
+    const dp = { data: lp.data.map((l, j) => (g.data[0]! * (l - logM[j]!)) / (n * B)), shape: [...v.shape] };
+    return softmaxVjp(v, dp);
+  });
+}

@@ -93,4 +93,24 @@ describe('training runs', () => {
     expect(r.metrics[1]!.test_accuracy).toBeGreaterThan(r.metrics[0]!.test_accuracy);
     expect(r.finalAccuracy).toBeGreaterThan(0.6);
   });
+
+  it('GPU augmentation in training: every pipeline trains, and a resumed augmented run repeats the uninterrupted one', async () => {
+    const runs: [string, Record<string, unknown>][] = [
+      ['basic + soft', { aug: 'basic', softAug: true }],
+      ['trivialaugment + erasing', { aug: 'trivialaugment', randomErasing: 0.25 }],
+      ['augmix + JSD', { aug: 'augmix' }],
+      ['randaugment + mixup/cutmix + smoothing', { aug: 'randaugment', mixup: 0.8, cutmix: 1, labelSmoothing: 0.1 }],
+    ];
+    for (const [name, aug] of runs) {
+      const r = await train({ ...base, ...aug, dataDir, epochs: 1, maxSteps: 3, out: mkdtempSync(join(tmpdir(), 'tessera-aug-')) });
+      expect(r.losses.every(Number.isFinite), name).toBe(true);
+    }
+    const opts = { ...base, dataDir, epochs: 1, aug: 'randaugment' as const, mixup: 0.8, cutmix: 1, randomErasing: 0.25 };
+    const a = mkdtempSync(join(tmpdir(), 'tessera-aug-a-'));
+    const b = mkdtempSync(join(tmpdir(), 'tessera-aug-b-'));
+    const full = await train({ ...opts, maxSteps: 8, out: a });
+    await train({ ...opts, maxSteps: 4, out: b });
+    const resumed = await train({ ...opts, maxSteps: 8, out: b, resume: true });
+    expect(resumed.losses).toEqual(full.losses);
+  });
 });

@@ -67,4 +67,21 @@ describe('softmax family', () => {
     expect(() => T.crossEntropy(z, T.tensor(Int32Array.from([0, 3]), [2]))).toThrow(/labels span \[0, 3\], outside the 3 classes/);
     expect(() => T.crossEntropy(z, T.tensor(Int32Array.from([0, 1, 2]), [3]))).toThrow(/must be int32 \[2\]/);
   });
+
+  for (const views of [2, 3]) {
+    it(`Jensen–Shannon consistency of ${views} views (AugMix)`, () =>
+      checkOp({
+        name: `jsdLoss ${views}`,
+        inputs: Array.from({ length: views }, () => ({ shape: [5, 7] })),
+        gpu: (...zs) => T.jsdLoss(...zs),
+        ref: (...zs) => R.jsd(zs),
+        vjp: (zs, g) => R.jsdVjp(zs, g),
+      }));
+  }
+
+  it('jsdLoss is 0 for identical views and explains mismatched shapes', async () => {
+    const z = T.tensor([1, 2, 3, -1, 0, 4], [2, 3]);
+    expect(Math.abs(await T.jsdLoss(z, z, z).item())).toBeLessThan(1e-7);
+    expect(() => T.jsdLoss(z, T.zeros([3, 3]))).toThrow(/every view must be \[B, K\]/);
+  });
 });
