@@ -35,6 +35,7 @@ export async function runSuite(suite: string, cases: BenchCase[], opts: { baseli
     b.complete((summary) => {
       const medians = new Map(summary.results.map((r) => [r.name, r.details.median * 1000]));
       const base = medians.get(opts.baseline);
+      const baseWork = cases.find((x) => x.name === opts.baseline)?.work;
       rows = summary.results.map((r) => {
         const c = cases.find((x) => x.name === r.name)!;
         const ms = r.details.median * 1000;
@@ -43,7 +44,8 @@ export async function runSuite(suite: string, cases: BenchCase[], opts: { baseli
           medianMs: ms,
           samples: r.samples,
           rate: c.work !== undefined ? (c.work / (ms / 1000)) * (opts.rateScale ?? 1) : undefined,
-          ratio: base ? base / ms : NaN,
+          // Cases that state their work compare by rate (they may do different amounts per run).
+          ratio: !base ? NaN : c.work !== undefined && baseWork !== undefined ? (c.work / ms) / (baseWork / base) : base / ms,
         };
       });
     }),
@@ -61,7 +63,7 @@ export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: 
     '',
     opts.note ?? '',
     '',
-    `Medians of benny samples (≥ 5 after warm-up), ${machine.date}, Node ${machine.node}. Ratio = ${opts.baseline} median / case median (higher is faster).`,
+    `Medians of benny samples (≥ 5 after warm-up), ${machine.date}, Node ${machine.node}. Ratio = case rate / ${opts.baseline} rate where a rate is given, else ${opts.baseline} median / case median (higher is faster).`,
     '',
     `| case | median ms | samples |${opts.rateUnit ? ` ${opts.rateUnit} |` : ''} × ${opts.baseline} |`,
     `|---|---:|---:|${opts.rateUnit ? '---:|' : ''}---:|`,

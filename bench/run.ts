@@ -5,8 +5,9 @@ import { matmulSuite } from './matmul.js';
 import { attentionSuite } from './attention.js';
 import { vitSuite } from './vit.js';
 import { ladderSuite } from './matmul-ladder.js';
+import { augmentSuite } from './augment.js';
 
-const suites: Record<string, () => Promise<unknown>> = { dispatch: dispatchSuite, attention: attentionSuite, vit: vitSuite, ladder: ladderSuite, matmul: () => matmulSuite(process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : undefined) };
+const suites: Record<string, () => Promise<unknown>> = { dispatch: dispatchSuite, augment: augmentSuite, attention: attentionSuite, vit: vitSuite, ladder: ladderSuite, matmul: () => matmulSuite(process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : undefined) };
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(suites)) {
   const run = suites[name];

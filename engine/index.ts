@@ -62,6 +62,8 @@ export async function stopProfile(): Promise<{ records: KernelRecord[]; profiler
 export {
   affineSample,
   AUGMIX_OPS,
+  augmentFinish,
+  type FinishOptions,
   AUGMENT_OPS,
   augmentLayer,
   type AugmentLayerOptions,

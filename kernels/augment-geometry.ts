@@ -15,6 +15,40 @@ export const GEOMETRY_UNIFORMS = 24;
 /** Floats per image in theta. */
 export const THETA_SIZE = 8;
 
+/** Pixels per invocation along a row. Per-pixel kernels define
+ * `fn pixel_(t, xi, yi, plane, b, c)` and run on an 8×8 grid of invocations over (row segments,
+ * rows), one image plane per z: no integer division per pixel, and on CPU backends (lavapipe)
+ * the per-invocation overhead is shared by a few pixels. */
+export const PIXELS_PER_INVOCATION = 4;
+/** The entry point of a per-pixel kernel: `prologue` runs once per invocation (per-image values
+ * read or derived once for its pixels), then `pixel_(t, xi, yi, plane, b, c` + `args`) per pixel. */
+export function mainPixels(prologue = '', args = ''): string {
+  return /* wgsl */ `
+@compute @workgroup_size(8, 8, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let yi = gid.y;
+  if (yi >= P.H) { return; }
+  let plane = gid.z * P.H * P.W;
+  let b = gid.z / P.C;
+  let c = gid.z % P.C;
+  ${prologue}
+  for (var k = 0u; k < ${PIXELS_PER_INVOCATION}u; k++) {
+    let xi = gid.x * ${PIXELS_PER_INVOCATION}u + k;
+    if (xi >= P.W) { break; }
+    pixel_(plane + yi * P.W + xi, xi, yi, plane, b, c${args});
+  }
+}`;
+}
+export const MAIN_PIXELS = mainPixels();
+const PIXEL_FN = 'fn pixel_(t: u32, xi: u32, yi: u32, plane: u32, b: u32, c: u32)';
+export { PIXEL_FN };
+
+/** The dispatch grid of a per-pixel kernel over B·C planes of H × W. */
+export function pixelGrid(planes: number, H: number, W: number): [number, number, number] {
+  if (planes > 65535) throw new Error(`augmentation: ${planes} image planes exceed the 65,535 per dispatch; split the batch`);
+  return [Math.ceil(W / (8 * PIXELS_PER_INVOCATION)), Math.ceil(H / 8), planes];
+}
+
 export const GEOMETRY_MODES = { resizedCrop: 0, padCrop: 1, flipOnly: 2 } as const;
 
 /** Bilinear read of image (b, c) at a fractional position, `fill` outside; shared by the kernels
@@ -146,17 +180,12 @@ export const affineSampleKernel = memo(function affineSampleKernel(): KernelSour
     ],
     workgroupSize: AUGMENT_WG,
     body: `${WGSL_BILINEAR}
-${MAIN_1D} {
-  let t = global_index(wid, lid, nwg);
-  if (t >= P.n) { return; }
-  let xo = f32(t % P.W);
-  let yo = f32((t / P.W) % P.H);
-  let plane = (t / (P.W * P.H)) * P.W * P.H;
-  let b = t / (P.W * P.H * P.C);
-  let o = b * ${THETA_SIZE}u;
-  let xs = theta[o] * xo + theta[o + 1u] * yo + theta[o + 2u];
-  let ys = theta[o + 3u] * xo + theta[o + 4u] * yo + theta[o + 5u];
-  y[t] = bilinear_(plane, xs, ys);
-}`,
+fn pixel_(t: u32, xi: u32, yi: u32, plane: u32, b: u32, c: u32, tx: vec3<f32>, ty: vec3<f32>) {
+  let p = vec3<f32>(f32(xi), f32(yi), 1.0);
+  y[t] = bilinear_(plane, dot(tx, p), dot(ty, p));
+}
+${mainPixels(`let o = b * ${THETA_SIZE}u;
+  let tx = vec3<f32>(theta[o], theta[o + 1u], theta[o + 2u]);
+  let ty = vec3<f32>(theta[o + 3u], theta[o + 4u], theta[o + 5u]);`, ', tx, ty')}`,
   });
 });

@@ -6,7 +6,8 @@
 // (α < 1 boosted by U^(1/α)); 10 attempts each, every attempt accepted with probability ≥ 0.95,
 // so the fallback (the gamma's mode) is reached with probability < 1e-13.
 import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
-import { AUGMENT_WG, THETA_SIZE } from './augment-geometry.js';
+import { AUGMENT_WG, MAIN_PIXELS, mainPixels, PIXEL_FN, THETA_SIZE } from './augment-geometry.js';
+import { WGSL_PHILOX } from './random.js';
 
 /** Uniforms per batch consumed by mix_params. */
 export const MIX_UNIFORMS = 72;
@@ -109,24 +110,21 @@ export const mixApplyKernel = memo(function mixApplyKernel(): KernelSource {
       { name: 'y', access: 'read_write', type: 'f32' },
     ],
     workgroupSize: AUGMENT_WG,
-    body: `${MAIN_1D} {
-  let t = global_index(wid, lid, nwg);
-  if (t >= P.n) { return; }
-  let per = P.C * P.H * P.W;
-  let b = t / per;
-  let mirror = (P.B - 1u - b) * per + t % per;
+    body: `${PIXEL_FN} {
+  let mirror = t + (P.B - 1u - 2u * b) * P.C * P.H * P.W;
   let lam = params[0];
   let mode = u32(params[1]);
   var out = x[t];
   if (mode == 1u) {
     out = lam * x[t] + (1.0 - lam) * x[mirror];
   } else if (mode == 2u) {
-    let xi = f32(t % P.W);
-    let yi = f32((t / P.W) % P.H);
-    if (yi >= params[2] && yi < params[3] && xi >= params[4] && xi < params[5]) { out = x[mirror]; }
+    let xf = f32(xi);
+    let yf = f32(yi);
+    if (yf >= params[2] && yf < params[3] && xf >= params[4] && xf < params[5]) { out = x[mirror]; }
   }
   y[t] = out;
-}`,
+}
+${MAIN_PIXELS}`,
   });
 });
 
@@ -234,15 +232,88 @@ export const eraseApplyKernel = memo(function eraseApplyKernel(): KernelSource {
       { name: 'y', access: 'read_write', type: 'f32' },
     ],
     workgroupSize: AUGMENT_WG,
-    body: `${MAIN_1D} {
-  let t = global_index(wid, lid, nwg);
-  if (t >= P.n) { return; }
-  let b = t / (P.C * P.H * P.W);
-  let xi = f32(t % P.W);
-  let yi = f32((t / P.W) % P.H);
+    body: `${PIXEL_FN} {
+  let xf = f32(xi);
+  let yf = f32(yi);
   let o = b * 4u;
-  let inside = yi >= boxes[o] && yi < boxes[o] + boxes[o + 2u] && xi >= boxes[o + 1u] && xi < boxes[o + 1u] + boxes[o + 3u];
+  let inside = yf >= boxes[o] && yf < boxes[o] + boxes[o + 2u] && xf >= boxes[o + 1u] && xf < boxes[o + 1u] + boxes[o + 3u];
   y[t] = select(x[t], noise[t], inside);
-}`,
+}
+${MAIN_PIXELS}`,
+  });
+});
+
+/** The tail of a training pipeline in one pass: per-channel normalisation, random erasing (its
+ * N(0, 1) noise drawn in place, equal to randn with the same key) and
+ * Mixup / CutMix (each optional by flag), reading the mirror image's pixel through the same
+ * normalise-and-erase. Equal to normalise → erase_apply → mix_apply, with one read and one write
+ * of the batch instead of four. Up to 4 channels. */
+export const augmentFinishKernel = memo(function augmentFinishKernel(): KernelSource {
+  return kernel({
+    name: 'augment_finish',
+    uniforms: [
+      { name: 'B', type: 'u32' },
+      { name: 'C', type: 'u32' },
+      { name: 'H', type: 'u32' },
+      { name: 'W', type: 'u32' },
+      { name: 'erase', type: 'u32' },
+      { name: 'mix', type: 'u32' },
+      { name: 'seed', type: 'u32' },
+      { name: 'stream', type: 'u32' },
+      ...[0, 1, 2, 3].flatMap((k) => [{ name: `mean${k}`, type: 'f32' as const }, { name: `invStd${k}`, type: 'f32' as const }]),
+    ],
+    buffers: [
+      { name: 'x', access: 'read', type: 'f32' },
+      { name: 'boxes', access: 'read', type: 'f32' },
+      { name: 'params', access: 'read', type: 'f32' },
+      { name: 'y', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: AUGMENT_WG,
+    body: `${WGSL_PHILOX}
+// Element t of randn(shape, key): the same Philox words and Box–Muller pairs as random_normal,
+// computed only for the pixels a box erases.
+fn noise_(t: u32) -> f32 {
+  let r = philox_(vec4<u32>(t / 4u, 0u, 0u, 0u), vec2<u32>(P.seed, P.stream));
+  let e = t % 4u;
+  let pair = select(vec2<u32>(r.x, r.y), vec2<u32>(r.z, r.w), e >= 2u);
+  let rad = sqrt(-2.0 * log(to_unit_(pair.x) + 1.0 / 16777216.0));
+  let ang = 6.283185307179586 * to_unit_(pair.y);
+  return select(rad * cos(ang), rad * sin(ang), e % 2u == 1u);
+}
+// box = (top, left, bottom, right); an empty box when erasing is off.
+fn normalized_(t: u32, xf: f32, yf: f32, box: vec4<f32>, mean: f32, inv: f32) -> f32 {
+  if (yf >= box.x && yf < box.z && xf >= box.y && xf < box.w) { return noise_(t); }
+  return (x[t] - mean) * inv;
+}
+fn box_(b: u32) -> vec4<f32> {
+  if (P.erase == 0u) { return vec4<f32>(0.0); }
+  let o = b * 4u;
+  return vec4<f32>(boxes[o], boxes[o + 1u], boxes[o] + boxes[o + 2u], boxes[o + 1u] + boxes[o + 3u]);
+}
+fn pixel_(t: u32, xi: u32, yi: u32, plane: u32, b: u32, c: u32, mean: f32, inv: f32, own: vec4<f32>, other: vec4<f32>, mirror: u32, lam: f32, mode: u32, cut: vec4<f32>) {
+  let xf = f32(xi);
+  let yf = f32(yi);
+  var out = normalized_(t, xf, yf, own, mean, inv);
+  if (mode == 1u) {
+    out = lam * out + (1.0 - lam) * normalized_(t + mirror, xf, yf, other, mean, inv);
+  } else if (mode == 2u && yf >= cut.x && yf < cut.y && xf >= cut.z && xf < cut.w) {
+    out = normalized_(t + mirror, xf, yf, other, mean, inv);
+  }
+  y[t] = out;
+}
+${mainPixels(`let mean = select(select(select(P.mean0, P.mean1, c == 1u), P.mean2, c == 2u), P.mean3, c == 3u);
+  let inv = select(select(select(P.invStd0, P.invStd1, c == 1u), P.invStd2, c == 2u), P.invStd3, c == 3u);
+  let own = box_(b);
+  let other = box_(P.B - 1u - b);
+  // Offset to the mirror image's pixel (wrapping u32 arithmetic when it lies before this one).
+  let mirror = (P.B - 1u - 2u * b) * P.C * P.H * P.W;
+  var lam = 1.0;
+  var mode = 0u;
+  var cut = vec4<f32>(0.0);
+  if (P.mix != 0u) {
+    lam = params[0];
+    mode = u32(params[1]);
+    cut = vec4<f32>(params[2], params[3], params[4], params[5]);
+  }`, ', mean, inv, own, other, mirror, lam, mode, cut')}`,
   });
 });

@@ -9,7 +9,7 @@
 // Autocontrast, equalize and contrast need per-image statistics: augment_stats computes them
 // first (one invocation per image and channel), only for images whose op needs them.
 import { memo, kernel, type KernelSource, MAIN_1D, type UniformField } from './common.js';
-import { AUGMENT_WG, WGSL_BILINEAR } from './augment-geometry.js';
+import { AUGMENT_WG, mainPixels, WGSL_BILINEAR } from './augment-geometry.js';
 
 export const AUGMENT_OPS = [
   'identity',
@@ -95,7 +95,6 @@ fn level_(b: u32) -> f32 {
   return clamp(m, 0.0, 10.0) / 10.0;
 }
 fn sign_(b: u32) -> f32 { return select(1.0, -1.0, u[uniform_base_(b) + 3u] < 0.5); }
-fn needs_stats_(op: u32) -> bool { return op == 1u || op == 2u || op == 9u; }
 `;
 
 export const augmentStatsKernel = memo(function augmentStatsKernel(): KernelSource {
@@ -114,47 +113,54 @@ ${MAIN_1D} {
   if (t >= P.B * P.C) { return; }
   let b = t / P.C;
   let c = t % P.C;
-  if (!needs_stats_(choose_op_(b))) { return; }
+  let op = choose_op_(b);
   let hw = P.H * P.W;
   let plane = t * hw;
-  var lo = 3.4e38;
-  var hi = -3.4e38;
-  var hist: array<u32, 256>;
-  for (var i = 0u; i < hw; i++) {
-    let v = x[plane + i];
-    lo = min(lo, v);
-    hi = max(hi, v);
-    hist[u32(round(clamp(v, 0.0, 1.0) * 255.0))] += 1u;
-  }
-  // Contrast blends towards the mean of the grey image (ITU-R 601 luma, as PIL's "L").
-  var total = 0.0;
-  if (P.C == 3u) {
-    let base = b * 3u * hw;
-    for (var i = 0u; i < hw; i++) {
-      total += 0.299 * x[base + i] + 0.587 * x[base + hw + i] + 0.114 * x[base + 2u * hw + i];
-    }
-  } else {
-    for (var i = 0u; i < hw; i++) { total += x[plane + i]; }
-  }
   let s = t * ${STATS_SIZE}u;
-  stats[s] = lo;
-  stats[s + 1u] = hi;
-  stats[s + 2u] = total / f32(hw);
-  stats[s + 3u] = 0.0;
-  // PIL's ImageOps.equalize: step = (count - count of the last used level) / 255; identity when
-  // fewer than two levels are used or the step is 0.
-  var last = 0u;
-  var used = 0u;
-  for (var i = 0u; i < 256u; i++) {
-    if (hist[i] > 0u) { last = hist[i]; used += 1u; }
-  }
-  let step = (hw - last) / 255u;
-  var acc = step / 2u;
-  for (var i = 0u; i < 256u; i++) {
-    var level = f32(i);
-    if (used > 1u && step > 0u) { level = f32(min(acc / step, 255u)); }
-    stats[s + 4u + i] = level / 255.0;
-    acc += hist[i];
+  // Each op computes only what it reads: autocontrast the range, contrast the grey mean,
+  // equalize the histogram and its table.
+  if (op == 1u) {
+    var lo = 3.4e38;
+    var hi = -3.4e38;
+    for (var i = 0u; i < hw; i++) {
+      let v = x[plane + i];
+      lo = min(lo, v);
+      hi = max(hi, v);
+    }
+    stats[s] = lo;
+    stats[s + 1u] = hi;
+  } else if (op == 9u) {
+    // Contrast blends towards the mean of the grey image (ITU-R 601 luma, as PIL's "L").
+    var total = 0.0;
+    if (P.C == 3u) {
+      let base = b * 3u * hw;
+      for (var i = 0u; i < hw; i++) {
+        total += 0.299 * x[base + i] + 0.587 * x[base + hw + i] + 0.114 * x[base + 2u * hw + i];
+      }
+    } else {
+      for (var i = 0u; i < hw; i++) { total += x[plane + i]; }
+    }
+    stats[s + 2u] = total / f32(hw);
+  } else if (op == 2u) {
+    var hist: array<u32, 256>;
+    for (var i = 0u; i < hw; i++) {
+      hist[u32(round(clamp(x[plane + i], 0.0, 1.0) * 255.0))] += 1u;
+    }
+    // PIL's ImageOps.equalize: step = (count - count of the last used level) / 255; identity
+    // when fewer than two levels are used or the step is 0.
+    var last = 0u;
+    var used = 0u;
+    for (var i = 0u; i < 256u; i++) {
+      if (hist[i] > 0u) { last = hist[i]; used += 1u; }
+    }
+    let step = (hw - last) / 255u;
+    var acc = step / 2u;
+    for (var i = 0u; i < 256u; i++) {
+      var level = f32(i);
+      if (used > 1u && step > 0u) { level = f32(min(acc / step, 255u)); }
+      stats[s + 4u + i] = level / 255.0;
+      acc += hist[i];
+    }
   }
 }`,
   });
@@ -174,20 +180,11 @@ export const augmentOpKernel = memo(function augmentOpKernel(): KernelSource {
     body: `${WGSL_CHOICE}
 ${WGSL_BILINEAR}
 fn enhance_(v: f32, degenerate: f32, factor: f32) -> f32 { return clamp(degenerate + factor * (v - degenerate), 0.0, 1.0); }
-${MAIN_1D} {
-  let t = global_index(wid, lid, nwg);
-  if (t >= P.n) { return; }
+// The image's op, level and sign are drawn once per invocation in main and passed in.
+fn pixel_(t: u32, xi: u32, yi: u32, plane: u32, b: u32, c: u32, op: u32, f: f32, sgn: f32) {
   let hw = P.H * P.W;
-  let xi = t % P.W;
-  let yi = (t / P.W) % P.H;
-  let c = (t / hw) % P.C;
-  let b = t / (hw * P.C);
-  let plane = (t / hw) * hw;
   let v = x[t];
-  let op = choose_op_(b);
   if (op == 0u) { y[t] = v; return; }
-  let f = level_(b);
-  let sgn = sign_(b);
   let factor = 1.0 + sgn * f * P.enhanceMax;
   let s = (b * P.C + c) * ${STATS_SIZE}u;
   let xo = f32(xi);
@@ -242,6 +239,7 @@ ${MAIN_1D} {
     default: {}
   }
   y[t] = out;
-}`,
+}
+${mainPixels('let op = choose_op_(b);\n  let f = level_(b);\n  let sgn = sign_(b);', ', op, f, sgn')}`,
   });
 });

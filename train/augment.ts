@@ -3,6 +3,7 @@
 //   random erasing → Mixup / CutMix and soft targets (label smoothing, soft augmentation).
 // Images enter in [0, 1]; what leaves is normalised, ready for the model.
 import * as T from '../engine/index.js';
+import { ERASE_UNIFORMS, MIX_UNIFORMS } from '../kernels/augment-mix.js';
 
 export const AUG_PIPELINES = ['none', 'basic', 'randaugment', 'trivialaugment', 'augmix'] as const;
 export type AugPipeline = (typeof AUG_PIPELINES)[number];
@@ -60,17 +61,6 @@ export interface AugmentedBatch {
   views: number;
 }
 
-/** Normalises [B, C, H, W] in [0, 1] with per-channel mean and std. */
-export function normalizeImages(x: T.Tensor, mean: readonly number[], std: readonly number[]): T.Tensor {
-  const C = x.shape[1]!;
-  const m = T.tensor(mean, [C, 1, 1]);
-  const s = T.tensor(std.map((v) => 1 / v), [C, 1, 1]);
-  const y = T.mul(T.sub(x, m), s);
-  m.dispose();
-  s.dispose();
-  return y;
-}
-
 /** AugMix (Hendrycks et al. 2020): `width` chains of 1–3 random ops, mixed with Dirichlet(1)
  * weights, then blended with the original by m ~ Beta(1, 1). Weights are drawn per image on the
  * GPU from uniforms (Dirichlet(1) = normalised −log U; Beta(1, 1) = U). */
@@ -121,17 +111,19 @@ export function augmentBatch(x: T.Tensor, labels: T.Tensor, classes: number, a: 
       images = T.concat([images, augMix(images, { width: a.augmixWidth }), augMix(images, { width: a.augmixWidth })], 0);
       views = 3;
     }
-    images = normalizeImages(images, norm.mean, norm.std);
-    if (a.randomErasing > 0) images = T.randomErasing(images, { prob: a.randomErasing }).images;
+    const [N, , , W] = images.shape as [number, number, number, number];
+    const erase = a.randomErasing > 0 ? { boxes: T.eraseParams(T.rand([N, ERASE_UNIFORMS]), N, H, W, { prob: a.randomErasing }) } : null;
     let targets: T.Tensor | null = null;
+    let mix: T.Tensor | null = null;
     if (a.mixup > 0 || a.cutmix > 0) {
       if (views !== 1) throw new Error('AugMix with Mixup/CutMix is not supported: the Jensen–Shannon views would mix differently');
-      const mixed = T.mixBatch(images, labels, classes, { mixupAlpha: a.mixup, cutmixAlpha: a.cutmix, theta: a.softAug ? theta : null, labelSmoothing: norm.labelSmoothing });
-      images = mixed.images;
-      targets = mixed.targets;
+      mix = T.mixParams(T.rand([MIX_UNIFORMS]), H, W, { mixupAlpha: a.mixup, cutmixAlpha: a.cutmix });
+      targets = T.softTargets(labels, classes, { mix, theta: a.softAug ? theta : null, labelSmoothing: norm.labelSmoothing });
     } else if (a.softAug) {
       targets = T.softTargets(labels, classes, { theta, labelSmoothing: norm.labelSmoothing });
     }
+    // Normalise, erase and mix in one pass (equal to normalizeImages → eraseApply → mixApply).
+    images = T.augmentFinish(images, { mean: norm.mean, std: norm.std, erase, mix });
     return { images, targets, views };
   });
 }

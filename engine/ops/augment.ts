@@ -3,14 +3,14 @@
 // GPU Philox generator — an explicit seed, or the global generator's next stream — as a tensor
 // of per-image uniforms, so a batch is reproducible and the CPU never waits for the GPU.
 // These are data ops: they do not record gradients (an input that requires grad is refused).
-import { AUGMENT_WG, affineSampleKernel, GEOMETRY_MODES, GEOMETRY_UNIFORMS, geometryParamsKernel, THETA_SIZE } from '../../kernels/augment-geometry.js';
-import { ERASE_UNIFORMS, eraseApplyKernel, eraseParamsKernel, MIX_PARAMS, MIX_UNIFORMS, mixApplyKernel, mixParamsKernel, softTargetsKernel } from '../../kernels/augment-mix.js';
+import { AUGMENT_WG, affineSampleKernel, GEOMETRY_MODES, GEOMETRY_UNIFORMS, geometryParamsKernel, pixelGrid, THETA_SIZE } from '../../kernels/augment-geometry.js';
+import { augmentFinishKernel, ERASE_UNIFORMS, eraseApplyKernel, eraseParamsKernel, MIX_PARAMS, MIX_UNIFORMS, mixApplyKernel, mixParamsKernel, softTargetsKernel } from '../../kernels/augment-mix.js';
 import { AUGMENT_OPS, type AugmentOpName, augmentOpKernel, augmentStatsKernel, OP_UNIFORMS, STATS_SIZE } from '../../kernels/augment-ops.js';
 import { grid1d } from '../../kernels/common.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
 import { full } from './creation.js';
-import { rand, randn } from './random.js';
+import { nextKey, rand, randn } from './random.js';
 
 export { AUGMENT_OPS, type AugmentOpName };
 
@@ -83,7 +83,7 @@ export function affineSample(x: Tensor, theta: Tensor, fill = 0): Tensor {
   const y = Tensor.empty(x.shape, 'float32', 'affineSample');
   const k = affineSampleKernel();
   if (y.size > 0) {
-    rt().run({ source: k, uniforms: { n: y.size, C, H, W, fill }, buffers: [x.buffer, theta.buffer, y.buffer], grid: grid1d(y.size, AUGMENT_WG), flops: 8 * y.size, bytes: 20 * y.size, label: `affine_sample ${shapeStr(x.shape)}` });
+    rt().run({ source: k, uniforms: { n: y.size, C, H, W, fill }, buffers: [x.buffer, theta.buffer, y.buffer], grid: pixelGrid(B * C, H, W), flops: 8 * y.size, bytes: 20 * y.size, label: `affine_sample ${shapeStr(x.shape)}` });
   }
   return y;
 }
@@ -183,7 +183,7 @@ export function augmentLayer(x: Tensor, u: Tensor, layer: number, layers: number
   const ks = augmentStatsKernel();
   rt().run({ source: ks, uniforms, buffers: [x.buffer, u.buffer, stats.buffer], grid: grid1d(B * C, AUGMENT_WG), bytes: 4 * x.size, label: `augment_stats ${shapeStr(x.shape)}` });
   const k = augmentOpKernel();
-  rt().run({ source: k, uniforms, buffers: [x.buffer, u.buffer, stats.buffer, y.buffer], grid: grid1d(y.size, AUGMENT_WG), bytes: 8 * y.size, label: `augment_op ${shapeStr(x.shape)}` });
+  rt().run({ source: k, uniforms, buffers: [x.buffer, u.buffer, stats.buffer, y.buffer], grid: pixelGrid(B * C, x.shape[2]!, x.shape[3]!), bytes: 8 * y.size, label: `augment_op ${shapeStr(x.shape)}` });
   stats.dispose();
   return y;
 }
@@ -246,7 +246,7 @@ export function mixApply(x: Tensor, params: Tensor): Tensor {
   const [B, C, H, W] = checkImages(x, 'mixApply');
   if (params.size !== MIX_PARAMS) throw new Error(`mixApply: params ${params.describe()} must be the [${MIX_PARAMS}] output of mixParams`);
   const y = Tensor.empty(x.shape, 'float32', 'mix');
-  if (y.size > 0) rt().run({ source: mixApplyKernel(), uniforms: { n: y.size, B, C, H, W }, buffers: [x.buffer, params.buffer, y.buffer], grid: grid1d(y.size, AUGMENT_WG), bytes: 12 * y.size, label: `mix_apply ${shapeStr(x.shape)}` });
+  if (y.size > 0) rt().run({ source: mixApplyKernel(), uniforms: { n: y.size, B, C, H, W }, buffers: [x.buffer, params.buffer, y.buffer], grid: pixelGrid(B * C, H, W), bytes: 12 * y.size, label: `mix_apply ${shapeStr(x.shape)}` });
   return y;
 }
 
@@ -333,7 +333,7 @@ export function eraseApply(x: Tensor, boxes: Tensor, noise: Tensor): Tensor {
   if (boxes.rank !== 2 || boxes.shape[0] !== B || boxes.shape[1] !== 4) throw new Error(`eraseApply: boxes ${boxes.describe()} must be [${B}, 4]`);
   if (noise.size !== x.size) throw new Error(`eraseApply: noise ${noise.describe()} must match ${x.describe()}`);
   const y = Tensor.empty(x.shape, 'float32', 'erase');
-  if (y.size > 0) rt().run({ source: eraseApplyKernel(), uniforms: { n: y.size, C, H, W }, buffers: [x.buffer, boxes.buffer, noise.buffer, y.buffer], grid: grid1d(y.size, AUGMENT_WG), bytes: 12 * y.size, label: `erase_apply ${shapeStr(x.shape)}` });
+  if (y.size > 0) rt().run({ source: eraseApplyKernel(), uniforms: { n: y.size, C, H, W }, buffers: [x.buffer, boxes.buffer, noise.buffer, y.buffer], grid: pixelGrid(B * C, H, W), bytes: 12 * y.size, label: `erase_apply ${shapeStr(x.shape)}` });
   return y;
 }
 
@@ -347,4 +347,41 @@ export function randomErasing(x: Tensor, opts: ErasingOptions = {}): { images: T
   const images = eraseApply(x, boxes, noise);
   noise.dispose();
   return { images, boxes };
+}
+
+export interface FinishOptions {
+  mean: readonly number[];
+  std: readonly number[];
+  /** Erase boxes [B, 4] (eraseParams); they show randn(x.shape, { seed }) (default: the global
+   * generator's next stream). */
+  erase?: { boxes: Tensor; seed?: number } | null;
+  /** Mix parameters (mixParams). */
+  mix?: Tensor | null;
+}
+
+/** normalise → eraseApply → mixApply in one pass over the batch (the training pipeline's tail). */
+export function augmentFinish(x: Tensor, o: FinishOptions): Tensor {
+  const [B, C, H, W] = checkImages(x, 'augmentFinish');
+  if (C > 4 || o.mean.length !== C || o.std.length !== C) throw new Error(`augmentFinish: ${o.mean.length} means and ${o.std.length} stds for ${x.describe()} (one per channel, at most 4)`);
+  if (o.erase && o.erase.boxes.size !== B * 4) throw new Error(`augmentFinish: erase boxes ${o.erase.boxes.describe()} must be [${B}, 4] for ${x.describe()}`);
+  if (o.mix && o.mix.size !== MIX_PARAMS) throw new Error(`augmentFinish: mix params ${o.mix.describe()} must be the [${MIX_PARAMS}] output of mixParams`);
+  const key = o.erase ? nextKey(o.erase.seed) : { seed: 0, stream: 0 };
+  const uniforms: Record<string, number> = { B, C, H, W, erase: o.erase ? 1 : 0, mix: o.mix ? 1 : 0, seed: key.seed, stream: key.stream };
+  for (let k = 0; k < 4; k++) {
+    uniforms[`mean${k}`] = o.mean[k] ?? 0;
+    uniforms[`invStd${k}`] = 1 / (o.std[k] ?? 1);
+  }
+  const y = Tensor.empty(x.shape, 'float32', 'augmentFinish');
+  // Unused inputs bind x in their place (read-only, never read when their flag is off).
+  if (y.size > 0) {
+    rt().run({
+      source: augmentFinishKernel(),
+      uniforms,
+      buffers: [x.buffer, o.erase?.boxes.buffer ?? x.buffer, o.mix?.buffer ?? x.buffer, y.buffer],
+      grid: pixelGrid(B * C, H, W),
+      bytes: 8 * y.size,
+      label: `augment_finish ${shapeStr(x.shape)}`,
+    });
+  }
+  return y;
 }

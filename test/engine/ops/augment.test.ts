@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../../engine/index.js';
 import { augmentLayerUniforms } from '../../../engine/ops/augment.js';
 import * as R from '../../../engine/reference/augment.js';
+import * as RandomRef from '../../../engine/reference/random.js';
 import { type Nd } from '../../../engine/reference/nd.js';
 import { GEOMETRY_UNIFORMS } from '../../../kernels/augment-geometry.js';
 import { ERASE_UNIFORMS, MIX_UNIFORMS } from '../../../kernels/augment-mix.js';
@@ -258,6 +259,33 @@ describe('Mixup, CutMix, soft targets, random erasing', () => {
     // Binomial(64, ½): 32 ± 4; 3.5 standard deviations either side.
     expect(erased).toBeGreaterThan(18);
     expect(erased).toBeLessThan(46);
+  });
+
+  it('augmentFinish (normalise, erase, mix in one pass) equals the three steps of the reference', async () => {
+    const shape = [6, 3, 17, 23];
+    const { t, nd } = images(shape, 70);
+    const mean = [0.4, 0.5, 0.6];
+    const std = [0.2, 0.25, 0.3];
+    const uErase = T.rand([6, ERASE_UNIFORMS], { seed: 3 });
+    const eraseOpts = { prob: 0.7, area: [0.02, 1 / 3] as [number, number], ratio: [0.3, 1 / 0.3] as [number, number] };
+    const boxes = T.eraseParams(uErase, 6, 17, 23, eraseOpts);
+    const noise = T.randn(shape, { seed: 4 });
+    const noiseRef = RandomRef.normal(6 * 3 * 17 * 23, 4, 0);
+    expectClose(await noise.data(), noiseRef, { atol: 1e-5, rtol: 1e-5 }, 'randn');
+    for (const [mixupAlpha, cutmixAlpha] of [[0.8, 0], [0, 1]]) {
+      const uMix = T.rand([MIX_UNIFORMS], { seed: 5 });
+      const mixOpts = { mixupAlpha: mixupAlpha!, cutmixAlpha: cutmixAlpha!, switchProb: 0.5, prob: 1 };
+      const params = T.mixParams(uMix, 17, 23, mixOpts);
+      const got = await T.augmentFinish(t, { mean, std, erase: { boxes, seed: 4 }, mix: params }).data();
+      const normalized = { data: nd.data.map((v, i) => (v - mean[Math.floor(i / 391) % 3]!) / std[Math.floor(i / 391) % 3]!), shape };
+      const erased = R.eraseApply(normalized, await boxes.data(), await noise.data());
+      const ref = R.mixApply(erased, R.mixParams(await uMix.data(), 17, 23, mixOpts));
+      // (x - mean) / std in f32 against float64: values up to ~5, a few ulps; the erase noise is
+      // f32 Box–Muller (log, cos of f32 arguments) against float64: 1e-5 as in the randn test.
+      expectClose(got, ref.data, { atol: 1e-5, rtol: 1e-5 }, `finish mixup ${mixupAlpha} cutmix ${cutmixAlpha}`);
+    }
+    const plain = await T.augmentFinish(t, { mean, std }).data();
+    expect(plain[0]).toBeCloseTo((nd.data[0]! - 0.4) / 0.2, 5);
   });
 
   it('a long augmentation loop does not grow the live-buffer count', async () => {
