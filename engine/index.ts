@@ -87,3 +87,4 @@ export {
   softTargets,
   type SoftTargetOptions,
 } from './ops/augment.js';
+export { corrupt, type Corruption, CORRUPTIONS, SEVERITY } from './ops/corrupt.js';

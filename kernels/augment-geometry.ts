@@ -7,7 +7,7 @@
 // Random resized crop follows torchvision's RandomResizedCrop.get_params (10 attempts, then a
 // centre crop with the ratio clamped) and its align_corners=False resize; pad-and-crop reads
 // zero padding (= fill) at integer offsets.
-import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
+import { memo, kernel, type KernelSource, MAIN_1D, type UniformField } from './common.js';
 
 export const AUGMENT_WG = 64;
 /** Uniforms per image consumed by geometry_params: 10 (area, log-ratio) attempts, flip, top, left. */
@@ -48,6 +48,9 @@ export function pixelGrid(planes: number, H: number, W: number): [number, number
   if (planes > 65535) throw new Error(`augmentation: ${planes} image planes exceed the 65,535 per dispatch; split the batch`);
   return [Math.ceil(W / (8 * PIXELS_PER_INVOCATION)), Math.ceil(H / 8), planes];
 }
+
+/** The uniform fields of an image batch [B, C, H, W]. */
+export const IMAGE_DIMS: UniformField[] = ['B', 'C', 'H', 'W'].map((name) => ({ name, type: 'u32' }));
 
 export const GEOMETRY_MODES = { resizedCrop: 0, padCrop: 1, flipOnly: 2 } as const;
 
@@ -167,10 +170,7 @@ export const affineSampleKernel = memo(function affineSampleKernel(): KernelSour
   return kernel({
     name: 'affine_sample',
     uniforms: [
-      { name: 'n', type: 'u32' },
-      { name: 'C', type: 'u32' },
-      { name: 'H', type: 'u32' },
-      { name: 'W', type: 'u32' },
+      ...IMAGE_DIMS,
       { name: 'fill', type: 'f32' },
     ],
     buffers: [

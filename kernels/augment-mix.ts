@@ -6,7 +6,7 @@
 // (α < 1 boosted by U^(1/α)); 10 attempts each, every attempt accepted with probability ≥ 0.95,
 // so the fallback (the gamma's mode) is reached with probability < 1e-13.
 import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
-import { AUGMENT_WG, MAIN_PIXELS, mainPixels, PIXEL_FN, THETA_SIZE } from './augment-geometry.js';
+import { AUGMENT_WG, IMAGE_DIMS, MAIN_PIXELS, mainPixels, PIXEL_FN, THETA_SIZE } from './augment-geometry.js';
 import { WGSL_PHILOX } from './random.js';
 
 /** Uniforms per batch consumed by mix_params. */
@@ -98,11 +98,7 @@ export const mixApplyKernel = memo(function mixApplyKernel(): KernelSource {
   return kernel({
     name: 'mix_apply',
     uniforms: [
-      { name: 'n', type: 'u32' },
-      { name: 'B', type: 'u32' },
-      { name: 'C', type: 'u32' },
-      { name: 'H', type: 'u32' },
-      { name: 'W', type: 'u32' },
+      ...IMAGE_DIMS,
     ],
     buffers: [
       { name: 'x', access: 'read', type: 'f32' },
@@ -220,10 +216,7 @@ export const eraseApplyKernel = memo(function eraseApplyKernel(): KernelSource {
   return kernel({
     name: 'erase_apply',
     uniforms: [
-      { name: 'n', type: 'u32' },
-      { name: 'C', type: 'u32' },
-      { name: 'H', type: 'u32' },
-      { name: 'W', type: 'u32' },
+      ...IMAGE_DIMS,
     ],
     buffers: [
       { name: 'x', access: 'read', type: 'f32' },
@@ -252,10 +245,7 @@ export const augmentFinishKernel = memo(function augmentFinishKernel(): KernelSo
   return kernel({
     name: 'augment_finish',
     uniforms: [
-      { name: 'B', type: 'u32' },
-      { name: 'C', type: 'u32' },
-      { name: 'H', type: 'u32' },
-      { name: 'W', type: 'u32' },
+      ...IMAGE_DIMS,
       { name: 'erase', type: 'u32' },
       { name: 'mix', type: 'u32' },
       { name: 'seed', type: 'u32' },

@@ -9,7 +9,7 @@
 // Autocontrast, equalize and contrast need per-image statistics: augment_stats computes them
 // first (one invocation per image and channel), only for images whose op needs them.
 import { memo, kernel, type KernelSource, MAIN_1D, type UniformField } from './common.js';
-import { AUGMENT_WG, mainPixels, WGSL_BILINEAR } from './augment-geometry.js';
+import { AUGMENT_WG, IMAGE_DIMS, mainPixels, WGSL_BILINEAR } from './augment-geometry.js';
 
 export const AUGMENT_OPS = [
   'identity',
@@ -38,11 +38,7 @@ export const OP_UNIFORMS = 8;
 export const STATS_SIZE = 260;
 
 export const AUGMENT_OP_UNIFORMS: UniformField[] = [
-  { name: 'n', type: 'u32' },
-  { name: 'B', type: 'u32' },
-  { name: 'C', type: 'u32' },
-  { name: 'H', type: 'u32' },
-  { name: 'W', type: 'u32' },
+  ...IMAGE_DIMS,
   { name: 'layer', type: 'u32' },
   { name: 'layers', type: 'u32' },
   /** 0: RandAugment (magnitude + Gaussian noise, out of 10); 1: TrivialAugment (31 bins). */

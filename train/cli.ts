@@ -1,4 +1,5 @@
 // tessera's command line. Subcommands: train, kernels, info (more arrive with their issues).
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { AugPipeline, GridKind } from './augment.js';
 
@@ -213,6 +214,10 @@ Options:
   --limit N           only the first N test images
   --batch-size N      [500]
   --logits FILE       write logits [N, classes] F32 and labels [N] I32 as safetensors
+  --corruptions       accuracy under each common corruption at severities 1–5 (GPU, ImageNet-C style):
+                      gaussian/shot/impulse noise, gaussian/defocus/zoom blur, contrast, brightness, pixelate
+  --baseline FILE     with --corruptions: also the baseline checkpoint's errors, CE per corruption and mCE
+  --report FILE       with --corruptions: write the table as markdown
 Prints top-1 accuracy, NLL, ECE (15 bins) and the confusion matrix.`;
 
 async function evalCmd(argv: string[]): Promise<void> {
@@ -226,9 +231,13 @@ async function evalCmd(argv: string[]): Promise<void> {
       limit: { type: 'string' },
       'batch-size': { type: 'string' },
       logits: { type: 'string' },
+      corruptions: { type: 'boolean' },
+      baseline: { type: 'string' },
+      report: { type: 'string' },
     },
   });
   if (values.help) return console.log(EVAL_HELP);
+  if ((values.baseline || values.report) && !values.corruptions) throw new UsageError('--baseline and --report go with --corruptions');
   if (!values.checkpoint) throw new UsageError('tessera eval needs --checkpoint FILE');
   const T = await import('../engine/index.js');
   const { modelFromCheckpoint, saveSafetensors } = await import('./checkpoint.js');
@@ -240,6 +249,24 @@ async function evalCmd(argv: string[]): Promise<void> {
   if (!(dataName in DATASETS)) throw new UsageError(`--data: unknown dataset '${dataName}'`);
   let ds = loadDataset(dataName, 'test', values['data-dir']);
   if (values.limit) ds = subset(ds, Number(values.limit));
+  if (values.corruptions) {
+    const { corruptionAccuracy, corruptionSummary } = await import('./robustness.js');
+    const batchSize = Number(values['batch-size'] ?? 500);
+    const evalRows = async (m: typeof model, name: string) => {
+      console.log(`${name}: clean and 9 corruptions × 5 severities on ${Math.floor(ds.count / Math.min(batchSize, ds.count)) * Math.min(batchSize, ds.count)} ${dataName} test images`);
+      return corruptionAccuracy(m, ds, { batchSize, onRow: (r) => console.log(`  ${r.corruption}${r.severity ? ` ${r.severity}` : ''}: ${(100 * r.accuracy).toFixed(2)}%`) });
+    };
+    const rows = await evalRows(model, values.checkpoint);
+    const baseline = values.baseline ? await evalRows(modelFromCheckpoint(values.baseline).model, values.baseline) : undefined;
+    const summary = corruptionSummary(rows, baseline);
+    const md = `# Corruption robustness of ${values.checkpoint}${values.baseline ? ` (baseline ${values.baseline})` : ''}\n\n${summary.table}\n`;
+    console.log(`\n${md}`);
+    if (values.report) {
+      writeFileSync(values.report, md);
+      console.log(`wrote ${values.report}`);
+    }
+    process.exit(0);
+  }
   normalize(ds, model.config.mean, model.config.std);
   const t0 = performance.now();
   const r = await evaluate(model, ds, Number(values['batch-size'] ?? 500));

@@ -83,7 +83,7 @@ export function affineSample(x: Tensor, theta: Tensor, fill = 0): Tensor {
   const y = Tensor.empty(x.shape, 'float32', 'affineSample');
   const k = affineSampleKernel();
   if (y.size > 0) {
-    rt().run({ source: k, uniforms: { n: y.size, C, H, W, fill }, buffers: [x.buffer, theta.buffer, y.buffer], grid: pixelGrid(B * C, H, W), flops: 8 * y.size, bytes: 20 * y.size, label: `affine_sample ${shapeStr(x.shape)}` });
+    rt().run({ source: k, uniforms: { B, C, H, W, fill }, buffers: [x.buffer, theta.buffer, y.buffer], grid: pixelGrid(B * C, H, W), flops: 8 * y.size, bytes: 20 * y.size, label: `affine_sample ${shapeStr(x.shape)}` });
   }
   return y;
 }
@@ -153,7 +153,6 @@ export function augmentLayerUniforms(x: readonly number[], layer: number, layers
   const magnitude = opts.magnitude ?? 9;
   if (!(magnitude >= 0 && magnitude <= 10)) throw new Error(`augment: magnitude ${magnitude} must be in [0, 10]`);
   return {
-    n: B * C * H * W,
     B,
     C,
     H,
@@ -246,7 +245,7 @@ export function mixApply(x: Tensor, params: Tensor): Tensor {
   const [B, C, H, W] = checkImages(x, 'mixApply');
   if (params.size !== MIX_PARAMS) throw new Error(`mixApply: params ${params.describe()} must be the [${MIX_PARAMS}] output of mixParams`);
   const y = Tensor.empty(x.shape, 'float32', 'mix');
-  if (y.size > 0) rt().run({ source: mixApplyKernel(), uniforms: { n: y.size, B, C, H, W }, buffers: [x.buffer, params.buffer, y.buffer], grid: pixelGrid(B * C, H, W), bytes: 12 * y.size, label: `mix_apply ${shapeStr(x.shape)}` });
+  if (y.size > 0) rt().run({ source: mixApplyKernel(), uniforms: { B, C, H, W }, buffers: [x.buffer, params.buffer, y.buffer], grid: pixelGrid(B * C, H, W), bytes: 12 * y.size, label: `mix_apply ${shapeStr(x.shape)}` });
   return y;
 }
 
@@ -333,7 +332,7 @@ export function eraseApply(x: Tensor, boxes: Tensor, noise: Tensor): Tensor {
   if (boxes.rank !== 2 || boxes.shape[0] !== B || boxes.shape[1] !== 4) throw new Error(`eraseApply: boxes ${boxes.describe()} must be [${B}, 4]`);
   if (noise.size !== x.size) throw new Error(`eraseApply: noise ${noise.describe()} must match ${x.describe()}`);
   const y = Tensor.empty(x.shape, 'float32', 'erase');
-  if (y.size > 0) rt().run({ source: eraseApplyKernel(), uniforms: { n: y.size, C, H, W }, buffers: [x.buffer, boxes.buffer, noise.buffer, y.buffer], grid: pixelGrid(B * C, H, W), bytes: 12 * y.size, label: `erase_apply ${shapeStr(x.shape)}` });
+  if (y.size > 0) rt().run({ source: eraseApplyKernel(), uniforms: { B, C, H, W }, buffers: [x.buffer, boxes.buffer, noise.buffer, y.buffer], grid: pixelGrid(B * C, H, W), bytes: 12 * y.size, label: `erase_apply ${shapeStr(x.shape)}` });
   return y;
 }
 

@@ -113,4 +113,28 @@ describe('training runs', () => {
     const resumed = await train({ ...opts, maxSteps: 8, out: b, resume: true });
     expect(resumed.losses).toEqual(full.losses);
   });
+
+  it('`tessera augment` writes a labelled PNG grid; `tessera eval --corruptions` reports accuracy per corruption and mCE', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-cli-aug-'));
+    const env = { ...process.env, TESSERA_DATA: dataDir };
+    const png = join(dir, 'ops.png');
+    const grid = spawnSync(process.execPath, ['bin/tessera.js', 'augment', '--aug', 'ops', '--rows', '3', '--out', png], { env, encoding: 'utf8' });
+    expect(grid.status, grid.stderr).toBe(0);
+    expect(grid.stdout).toContain('17 rows × 3 columns');
+    expect(readFileSync(png).subarray(1, 4).toString('ascii')).toBe('PNG');
+    const badKind = spawnSync(process.execPath, ['bin/tessera.js', 'augment', '--aug', 'fog'], { env, encoding: 'utf8' });
+    expect(badKind.status).toBe(2);
+    expect(badKind.stderr).toMatch(/--aug: unknown kind 'fog'/);
+
+    const run = mkdtempSync(join(tmpdir(), 'tessera-cli-run-'));
+    await train({ ...base, dataDir, epochs: 1, maxSteps: 3, out: run });
+    const ckpt = join(run, 'last.safetensors');
+    const report = join(dir, 'robustness.md');
+    const ev = spawnSync(process.execPath, ['bin/tessera.js', 'eval', '--checkpoint', ckpt, '--corruptions', '--baseline', ckpt, '--limit', '50', '--batch-size', '50', '--report', report], { env, encoding: 'utf8' });
+    expect(ev.status, ev.stderr).toBe(0);
+    const md = readFileSync(report, 'utf8');
+    for (const c of T.CORRUPTIONS) expect(md).toContain(`| ${c} |`);
+    // The model is its own baseline: every corruption error is 100% of the baseline's.
+    expect(md).toMatch(/mCE 100\.0% of the baseline/);
+  });
 });
