@@ -15,8 +15,11 @@ export interface AugmentConfig {
   cutmix: number;
   /** Random erasing probability per image (0: off). */
   randomErasing: number;
-  /** Soft augmentation: targets lose confidence as the crop hides the image. */
+  /** Soft augmentation: targets lose confidence as the crop hides the image, to
+   * p = 1 − (1 − softAugMin)·(1 − visible)^softAugPower. */
   softAug: boolean;
+  softAugMin: number;
+  softAugPower: number;
   /** Pad-and-crop padding in pixels (default: 4, or a quarter of the image with soft
    * augmentation, whose point is crops that hide a lot). */
   cropPad?: number;
@@ -34,6 +37,8 @@ export const AUGMENT_DEFAULTS: AugmentConfig = {
   cutmix: 0,
   randomErasing: 0,
   softAug: false,
+  softAugMin: 0,
+  softAugPower: 2,
   raLayers: 2,
   raMagnitude: 9,
   augmixWidth: 3,
@@ -49,6 +54,7 @@ export function checkAugmentConfig(a: AugmentConfig): void {
   if (!AUG_PIPELINES.includes(a.aug)) throw new Error(`--aug ${a.aug}: pipelines are ${AUG_PIPELINES.join(', ')}`);
   if (!(a.mixup >= 0 && a.cutmix >= 0)) throw new Error(`--mixup ${a.mixup} / --cutmix ${a.cutmix}: Beta α must be >= 0`);
   if (!(a.randomErasing >= 0 && a.randomErasing <= 1)) throw new Error(`--random-erasing ${a.randomErasing}: a probability in [0, 1]`);
+  if (!(a.softAugMin >= 0 && a.softAugMin <= 1 && a.softAugPower > 0)) throw new Error(`--soft-aug-min ${a.softAugMin} must be in [0, 1] and --soft-aug-power ${a.softAugPower} > 0`);
   if (a.softAug && a.aug === 'none') throw new Error('--soft-aug needs a cropping pipeline (--aug basic, randaugment, trivialaugment or augmix)');
 }
 
@@ -118,9 +124,9 @@ export function augmentBatch(x: T.Tensor, labels: T.Tensor, classes: number, a: 
     if (a.mixup > 0 || a.cutmix > 0) {
       if (views !== 1) throw new Error('AugMix with Mixup/CutMix is not supported: the Jensen–Shannon views would mix differently');
       mix = T.mixParams(T.rand([MIX_UNIFORMS]), H, W, { mixupAlpha: a.mixup, cutmixAlpha: a.cutmix });
-      targets = T.softTargets(labels, classes, { mix, theta: a.softAug ? theta : null, labelSmoothing: norm.labelSmoothing });
+      targets = T.softTargets(labels, classes, { mix, theta: a.softAug ? theta : null, labelSmoothing: norm.labelSmoothing, softMin: a.softAugMin, softPower: a.softAugPower });
     } else if (a.softAug) {
-      targets = T.softTargets(labels, classes, { theta, labelSmoothing: norm.labelSmoothing });
+      targets = T.softTargets(labels, classes, { theta, labelSmoothing: norm.labelSmoothing, softMin: a.softAugMin, softPower: a.softAugPower });
     }
     // Normalise, erase and mix in one pass (equal to normalizeImages → eraseApply → mixApply).
     images = T.augmentFinish(images, { mean: norm.mean, std: norm.std, erase, mix });

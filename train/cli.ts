@@ -115,7 +115,10 @@ Augmentation on the GPU (see tessera augment to look at it):
   --mixup A            Mixup Beta(A, A), 0 = off [0]
   --cutmix A           CutMix Beta(A, A), 0 = off [0]
   --random-erasing P   random erasing probability per image [0]
-  --soft-aug           soft augmentation: target confidence falls with the hidden fraction of the crop
+  --soft-aug           soft augmentation: target confidence falls with the hidden fraction of the crop,
+                       p = 1 - (1 - MIN)·(1 - visible)^POWER
+  --soft-aug-min MIN   confidence when nothing is visible [0]
+  --soft-aug-power K   [2]
 Writes config.json, metrics.jsonl, last/best.safetensors, curves.png and report.md to the run folder.`;
 
 async function train(argv: string[]): Promise<void> {
@@ -152,6 +155,8 @@ async function train(argv: string[]): Promise<void> {
       cutmix: { type: 'string' },
       'random-erasing': { type: 'string' },
       'soft-aug': { type: 'boolean' },
+      'soft-aug-min': { type: 'string' },
+      'soft-aug-power': { type: 'string' },
     },
   });
   if (values.help) return console.log(TRAIN_HELP.replace('${PRESET_NAMES}', Object.keys(PRESETS).join(', ')));
@@ -197,6 +202,8 @@ async function train(argv: string[]): Promise<void> {
       cutmix: num('cutmix', values.cutmix),
       randomErasing: num('random-erasing', values['random-erasing']),
       softAug: values['soft-aug'],
+      softAugMin: num('soft-aug-min', values['soft-aug-min']),
+      softAugPower: num('soft-aug-power', values['soft-aug-power']),
     }).filter(([, v]) => v !== undefined),
   );
   const r = await run({ ...TRAIN_DEFAULTS, ...flags });
