@@ -134,7 +134,7 @@ export function augmentBatch(x: T.Tensor, labels: T.Tensor, classes: number, a: 
   });
 }
 
-export const GRID_KINDS = ['basic', 'randaugment', 'trivialaugment', 'augmix', 'mixup', 'cutmix', 'erasing', 'crop', 'ops'] as const;
+export const GRID_KINDS = ['basic', 'randaugment', 'trivialaugment', 'augmix', 'mixup', 'cutmix', 'erasing', 'crop', 'ops', 'corruptions'] as const;
 export type GridKind = (typeof GRID_KINDS)[number];
 
 export interface GridOptions {
@@ -146,6 +146,8 @@ export interface GridOptions {
   seed: number;
   /** RandAugment magnitude for `randaugment` and `ops`. */
   magnitude: number;
+  /** Corruption severity (1–5) for `corruptions`. */
+  severity: number;
 }
 
 /** The images of an augmentation grid: row i holds image i then `columns` augmented versions
@@ -161,6 +163,15 @@ export async function augmentGrid(o: GridOptions): Promise<{ columns: string[]; 
       T.manualSeed(o.seed);
       const y = T.scope(() => T.randAugment(o.images, { layers: 1, op, prob: 1, magnitude: o.magnitude, magnitudeStd: 0 }));
       rows.push({ label: op, cells: split(await y.data()) });
+      y.dispose();
+    }
+    return { columns: o.labels, rows };
+  }
+  if (o.kind === 'corruptions') {
+    const rows = [{ label: 'original', cells: original }];
+    for (const kind of T.CORRUPTIONS) {
+      const y = T.corrupt(o.images, kind, o.severity, { seed: o.seed });
+      rows.push({ label: kind, cells: split(await y.data()) });
       y.dispose();
     }
     return { columns: o.labels, rows };

@@ -296,9 +296,11 @@ class UsageError extends Error {}
 
 const AUGMENT_HELP = `tessera augment — look at the GPU augmentation: a labelled PNG grid
 
-Usage: tessera augment [--aug KIND] [--data NAME] [--data-dir DIR] [--rows N] [--cols N] [--magnitude M] [--seed N] [--out FILE]
-  --aug KIND     basic | crop | randaugment | trivialaugment | augmix | mixup | cutmix | erasing | ops [randaugment]
-                 (ops: one row per RandAugment op at --magnitude, applied to every image)
+Usage: tessera augment [--aug KIND] [--data NAME] [--data-dir DIR] [--rows N] [--cols N] [--magnitude M] [--severity S] [--seed N] [--out FILE]
+  --aug KIND     basic | crop | randaugment | trivialaugment | augmix | mixup | cutmix | erasing | ops | corruptions
+                 [randaugment] (ops: one row per RandAugment op at --magnitude; corruptions: one row per
+                 corruption at --severity; both applied to every image)
+  --severity S   corruption severity 1–5 [3]
   --rows N       images, one per class first [8]
   --cols N       augmented versions of each [6]
   --magnitude M  RandAugment magnitude out of 10 [9]
@@ -315,11 +317,14 @@ async function augmentCmd(argv: string[]): Promise<void> {
       rows: { type: 'string' },
       cols: { type: 'string' },
       magnitude: { type: 'string' },
+      severity: { type: 'string' },
       seed: { type: 'string' },
       out: { type: 'string' },
     },
   });
   if (values.help) return console.log(AUGMENT_HELP);
+  const severity = Number(values.severity ?? 3);
+  if (!Number.isInteger(severity) || severity < 1 || severity > 5) throw new UsageError(`--severity must be an integer from 1 to 5, got '${values.severity}'`);
   const { GRID_KINDS, augmentGrid } = await import('./augment.js');
   const kind = (values.aug ?? 'randaugment') as GridKind;
   if (!GRID_KINDS.includes(kind)) throw new UsageError(`--aug: unknown kind '${kind}'; choose ${GRID_KINDS.join(', ')}`);
@@ -353,10 +358,10 @@ async function augmentCmd(argv: string[]): Promise<void> {
   const images = T.tensor(host, [picks.length, ds.channels, ds.height, ds.width]);
   const labels = picks.map((i) => ds.classNames[ds.labels[i]!]!);
   const seed = Number(values.seed ?? 0);
-  const grid = await augmentGrid({ kind, images, labels, columns: cols, seed, magnitude });
+  const grid = await augmentGrid({ kind, images, labels, columns: cols, seed, magnitude, severity });
   const out = values.out ?? 'augment.png';
   writeImageGrid({
-    title: `${kind} on ${dataName}${kind === 'ops' || kind === 'randaugment' ? `, magnitude ${magnitude}` : ''}, seed ${seed}`,
+    title: `${kind} on ${dataName}${kind === 'ops' || kind === 'randaugment' ? `, magnitude ${magnitude}` : kind === 'corruptions' ? `, severity ${severity}` : ''}, seed ${seed}`,
     columns: grid.columns,
     rows: grid.rows.map((r) => ({ label: r.label, cells: r.cells.map((pixels) => ({ pixels })) })),
     channels: ds.channels,
