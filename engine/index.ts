@@ -13,7 +13,7 @@ export { type Launch, rt, Runtime } from './dispatch.js';
 export { keep, scope } from './memory.js';
 export { AdamW, type AdamWOptions, clipGradNorm, type ParamGroup, SGD, type SGDOptions, WeightEma } from './optim.js';
 export { arange, cast, fill, full, ones, onesLike, zeros, zerosLike } from './ops/creation.js';
-export { patchEmbed } from './ops/conv.js';
+export { conv2d, type Conv2dOptions, im2col, type Im2colOptions, patchEmbed } from './ops/conv.js';
 export * from './ops/elementwise.js';
 export { layerNorm } from './ops/layernorm.js';
 export { linear, matmul, type MatmulOptions } from './ops/matmul.js';
@@ -88,3 +88,4 @@ export {
   type SoftTargetOptions,
 } from './ops/augment.js';
 export { corrupt, type Corruption, CORRUPTIONS, SEVERITY } from './ops/corrupt.js';
+export { batchNorm2d, batchNormChannelsLast, type BatchNormOptions } from './ops/batchnorm.js';

@@ -3,7 +3,7 @@
 // and stochastic depth.
 import * as T from '../engine/index.js';
 
-export type Init = 'trunc_normal' | 'zeros' | 'ones' | 'xavier_uniform';
+export type Init = 'trunc_normal' | 'zeros' | 'ones' | 'xavier_uniform' | 'fan_in_uniform';
 
 export interface ParamInfo {
   tensor: T.Tensor;
@@ -17,6 +17,8 @@ export class Params {
     readonly store: Map<string, ParamInfo>,
     readonly prefix: string,
     private seed: { base: number; next: number },
+    /** Saved state that is not trained (BatchNorm running statistics). */
+    readonly buffers: Map<string, T.Tensor> = new Map(),
   ) {}
 
   static root(seed: number): Params {
@@ -24,7 +26,17 @@ export class Params {
   }
 
   pp(name: string | number): Params {
-    return new Params(this.store, this.prefix ? `${this.prefix}.${name}` : `${name}`, this.seed);
+    return new Params(this.store, this.prefix ? `${this.prefix}.${name}` : `${name}`, this.seed, this.buffers);
+  }
+
+  /** Registers a non-trained tensor that checkpoints save and load. */
+  buffer(name: string, shape: number[], init: 'zeros' | 'ones'): T.Tensor {
+    const full = this.prefix ? `${this.prefix}.${name}` : name;
+    if (this.buffers.has(full) || this.store.has(full)) throw new Error(`'${full}' is defined twice`);
+    const t = T.keep(init === 'zeros' ? T.zeros(shape) : T.ones(shape));
+    t.name = full;
+    this.buffers.set(full, t);
+    return t;
   }
 
   /** Creates (on the GPU, from the seeded Philox generator) and registers a parameter. */
@@ -49,6 +61,11 @@ function initTensor(shape: number[], init: Init, seed: number, std: number): T.T
     case 'trunc_normal':
       // timm's trunc_normal_(std=.02) truncates at ±2 (absolute), i.e. at 100σ: a clamp suffices.
       return T.clamp(T.randn(shape, { seed, std }), -2, 2);
+    case 'fan_in_uniform': {
+      // PyTorch's default for conv weights: kaiming_uniform(a=√5) = U(±1/√fan_in).
+      const bound = 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
+      return T.rand(shape, { seed, low: -bound, high: bound });
+    }
     case 'xavier_uniform': {
       const fanOut = shape[0]!;
       const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
@@ -102,10 +119,60 @@ export class PatchEmbed {
   get numPatches(): number {
     return this.gridSize[0] * this.gridSize[1];
   }
-  forward(x: T.Tensor): T.Tensor {
+  forward(x: T.Tensor, _ctx?: Ctx): T.Tensor {
     const y = T.patchEmbed(x, this.proj.weight, this.proj.bias); // (B, D, Hp, Wp)
     const [B, D] = y.shape as [number, number];
     return T.transpose(T.reshape(y, [B, D, this.numPatches]), 1, 2); // (B, N, D)
+  }
+}
+
+/** "Early convolutions help transformers see better" (Xiao et al. 2021): 3×3 stride-2
+ * convolutions with BatchNorm and ReLU, then a 1×1 projection to the width, replacing the
+ * patchify convolution. Names follow timm's HybridEmbed over a ConvStem backbone:
+ * patch_embed.backbone.{i}.conv.weight, patch_embed.backbone.{i}.bn.{weight, bias, running_mean,
+ * running_var}, patch_embed.proj.{weight, bias}. */
+export class ConvStem {
+  readonly stages: { conv: T.Tensor; bn: { weight: T.Tensor; bias: T.Tensor; runningMean: T.Tensor; runningVar: T.Tensor } }[] = [];
+  readonly proj: { weight: T.Tensor; bias: T.Tensor };
+  readonly gridSize: [number, number];
+  constructor(p: Params, imgSize: number, inChans: number, channels: readonly number[], embedDim: number) {
+    let c = inChans;
+    let size = imgSize;
+    channels.forEach((ch, i) => {
+      const q = p.pp('backbone').pp(i);
+      const bn = q.pp('bn');
+      this.stages.push({
+        conv: q.pp('conv').get('weight', [ch, c, 3, 3], 'fan_in_uniform'),
+        bn: { weight: bn.get('weight', [ch], 'ones', { decay: false }), bias: bn.get('bias', [ch], 'zeros', { decay: false }), runningMean: bn.buffer('running_mean', [ch], 'zeros'), runningVar: bn.buffer('running_var', [ch], 'ones') },
+      });
+      c = ch;
+      size = Math.floor((size - 1) / 2) + 1; // 3×3, stride 2, padding 1
+    });
+    const q = p.pp('proj');
+    this.proj = { weight: q.get('weight', [embedDim, c, 1, 1], 'fan_in_uniform'), bias: q.get('bias', [embedDim], 'zeros', { decay: false }) };
+    this.gridSize = [size, size];
+  }
+  get numPatches(): number {
+    return this.gridSize[0] * this.gridSize[1];
+  }
+  forward(x: T.Tensor, ctx: Ctx): T.Tensor {
+    // Channels-last all the way: each conv is im2col → matmul giving rows [B·h·w, C], BatchNorm
+    // normalises the columns, the next im2col reads [B, h, w, C] directly, and the 1×1
+    // projection's rows are the tokens. Same math as conv2d (NCHW) + BatchNorm2d, no permutes.
+    const B = x.shape[0]!;
+    let h = x;
+    let [size, channelsLast] = [x.shape[2]!, false];
+    for (const s of this.stages) {
+      const [O, C] = s.conv.shape as [number, number];
+      const rows = T.linear(T.im2col(h, 3, 3, { stride: 2, padding: 1, channelsLast }), T.reshape(s.conv, [O, C * 9])); // [B·h·w, O]
+      size = Math.floor((size - 1) / 2) + 1;
+      const bn = T.batchNormChannelsLast(rows, s.bn.weight, s.bn.bias, s.bn.runningMean, s.bn.runningVar, { training: ctx.training });
+      h = T.reshape(T.relu(bn), [B, size, size, O]);
+      channelsLast = true;
+    }
+    const [D, C] = this.proj.weight.shape as [number, number];
+    const tokens = T.linear(T.reshape(h, [B * size * size, C]), T.reshape(this.proj.weight, [D, C]), this.proj.bias);
+    return T.reshape(tokens, [B, this.numPatches, D]); // (B, N, D)
   }
 }
 

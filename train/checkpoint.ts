@@ -187,7 +187,7 @@ export async function saveCheckpoint(
   opts: { optimizer?: T.AdamW; step: number; epoch: number; extra?: Record<string, string> },
 ): Promise<void> {
   const tensors = new Map<string, StoredTensor>();
-  for (const [name, p] of model.params) tensors.set(name, storedF32([...p.tensor.shape], (await p.tensor.data()) as Float32Array));
+  for (const [name, t] of model.state()) tensors.set(name, storedF32([...t.shape], (await t.data()) as Float32Array));
   if (opts.optimizer) {
     for (const [name, p] of model.params) {
       const state = opts.optimizer.stateOf(p.tensor);
@@ -223,15 +223,16 @@ export function readCheckpoint(path: string): CheckpointInfo {
 /** Copies stored weights into the model; lists every missing, unexpected or mismatched tensor. */
 export function loadWeights(model: VisionTransformer, ckpt: CheckpointInfo, path: string): void {
   const problems: string[] = [];
-  for (const [name, p] of model.params) {
+  const state = model.state();
+  for (const [name, t] of state) {
     const s = ckpt.tensors.get(name);
-    if (!s) problems.push(`missing '${name}' ${JSON.stringify(p.tensor.shape)}`);
+    if (!s) problems.push(`missing '${name}' ${JSON.stringify(t.shape)}`);
     else if (s.dtype !== 'F32') problems.push(`'${name}' is ${s.dtype}, expected F32`);
-    else if (s.shape.length !== p.tensor.rank || s.shape.some((d, i) => d !== p.tensor.shape[i])) problems.push(`'${name}' has shape [${s.shape.join(', ')}], the model expects [${p.tensor.shape.join(', ')}]`);
+    else if (s.shape.length !== t.rank || s.shape.some((d, i) => d !== t.shape[i])) problems.push(`'${name}' has shape [${s.shape.join(', ')}], the model expects [${t.shape.join(', ')}]`);
   }
-  for (const name of ckpt.tensors.keys()) if (!name.startsWith('optim.') && !model.params.has(name)) problems.push(`unexpected '${name}'`);
+  for (const name of ckpt.tensors.keys()) if (!name.startsWith('optim.') && !state.has(name)) problems.push(`unexpected '${name}'`);
   if (problems.length) throw new CheckpointError(`${path} does not match the model:\n  ${problems.join('\n  ')}`);
-  for (const [name, p] of model.params) T.upload(p.tensor, ckpt.tensors.get(name)!.data as Float32Array);
+  for (const [name, t] of state) T.upload(t, ckpt.tensors.get(name)!.data as Float32Array);
 }
 
 /** Restores AdamW moments and step count saved by saveCheckpoint. */

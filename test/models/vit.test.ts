@@ -1,6 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../engine/index.js';
+import { type ConvStem } from '../../models/layers.js';
 import { countParams, PRESETS, presetConfig, VisionTransformer } from '../../models/vit.js';
+import { expectClose } from '../helpers.js';
 
 beforeAll(async () => {
   await T.init();
@@ -72,6 +74,44 @@ describe('VisionTransformer (timm layout)', () => {
     // From ln 10 = 2.30 to near zero: the model can memorise 8 images.
     expect(last).toBeLessThan(0.05);
     opt.dispose();
+    m.dispose();
+  });
+
+  it('conv stem (vit-fmnist-convstem): timm HybridEmbed names, 152k parameters, gradients everywhere, BatchNorm running stats move in training only', async () => {
+    const c = presetConfig('vit-fmnist-convstem');
+    // Stem 24·9 + 48 + 48·24·9 + 96 + 64·48 + 64 = 13,864; tokens 64 + 50·64; 4 blocks of 33,472;
+    // final norm 128; head 650.
+    expect(countParams(c)).toBe(13_864 + 64 + 50 * 64 + 4 * 33_472 + 128 + 650);
+    const m = new VisionTransformer(c, 0);
+    expect(m.numParams()).toBe(countParams(c));
+    const shapes = Object.fromEntries([...m.state()].map(([k, v]) => [k, v.shape]));
+    expect(shapes['patch_embed.backbone.0.conv.weight']).toEqual([24, 1, 3, 3]);
+    expect(shapes['patch_embed.backbone.1.bn.running_var']).toEqual([48]);
+    expect(shapes['patch_embed.proj.weight']).toEqual([64, 48, 1, 1]);
+    expect(shapes['pos_embed']).toEqual([1, 50, 64]);
+    expect(m.params.has('patch_embed.backbone.0.bn.running_mean')).toBe(false);
+    const x = T.randn([4, 1, 28, 28], { seed: 6 });
+    const y = T.tensor(Int32Array.from([0, 3, 5, 9]), [4]);
+    T.scope(() => T.crossEntropy(m.forward(x, { training: true }).logits, y).backward());
+    for (const [name, p] of m.params) {
+      const g = await p.tensor.grad!.data();
+      expect(g.every(Number.isFinite) && g.some((v) => v !== 0), `${name} gradient`).toBe(true);
+    }
+    // The channels-last stem is conv2d (NCHW) → BatchNorm2d → ReLU, twice, then a 1×1 conv.
+    const stem = m.patchEmbed as ConvStem;
+    const viaNchw = T.noGrad(() => {
+      let h = x;
+      for (const s of stem.stages) h = T.relu(T.batchNorm2d(T.conv2d(h, s.conv, null, { stride: 2, padding: 1 }), s.bn.weight, s.bn.bias, s.bn.runningMean, s.bn.runningVar, { training: false }));
+      const y = T.conv2d(h, stem.proj.weight, stem.proj.bias);
+      return T.transpose(T.reshape(y, [4, 64, 49]), 1, 2);
+    });
+    const viaStem = T.noGrad(() => stem.forward(x, { training: false }));
+    expectClose(await viaStem.data(), await viaNchw.data(), { atol: 1e-5, rtol: 1e-4 }, 'conv stem');
+    const rm = m.buffers.get('patch_embed.backbone.0.bn.running_mean')!;
+    const afterTrain = Array.from(await rm.data());
+    expect(afterTrain.some((v) => v !== 0)).toBe(true);
+    T.noGrad(() => T.scope(() => m.forward(x, { training: false }).logits));
+    expect(Array.from(await rm.data())).toEqual(afterTrain);
     m.dispose();
   });
 

@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../engine/index.js';
 import { presetConfig, VisionTransformer } from '../../models/vit.js';
 import {
+  modelFromCheckpoint,
   decodeSafetensors, encodeSafetensors, loadOptimizerState, loadSafetensors, loadWeights, readCheckpoint, saveCheckpoint, saveSafetensors, type StoredTensor,
 } from '../../train/checkpoint.js';
 
@@ -126,5 +127,22 @@ describe('safetensors', () => {
     expect(existsSync(path)).toBe(true);
     writeFileSync(join(dir, 'junk.safetensors'), 'not a checkpoint at all');
     expect(() => readCheckpoint(join(dir, 'junk.safetensors'))).toThrow(/junk\.safetensors: header length/);
+  });
+
+  it('a conv-stem model saves and restores its BatchNorm running statistics', async () => {
+    const dir = tmp();
+    const cfg = { ...presetConfig('vit-fmnist-convstem'), depth: 1 };
+    const a = new VisionTransformer(cfg, 1);
+    T.scope(() => void a.forward(T.randn([4, 1, 28, 28], { seed: 2 }), { training: true }));
+    const path = join(dir, 'c.safetensors');
+    await saveCheckpoint(path, a, { step: 1, epoch: 0 });
+    const info = readCheckpoint(path);
+    expect(JSON.parse(info.metadata.config!).conv_stem).toEqual([24, 48]);
+    const { model: b } = modelFromCheckpoint(path);
+    for (const [name, t] of a.state()) expect([...(await b.state().get(name)!.data())], name).toEqual([...(await t.data())]);
+    const rv = [...(await b.buffers.get('patch_embed.backbone.1.bn.running_var')!.data())];
+    expect(rv.some((v) => v !== 1)).toBe(true);
+    a.dispose();
+    b.dispose();
   });
 });
