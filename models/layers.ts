@@ -120,9 +120,12 @@ export class PatchEmbed {
     return this.gridSize[0] * this.gridSize[1];
   }
   forward(x: T.Tensor, _ctx?: Ctx): T.Tensor {
-    const y = T.patchEmbed(x, this.proj.weight, this.proj.bias); // (B, D, Hp, Wp)
-    const [B, D] = y.shape as [number, number];
-    return T.transpose(T.reshape(y, [B, D, this.numPatches]), 1, 2); // (B, N, D)
+    // The patchify conv as im2col + matmul: each patch becomes a row, so the product's rows are
+    // the tokens (B·N, D) in order, with no transpose. Same math as T.patchEmbed (tested equal).
+    const [D, C, P] = this.proj.weight.shape as [number, number, number];
+    const B = x.shape[0]!;
+    const rows = T.linear(T.im2col(x, P, P, { stride: P }), T.reshape(this.proj.weight, [D, C * P * P]), this.proj.bias);
+    return T.reshape(rows, [B, this.numPatches, D]); // (B, N, D)
   }
 }
 

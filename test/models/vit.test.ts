@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../engine/index.js';
-import { type ConvStem } from '../../models/layers.js';
+import { type ConvStem, type PatchEmbed } from '../../models/layers.js';
 import { countParams, PRESETS, presetConfig, VisionTransformer } from '../../models/vit.js';
 import { expectClose } from '../helpers.js';
 
@@ -74,6 +74,23 @@ describe('VisionTransformer (timm layout)', () => {
     // From ln 10 = 2.30 to near zero: the model can memorise 8 images.
     expect(last).toBeLessThan(0.05);
     opt.dispose();
+    m.dispose();
+  });
+
+  it('PatchEmbed (im2col + matmul) equals the direct patch-embedding op, forward and weight gradient', async () => {
+    const m = new VisionTransformer({ ...presetConfig('vit-fmnist-tiny'), depth: 1 }, 0);
+    const pe = m.patchEmbed as PatchEmbed;
+    const x = T.randn([3, 1, 28, 28], { seed: 4 });
+    const g = T.randn([3, 16, 64], { seed: 5 });
+    const viaRows = pe.forward(x);
+    T.sum(T.mul(viaRows, g)).backward();
+    const dw = await pe.proj.weight.grad!.data();
+    pe.proj.weight.grad = null;
+    const direct = T.transpose(T.reshape(T.patchEmbed(x, pe.proj.weight, pe.proj.bias), [3, 64, 16]), 1, 2);
+    T.sum(T.mul(direct, g)).backward();
+    // Sums of 49 products in another order, and dW sums of 48·49: f32 rounding, 1e-5 relative.
+    expectClose(await viaRows.data(), await direct.data(), { atol: 1e-5, rtol: 1e-5 }, 'tokens');
+    expectClose(dw, await pe.proj.weight.grad!.data(), { atol: 1e-4, rtol: 1e-5 }, 'weight gradient');
     m.dispose();
   });
 
