@@ -56,22 +56,29 @@ export const GEOMETRY_MODES = { resizedCrop: 0, padCrop: 1, flipOnly: 2 } as con
 
 /** Bilinear read of image (b, c) at a fractional position, `fill` outside; shared by the kernels
  * that resample (affine_sample and the RandAugment op kernel). Expects `x`, P.C, P.H, P.W, P.fill. */
-export const WGSL_BILINEAR = /* wgsl */ `
-fn pixel_or_fill_(plane: u32, xi: i32, yi: i32) -> f32 {
-  if (xi < 0 || yi < 0 || xi >= i32(P.W) || yi >= i32(P.H)) { return P.fill; }
-  return x[plane + u32(yi) * P.W + u32(xi)];
-}
-fn bilinear_(plane: u32, xs: f32, ys: f32) -> f32 {
+/** WGSL `fn name(plane, xs, ys) -> f32`: bilinear interpolation of the four neighbours read by
+ * `read(plane, xi, yi)` (which decides what lies outside the image). */
+export function wgslBilinear(name: string, read: string): string {
+  return /* wgsl */ `
+fn ${name}(plane: u32, xs: f32, ys: f32) -> f32 {
   let x0 = floor(xs);
   let y0 = floor(ys);
   let fx = xs - x0;
   let fy = ys - y0;
   let xi = i32(x0);
   let yi = i32(y0);
-  let top = mix(pixel_or_fill_(plane, xi, yi), pixel_or_fill_(plane, xi + 1, yi), fx);
-  let bottom = mix(pixel_or_fill_(plane, xi, yi + 1), pixel_or_fill_(plane, xi + 1, yi + 1), fx);
+  let top = mix(${read}(plane, xi, yi), ${read}(plane, xi + 1, yi), fx);
+  let bottom = mix(${read}(plane, xi, yi + 1), ${read}(plane, xi + 1, yi + 1), fx);
   return mix(top, bottom, fy);
+}`;
 }
+
+export const WGSL_BILINEAR = /* wgsl */ `
+fn pixel_or_fill_(plane: u32, xi: i32, yi: i32) -> f32 {
+  if (xi < 0 || yi < 0 || xi >= i32(P.W) || yi >= i32(P.H)) { return P.fill; }
+  return x[plane + u32(yi) * P.W + u32(xi)];
+}
+${wgslBilinear('bilinear_', 'pixel_or_fill_')}
 `;
 
 export const geometryParamsKernel = memo(function geometryParamsKernel(): KernelSource {

@@ -3,7 +3,7 @@
 // dispatch; every pixel of every image computes its own value (blurs and pixelation read their
 // neighbourhood, noise comes from the in-kernel Philox generator, contrast reads each image's
 // mean from a small buffer).
-import { IMAGE_DIMS, mainPixels } from './augment-geometry.js';
+import { IMAGE_DIMS, mainPixels, wgslBilinear } from './augment-geometry.js';
 import { memo, kernel, type KernelSource } from './common.js';
 import { WGSL_PHILOX } from './random.js';
 
@@ -52,15 +52,7 @@ fn at_(plane: u32, xi: i32, yi: i32) -> f32 {
   return x[plane + u32(cy) * P.W + u32(cx)];
 }
 // Bilinear read with edge clamping (zoom stays inside the image).
-fn bilinear_clamped_(plane: u32, xs: f32, ys: f32) -> f32 {
-  let x0 = floor(xs);
-  let y0 = floor(ys);
-  let fx = xs - x0;
-  let fy = ys - y0;
-  let xi = i32(x0);
-  let yi = i32(y0);
-  return mix(mix(at_(plane, xi, yi), at_(plane, xi + 1, yi), fx), mix(at_(plane, xi, yi + 1), at_(plane, xi + 1, yi + 1), fx), fy);
-}
+${wgslBilinear('bilinear_clamped_', 'at_')}
 fn pixel_(t: u32, xi: u32, yi: u32, plane: u32, b: u32, c: u32) {
   let v = x[t];
   let s = P.strength;
