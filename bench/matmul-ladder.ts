@@ -9,7 +9,7 @@
 // 16 ymm registers fit ~16 scalars per invocation before spilling.
 import * as T from '../engine/index.js';
 import { fieldList, grid1d, kernel, type KernelSource, MAIN_1D, memo, putList, stridedOffsets } from '../kernels/common.js';
-import { FAST_TM, FAST_TN, FAST_WG, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulKernel } from '../kernels/matmul.js';
+import { FAST_TM, FAST_TN, FAST_WG, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, MATMUL_UNIFORMS, matmulFastKernel, matmulKernel } from '../kernels/matmul.js';
 import { runSuite, type SuiteRow } from './harness.js';
 
 // v1: one output per invocation, K-loop of scalar loads. 2 loads per FMA: bandwidth-bound.
@@ -77,22 +77,7 @@ export const matmulLanesKernel = memo(function matmulLanesKernel(transA: boolean
   const bAt = (j: number) => (transB ? `B[bo + n${j} * P.ldb + k]` : `B[bo + k * P.ldb + n${j}]`);
   return kernel({
     name: `matmul_lanes_${transA ? 't' : 'n'}${transB ? 't' : 'n'}${bias ? '_bias' : ''}_${TM}x${TN}`,
-    uniforms: [
-      { name: 'M', type: 'u32' },
-      { name: 'N', type: 'u32' },
-      { name: 'K', type: 'u32' },
-      { name: 'batch', type: 'u32' },
-      { name: 'a_off', type: 'u32' },
-      { name: 'b_off', type: 'u32' },
-      { name: 'c_off', type: 'u32' },
-      { name: 'lda', type: 'u32' },
-      { name: 'ldb', type: 'u32' },
-      { name: 'ldc', type: 'u32' },
-      ...fieldList('bshape', MATMUL_BATCH_RANK),
-      ...fieldList('ast', MATMUL_BATCH_RANK),
-      ...fieldList('bst', MATMUL_BATCH_RANK),
-      ...fieldList('cst', MATMUL_BATCH_RANK),
-    ],
+    uniforms: MATMUL_UNIFORMS,
     buffers: [
       { name: 'A', access: 'read', type: 'f32' },
       { name: 'B', access: 'read', type: 'f32' },

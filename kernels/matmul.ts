@@ -7,7 +7,7 @@
 // lavapipe one workgroup runs on one CPU thread, its invocations across SIMD lanes, and barriers
 // cost more than they save (see "What is measured about the machines" in DESIGN.md). Edge blocks
 // clamp their loads and skip out-of-range stores, so any M, N, K works.
-import { fieldList, kernel, type KernelSource, MAIN_1D, memo, stridedOffsets } from './common.js';
+import { fieldList, kernel, type KernelSource, MAIN_1D, memo, stridedOffsets, type UniformField } from './common.js';
 
 export const MATMUL_WG = 64;
 export const MATMUL_TM = 4;
@@ -15,27 +15,22 @@ export const MATMUL_TN = 4;
 /** Batch dimensions the kernel indexes (more are folded by the op when contiguous). */
 export const MATMUL_BATCH_RANK = 4;
 
+/** The uniforms every strided matmul kernel takes (launchMatmul fills them): sizes, offsets,
+ * leading dimensions and the batch shape with each operand's batch strides. */
+export const MATMUL_UNIFORMS: UniformField[] = [
+  ...['M', 'N', 'K', 'batch', 'a_off', 'b_off', 'c_off', 'lda', 'ldb', 'ldc'].map((name) => ({ name, type: 'u32' as const })),
+  ...fieldList('bshape', MATMUL_BATCH_RANK),
+  ...fieldList('ast', MATMUL_BATCH_RANK),
+  ...fieldList('bst', MATMUL_BATCH_RANK),
+  ...fieldList('cst', MATMUL_BATCH_RANK),
+];
+
 export const matmulKernel = memo(function matmulKernel(transA: boolean, transB: boolean, bias: boolean): KernelSource {
   const aAt = transA ? 'ao + k * P.lda + m' : 'ao + m * P.lda + k';
   const bAt = transB ? 'bo + n * P.ldb + k' : 'bo + k * P.ldb + n';
   return kernel({
     name: `matmul_${transA ? 't' : 'n'}${transB ? 't' : 'n'}${bias ? '_bias' : ''}`,
-    uniforms: [
-      { name: 'M', type: 'u32' },
-      { name: 'N', type: 'u32' },
-      { name: 'K', type: 'u32' },
-      { name: 'batch', type: 'u32' },
-      { name: 'a_off', type: 'u32' },
-      { name: 'b_off', type: 'u32' },
-      { name: 'c_off', type: 'u32' },
-      { name: 'lda', type: 'u32' },
-      { name: 'ldb', type: 'u32' },
-      { name: 'ldc', type: 'u32' },
-      ...fieldList('bshape', MATMUL_BATCH_RANK),
-      ...fieldList('ast', MATMUL_BATCH_RANK),
-      ...fieldList('bst', MATMUL_BATCH_RANK),
-      ...fieldList('cst', MATMUL_BATCH_RANK),
-    ],
+    uniforms: MATMUL_UNIFORMS,
     buffers: [
       { name: 'A', access: 'read', type: 'f32' },
       { name: 'B', access: 'read', type: 'f32' },
@@ -147,22 +142,7 @@ ${range(TN).map((j) => {
   });
   return kernel({
     name: `matmul_fast_${transA ? 't' : 'n'}${transB ? 't' : 'n'}${bias ? '_bias' : ''}${TM !== FAST_TM || TN !== FAST_TN || WG !== FAST_WG ? `_${TM}x${TN}w${WG}` : ''}`,
-    uniforms: [
-      { name: 'M', type: 'u32' },
-      { name: 'N', type: 'u32' },
-      { name: 'K', type: 'u32' },
-      { name: 'batch', type: 'u32' },
-      { name: 'a_off', type: 'u32' },
-      { name: 'b_off', type: 'u32' },
-      { name: 'c_off', type: 'u32' },
-      { name: 'lda', type: 'u32' },
-      { name: 'ldb', type: 'u32' },
-      { name: 'ldc', type: 'u32' },
-      ...fieldList('bshape', MATMUL_BATCH_RANK),
-      ...fieldList('ast', MATMUL_BATCH_RANK),
-      ...fieldList('bst', MATMUL_BATCH_RANK),
-      ...fieldList('cst', MATMUL_BATCH_RANK),
-    ],
+    uniforms: MATMUL_UNIFORMS,
     buffers: [
       { name: 'A4', access: 'read', type: 'vec4<f32>' },
       { name: 'B4', access: 'read', type: 'vec4<f32>' },

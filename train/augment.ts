@@ -186,8 +186,8 @@ export async function augmentGrid(o: GridOptions): Promise<{ columns: string[]; 
         case 'randaugment': return T.randAugment(T.padCrop(o.images, { pad: 4 }).images, { magnitude: o.magnitude });
         case 'trivialaugment': return T.randAugment(o.images, { policy: 'trivialaugment' });
         case 'augmix': return augMix(o.images);
-        case 'mixup': return T.mixApply(o.images, T.mixParams(T.rand([72]), H, W, { mixupAlpha: 0.8 }));
-        case 'cutmix': return T.mixApply(o.images, T.mixParams(T.rand([72]), H, W, { cutmixAlpha: 1 }));
+        case 'mixup': return T.mixApply(o.images, T.mixParams(T.rand([MIX_UNIFORMS]), H, W, { mixupAlpha: 0.8 }));
+        case 'cutmix': return T.mixApply(o.images, T.mixParams(T.rand([MIX_UNIFORMS]), H, W, { cutmixAlpha: 1 }));
         case 'erasing': return T.clamp(T.randomErasing(o.images, { prob: 1 }).images, 0, 1);
         default: throw new Error(`augment grid: unknown kind '${o.kind as string}'`);
       }

@@ -129,6 +129,24 @@ describe('VisionTransformer (timm layout)', () => {
     expect(afterTrain.some((v) => v !== 0)).toBe(true);
     T.noGrad(() => T.scope(() => m.forward(x, { training: false }).logits));
     expect(Array.from(await rm.data())).toEqual(afterTrain);
+    // Training steps (BatchNorm updates its running statistics in place) leak nothing.
+    const opt = new T.AdamW(m.paramGroups(0.05), { lr: 1e-3 });
+    const step = () => {
+      const l = T.scope(() => {
+        const loss = T.crossEntropy(m.forward(x, { training: true }).logits, y);
+        loss.backward();
+        opt.step();
+        opt.zeroGrad();
+        return loss;
+      });
+      l.dispose();
+    };
+    step();
+    const before = T.liveBuffers();
+    for (let i = 0; i < 10; i++) step();
+    await T.sync();
+    expect(T.liveBuffers()).toBe(before);
+    opt.dispose();
     m.dispose();
   });
 

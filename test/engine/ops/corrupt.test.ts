@@ -41,6 +41,16 @@ describe('corruptions (ImageNet-C style)', () => {
     }
   }
 
+  it('a loop over every corruption and severity does not grow the live-buffer count', async () => {
+    const { t } = images([4, 3, 17, 23], 11);
+    const before = T.liveBuffers();
+    for (let i = 0; i < 3; i++) {
+      for (const kind of T.CORRUPTIONS) for (let s = 1; s <= 5; s++) T.corrupt(t, kind, s).dispose();
+    }
+    await T.sync();
+    expect(T.liveBuffers()).toBe(before);
+  });
+
   it('the same seed repeats the noise; bad input is explained', async () => {
     const { t } = images([2, 1, 28, 28], 3);
     const a = await T.corrupt(t, 'gaussian_noise', 3, { seed: 5 }).data();
