@@ -338,7 +338,7 @@ async function writeReport(cfg: TrainConfig, mc: ViTConfig, params: number, r: T
     '',
     '![curves](curves.png)',
     '',
-    `Model: ${params.toLocaleString()} parameters, patch ${mc.patch_size}, width ${mc.embed_dim}, depth ${mc.depth}, ${mc.num_heads} heads, MLP ×${mc.mlp_ratio}.`,
+    `Model: ${params.toLocaleString()} parameters, ${mc.conv_stem?.length ? `conv stem ${mc.conv_stem.join('/')} channels` : `patch ${mc.patch_size}`}, width ${mc.embed_dim}, depth ${mc.depth}, ${mc.num_heads} heads, MLP ×${mc.mlp_ratio}.`,
     '',
     '```json',
     JSON.stringify(cfg, null, 2),
