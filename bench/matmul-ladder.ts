@@ -1,6 +1,7 @@
 // The matmul ladder (after llm.c's dev/cuda): every version of the kernel, each checked against
-// a CPU reference and timed at the same shapes. The library uses v3 (any shape) and v4 (aligned
-// shapes) from kernels/matmul.ts; v1, v2 and v5 live only here, to read and to race.
+// a CPU reference and timed at the same shapes. The library uses v6 (subgroups of 8 or more),
+// else v4 (aligned shapes) or v3 (any shape) from kernels/matmul.ts; v1, v2 and v5 live only
+// here, to read and to race.
 //
 // Napkin math for lavapipe (2 cores × 8 AVX2 lanes × 2 FMA units × 2 flops × ~3.7 GHz ≈ 237
 // GFLOP/s): a workgroup runs on one CPU thread, its invocations across the 8 SIMD lanes, so
@@ -9,7 +10,7 @@
 // 16 ymm registers fit ~16 scalars per invocation before spilling.
 import * as T from '../engine/index.js';
 import { fieldList, grid1d, kernel, type KernelSource, MAIN_1D, memo, putList, stridedOffsets } from '../kernels/common.js';
-import { FAST_TM, FAST_TN, FAST_WG, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, MATMUL_UNIFORMS, matmulFastKernel, matmulKernel } from '../kernels/matmul.js';
+import { FAST_TM, FAST_TN, FAST_WG, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, MATMUL_UNIFORMS, matmulFastKernel, matmulKernel, matmulSubgroupKernel, SUBGROUP_LANES, SUBGROUP_TN } from '../kernels/matmul.js';
 import { runSuite, type SuiteRow } from './harness.js';
 
 // v1: one output per invocation, K-loop of scalar loads. 2 loads per FMA: bandwidth-bound.
@@ -65,10 +66,11 @@ ${MAIN_1D} {
 // v5: lane-interleaved (measured no faster than v4 on lavapipe; kept to read and to race).
 // A workgroup of 8 invocations (one SIMD row on lavapipe) owns TM rows of C and 8·TN columns;
 // lane l computes columns n0 + l + 8j. Row indices come from the workgroup id only, so A's
-// loads are uniform (one scalar load, broadcast), and for row-major B the 8 lanes of column
-// group j read 8 consecutive floats: a plain vector load instead of a gather. The shape follows
-// from how lavapipe runs WGSL (invocations of a workgroup across SIMD lanes), not from a GPU's
-// warps, and it is still correct anywhere.
+// addresses are the same in every lane, and for row-major B the 8 lanes of column group j read
+// 8 consecutive floats. The hope was a scalar load plus broadcast for A and a vector load for
+// B; Mesa 25.0's lavapipe does neither (every storage load is a per-lane loop, ~25–35 cycles
+// per component for 8 lanes), which is what v6 answers: each A value is loaded by one lane
+// and broadcast to the others through subgroup operations.
 const LANES = 8;
 
 export const matmulLanesKernel = memo(function matmulLanesKernel(transA: boolean, transB: boolean, bias: boolean, TM: number = 4, TN: number = 4): KernelSource {
@@ -137,6 +139,9 @@ export async function ladderSuite(): Promise<SuiteRow[][]> {
     { name: 'v3 register 4x4 (library, any shape)', source: () => matmulKernel(false, false, false), grid: (M, N) => grid1d(Math.ceil(M / MATMUL_TM) * Math.ceil(N / MATMUL_TN), 64), strided: true },
     { name: 'v4 vec4 4x8, groups of 8 (library)', source: () => matmulFastKernel(false, false, false), grid: (M, N) => grid1d(Math.ceil(M / FAST_TM) * Math.ceil(N / FAST_TN), FAST_WG), strided: true },
     { name: 'v5 lane-interleaved 4x4', source: () => matmulLanesKernel(false, false, false, 4, 4), grid: (M, N) => grid1d(Math.ceil(M / 4) * Math.ceil(N / 32) * LANES, LANES), strided: true },
+    ...(T.subgroupMatmulAvailable()
+      ? [16, 24].map((TM) => ({ name: `v6 subgroup broadcast ${TM}x32${TM === 16 ? ' (library)' : ''}`, source: () => matmulSubgroupKernel(false, false, false, true, true, TM), grid: (M: number, N: number) => grid1d(Math.ceil(M / TM) * Math.ceil(N / SUBGROUP_TN) * SUBGROUP_LANES, SUBGROUP_LANES), strided: true }))
+      : []),
   ];
   const all: SuiteRow[][] = [];
   for (const [M, N, K] of LADDER_SHAPES) {

@@ -1,7 +1,7 @@
 // Matmul: tessera vs TensorFlow.js WebGPU and jax-js (webgpu, wasm) on the same adapter, and a
 // plain-TypeScript CPU matmul as the floor. Each case multiplies and reads the whole product back.
 import * as T from '../engine/index.js';
-import { useGeneralMatmul } from '../engine/ops/matmul.js';
+import { useMatmulKernel } from '../engine/ops/matmul.js';
 import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
 import { loadJax, loadTf } from './peers/env.js';
 
@@ -66,9 +66,9 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
         name: 'tessera general kernel',
         work: flops,
         run: async () => {
-          useGeneralMatmul(true);
+          useMatmulKernel('general');
           const c = T.matmul(a, b);
-          useGeneralMatmul(false);
+          useMatmulKernel('auto');
           await c.data();
           c.dispose();
         },

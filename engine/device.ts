@@ -10,6 +10,8 @@ export interface DeviceInfo {
   adapterName: string;
   features: ReadonlySet<string>;
   limits: GPUSupportedLimits;
+  /** Smallest subgroup the adapter may run (0 when it has no subgroups or does not say). */
+  subgroupMinSize: number;
 }
 
 // Dawn in Node crashes (SIGSEGV in its callback flush) when the `webgpu` instance is collected
@@ -74,7 +76,9 @@ async function acquire(): Promise<DeviceInfo> {
   const adapterName = [info?.vendor, info?.device || info?.description, info?.architecture ? `(${info.architecture})` : '']
     .filter(Boolean)
     .join(' ');
-  current = { device, adapterName: adapterName || 'unknown adapter', features: new Set(device.features), limits: device.limits };
+  const features = new Set<string>(device.features);
+  const subgroupMinSize = features.has('subgroups') ? Number((info as unknown as { subgroupMinSize?: number }).subgroupMinSize ?? 0) : 0;
+  current = { device, adapterName: adapterName || 'unknown adapter', features, limits: device.limits, subgroupMinSize };
   return current;
 }
 

@@ -2,8 +2,9 @@
 // (nn.Linear's [out, in] weight is used with transB), and `linear` with the bias fused into the
 // matmul. Backward is two more matmuls, summed over broadcast batch dimensions. `launchMatmul`
 // is the strided primitive other ops (attention) build on.
-import { grid1d, putList } from '../../kernels/common.js';
-import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel } from '../../kernels/matmul.js';
+import { grid1d, type KernelSource, putList } from '../../kernels/common.js';
+import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel, matmulSubgroupKernel, matmulSubgroupVec, SUBGROUP_LANES, SUBGROUP_TN } from '../../kernels/matmul.js';
+import { currentDevice } from '../device.js';
 import { record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { broadcastShapes, broadcastStrides } from '../reference/nd.js';
@@ -34,10 +35,27 @@ export interface MatmulLaunch {
   label: string;
 }
 
-let forceGeneralMatmul = false;
-/** Benchmarks and tests: route every matmul through the general scalar kernel. */
-export function useGeneralMatmul(on: boolean): void {
-  forceGeneralMatmul = on;
+/** The matmul kernels: `general` (scalar 4×4 per invocation, any layout), `vec4` (4×8 per
+ * invocation, vec4 loads; aligned operands only), `subgroup` (TM×32 per subgroup of 8 with
+ * broadcast A; any layout, needs subgroups of at least 8). */
+export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup';
+
+let forcedMatmul: MatmulKernelKind | 'auto' = 'auto';
+/** Benchmarks and tests: route every matmul through one kernel ('auto' restores the choice).
+ * A forced kernel that cannot run an operand layout falls back to `general`. */
+export function useMatmulKernel(kind: MatmulKernelKind | 'auto'): void {
+  forcedMatmul = kind;
+}
+
+/** Whether this device can run the subgroup kernel. */
+export function subgroupMatmulAvailable(): boolean {
+  return currentDevice().subgroupMinSize >= SUBGROUP_LANES;
+}
+
+/** Rows per subgroup tile: 16 measured as fast as 24 at the ViT shapes and wastes less on short
+ * matrices (attention's per-head products); 8 for matrices of a few rows. */
+function subgroupRows(M: number): number {
+  return M <= 8 ? 8 : 16;
 }
 
 /** Records one strided matmul dispatch (no autograd). */
@@ -55,13 +73,26 @@ export function launchMatmul(l: MatmulLaunch): void {
   putList(uniforms, 'ast', pad(l.a.batchStrides, 0));
   putList(uniforms, 'bst', pad(l.b.batchStrides, 0));
   putList(uniforms, 'cst', pad(l.c.batchStrides, 0));
-  const fast = !forceGeneralMatmul && matmulFastOk({ M: l.M, N: l.N, K: l.K, transA: l.transA, transB: l.transB, aOff: l.a.offset, bOff: l.b.offset, lda: l.a.ld, ldb: l.b.ld, aStrides: l.a.batchStrides, bStrides: l.b.batchStrides });
-  const source = (fast ? matmulFastKernel : matmulKernel)(l.transA, l.transB, !!l.bias);
-  const tiles = batch * Math.ceil(l.M / (fast ? FAST_TM : MATMUL_TM)) * Math.ceil(l.N / (fast ? FAST_TN : MATMUL_TN));
+  const shapeInfo = { M: l.M, N: l.N, K: l.K, transA: l.transA, transB: l.transB, aOff: l.a.offset, bOff: l.b.offset, lda: l.a.ld, ldb: l.b.ld, aStrides: l.a.batchStrides, bStrides: l.b.batchStrides };
+  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupMatmulAvailable() ? 'subgroup' : 'vec4') : forcedMatmul;
+  if (kind === 'subgroup' && !subgroupMatmulAvailable()) kind = 'general';
+  if (kind === 'vec4' && !matmulFastOk(shapeInfo)) kind = 'general';
+  let source: KernelSource;
+  let workgroups: number;
+  if (kind === 'subgroup') {
+    const { aVec, bVec } = matmulSubgroupVec(shapeInfo);
+    const TM = subgroupRows(l.M);
+    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM);
+    workgroups = batch * Math.ceil(l.M / TM) * Math.ceil(l.N / SUBGROUP_TN);
+  } else {
+    const fast = kind === 'vec4';
+    source = (fast ? matmulFastKernel : matmulKernel)(l.transA, l.transB, !!l.bias);
+    workgroups = Math.ceil((batch * Math.ceil(l.M / (fast ? FAST_TM : MATMUL_TM)) * Math.ceil(l.N / (fast ? FAST_TN : MATMUL_TN))) / source.workgroupSize);
+  }
   const buffers = [l.a.t.buffer, l.b.t.buffer, ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer];
   rt().run({
     source, uniforms, buffers,
-    grid: grid1d(tiles, source.workgroupSize),
+    grid: grid1d(workgroups * source.workgroupSize, source.workgroupSize),
     flops: 2 * batch * l.M * l.N * l.K,
     bytes: 4 * (batch * (l.M * l.K + l.K * l.N + l.M * l.N)),
     label: `${l.label} ${batch > 1 ? `${batch}x` : ''}${l.M}x${l.N}x${l.K} ${l.transA ? 't' : 'n'}${l.transB ? 't' : 'n'}`,

@@ -38,35 +38,58 @@ const FAST: [number[], number[], boolean, boolean][] = [
   [[2176, 64], [192, 64], false, true],
 ];
 
+// The subgroup kernel's edges: K % 4 tails with vec4 loads, rows past a 16-row tile, columns
+// past a 32-column tile, a lane whose 4 columns straddle N, 8-row tiles, unaligned leading
+// dimensions (scalar loads) and batch strides.
+const SUBGROUP: [number[], number[], boolean, boolean][] = [
+  [[17, 36], [36, 33], false, false],
+  [[37, 23], [23, 70], false, false],
+  [[23, 37], [23, 70], true, false],
+  [[37, 23], [70, 23], false, true],
+  [[23, 37], [70, 23], true, true],
+  [[5, 8], [8, 4], false, false],
+  [[3, 19, 12], [12, 40], false, false],
+  [[2, 5, 24, 20], [2, 1, 9, 20], false, true],
+  [[2176, 64], [192, 64], false, true],
+];
+
+const KERNEL_NAME = { general: 'matmul_', vec4: 'matmul_fast_', subgroup: 'matmul_sg_' } as const;
+
 describe('matmul', () => {
-  for (const [sa, sb, ta, tb] of FAST) {
-    it(`vec4 kernel: ${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}`, async () => {
-      await checkOp({
-        name: 'matmul fast',
-        inputs: [{ shape: sa }, { shape: sb }],
-        fwd: TOL,
-        bwd: { atol: 2e-3, rtol: 1e-4 }, // the 2176-row case sums 2,176 products per weight gradient
-        fdSamples: 6,
-        gpu: (a, b) => T.matmul(a!, b!, { transA: ta, transB: tb }),
-        ref: (a, b) => R.matmul(a!, b!, ta, tb),
-        vjp: ([a, b], g) => R.matmulVjp(a!, b!, g, ta, tb),
+  for (const kind of ['general', 'vec4', 'subgroup'] as const) {
+    const shapes = kind === 'vec4' ? FAST : kind === 'subgroup' ? [...SHAPES, ...SUBGROUP] : SHAPES;
+    for (const [sa, sb, ta, tb] of shapes) {
+      it(`${kind} kernel: ${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}`, async () => {
+        if (kind === 'subgroup' && !T.subgroupMatmulAvailable()) return;
+        T.useMatmulKernel(kind);
+        try {
+          await checkOp({
+            name: `matmul ${kind}`,
+            inputs: [{ shape: sa }, { shape: sb }],
+            fwd: TOL,
+            bwd: { atol: 2e-3, rtol: 1e-4 }, // the 2176-row case sums 2,176 products per weight gradient
+            fdSamples: 6,
+            gpu: (a, b) => T.matmul(a!, b!, { transA: ta, transB: tb }),
+            ref: (a, b) => R.matmul(a!, b!, ta, tb),
+            vjp: ([a, b], g) => R.matmulVjp(a!, b!, g, ta, tb),
+          });
+        } finally {
+          T.useMatmulKernel('auto');
+        }
+        const prefix = `${KERNEL_NAME[kind]}${ta ? 't' : 'n'}${tb ? 't' : 'n'}`;
+        expect(T.compiledKernels().some((k) => k.name.startsWith(prefix))).toBe(true);
       });
-      expect(T.compiledKernels().some((k) => k.name === `matmul_fast_${ta ? 't' : 'n'}${tb ? 't' : 'n'}`)).toBe(true);
-    });
+    }
   }
 
-  for (const [sa, sb, ta, tb] of SHAPES) {
-    it(`${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}`, () =>
-      checkOp({
-        name: 'matmul',
-        inputs: [{ shape: sa }, { shape: sb }],
-        fwd: TOL,
-        bwd: TOL,
-        gpu: (a, b) => T.matmul(a!, b!, { transA: ta, transB: tb }),
-        ref: (a, b) => R.matmul(a!, b!, ta, tb),
-        vjp: ([a, b], g) => R.matmulVjp(a!, b!, g, ta, tb),
-      }));
-  }
+  it('the subgroup kernel is what auto picks when the adapter has subgroups of 8 or more', () => {
+    if (!T.subgroupMatmulAvailable()) return;
+    const before = new Set(T.compiledKernels().map((k) => k.name));
+    const c = T.matmul(T.ones([9, 10]), T.ones([10, 11]));
+    const added = T.compiledKernels().map((k) => k.name).filter((n) => !before.has(n) && n.startsWith('matmul'));
+    c.dispose();
+    expect(added.every((n) => n.startsWith('matmul_sg_'))).toBe(true);
+  });
 
   it('linear uses the [out, in] weight layout and adds the bias', () =>
     checkOp({
