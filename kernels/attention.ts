@@ -6,7 +6,10 @@
 //   per key j:    dV_j = Σ_i P̃_ij dO_i ;  dK_j = scale · Σ_i P_ij (dP_ij − D_i) q_i
 // with dP_ij = M_ij (dO_i · v_j), P̃ = P ⊙ M and M the inverted-dropout mask (1 without dropout).
 // On lavapipe a workgroup is one CPU thread, so K/V tiles in workgroup memory and barriers would
-// cost more than they save; streaming from storage keeps every invocation independent.
+// cost more than they save; streaming from storage keeps every invocation independent. Three
+// families: scalar arrays (any head dim), vec4 registers (hd % 4 == 0), and subgroup kernels
+// (hd % 8 == 0) where 8 rows share every K/V load through broadcasts — the default wherever the
+// adapter has subgroups of 8 or more.
 import { kernel, type KernelSource, MAIN_1D, memo } from './common.js';
 import { WGSL_PHILOX } from './random.js';
 
@@ -320,6 +323,191 @@ ${MAIN_1D} {
     ${range(V).map((c) => `dv${c} += pd * do4[oo + ${c}u];\n    dk${c} += ds * qkv4[qo + ${c}u];`).join('\n    ')}
   }
   ${range(V).map((c) => `dqkv4[ko + ${c}u] = dk${c} * P.scale;\n  dqkv4[vo + ${c}u] = dv${c};`).join('\n  ')}
+}`,
+  });
+});
+
+// ---- subgroup variants (head dim a multiple of 8, subgroups of 8 or more) ------------------------
+// A workgroup is one subgroup of 8 lanes working on 8 rows of one (batch, head). Every row a lane
+// needs from the other side of the product (K and V rows for a query, Q and dO rows for a key) is
+// loaded cooperatively, hd/8 values per lane, and each value is handed to all lanes with
+// subgroupBroadcast: per (row, key) pair a lane loads 2·hd/8 values instead of 2·hd. On lavapipe
+// a storage load costs ~25–35 CPU cycles per component for 8 lanes and a broadcast ~2 (see
+// kernels/matmul.ts), so this is the kernel shape that is not load-bound there; on GPUs it reads
+// each K/V row once per 8 query rows, like a tile in shared memory without the barriers.
+// Lanes past the last row compute on a clamped row and skip their stores: every lane must take
+// part in every broadcast.
+
+function subgroupPrologue(): string {
+  return `let w = wid.y * nwg.x + wid.x;
+  let groups = (P.N + 7u) / 8u;
+  if (w >= P.B * P.nh * groups) { return; }
+  let bh = w / groups;
+  let r0 = (w % groups) * 8u;
+  let h = bh % P.nh;
+  let b = bh / P.nh;
+  let mine = r0 + lane;
+  let row = min(mine, P.N - 1u);
+  let live = mine < P.N;`;
+}
+
+const SG_MAIN = `@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32)`;
+
+/** Loads this lane's share (E = hd/8 values) of a row starting at `base` into `${name}0..`. */
+function shareLoad(name: string, buf: string, base: string, E: number): string {
+  return range(E).map((e) => `let ${name}${e} = ${buf}[${base} + lane * ${E}u + ${e}u];`).join(' ');
+}
+
+/** Element d of the row whose shares are `${name}0..` in every lane. */
+function shared(name: string, d: number, E: number): string {
+  return `subgroupBroadcast(${name}${d % E}, ${Math.floor(d / E)}u)`;
+}
+
+/** Σ_d x_d·y_d over unrolled terms with 4 partial sums (FMA latency, not throughput, would bind a single chain). */
+function dotSum(terms: string[]): string {
+  const parts = range(Math.min(4, terms.length)).map((p) => terms.filter((_, d) => d % 4 === p).reduce((acc, t) => (acc ? `fma(${t.split(' * ')[0]}, ${t.split(' * ')[1]}, ${acc})` : t), ''));
+  return parts.map((p) => `(${p})`).join(' + ');
+}
+
+export const flashForwardSubgroupKernel = memo(function flashForwardSubgroupKernel(hd: number, dropout: boolean): KernelSource {
+  const E = hd / 8;
+  return kernel({
+    name: `flash_attn_fwd_sg_d${hd}${dropout ? '_dropout' : ''}`,
+    header: 'enable subgroups;',
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv', access: 'read', type: 'f32' },
+      { name: 'out', access: 'read_write', type: 'f32' },
+      { name: 'lse', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: 8,
+    body: `${helpers(hd, dropout)}
+${SG_MAIN} {
+  ${subgroupPrologue()}
+  let qo = qkv_at(b, row, 0u, h);
+  ${range(hd).map((d) => `let q${d} = qkv[qo + ${d}u] * P.scale;`).join(' ')}
+  ${range(hd).map((d) => `var a${d} = 0.0;`).join(' ')}
+  var m = -3.0e38;
+  var l = 0.0;
+  for (var j = 0u; j < P.N; j++) {
+    let ko = qkv_at(b, j, 1u, h);
+    ${shareLoad('kp', 'qkv', 'ko', E)}
+    ${shareLoad('vp', 'qkv', 'ko + P.nh * HD', E)}
+    let s = ${dotSum(range(hd).map((d) => `q${d} * ${shared('kp', d, E)}`))};
+    let m_new = max(m, s);
+    let corr = exp(m - m_new);
+    let pj = exp(s - m_new);
+    l = l * corr + pj;
+    let wj = pj * keep_(bh, row, j);
+    ${range(hd).map((d) => `a${d} = fma(wj, ${shared('vp', d, E)}, a${d} * corr);`).join('\n    ')}
+    m = m_new;
+  }
+  if (live) {
+    let oo = out_at(b, row, h);
+    let inv = 1.0 / l;
+    ${range(hd).map((d) => `out[oo + ${d}u] = a${d} * inv;`).join(' ')}
+    lse[bh * P.N + row] = m + log(l);
+  }
+}`,
+  });
+});
+
+export const flashBackwardQSubgroupKernel = memo(function flashBackwardQSubgroupKernel(hd: number, dropout: boolean): KernelSource {
+  const E = hd / 8;
+  return kernel({
+    name: `flash_attn_bwd_q_sg_d${hd}${dropout ? '_dropout' : ''}`,
+    header: 'enable subgroups;',
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv', access: 'read', type: 'f32' },
+      { name: 'out', access: 'read', type: 'f32' },
+      { name: 'dout', access: 'read', type: 'f32' },
+      { name: 'lse', access: 'read', type: 'f32' },
+      { name: 'delta', access: 'read_write', type: 'f32' },
+      { name: 'dqkv', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: 8,
+    body: `${helpers(hd, dropout)}
+${SG_MAIN} {
+  ${subgroupPrologue()}
+  let t = bh * P.N + row;
+  let qo = qkv_at(b, row, 0u, h);
+  let oo = out_at(b, row, h);
+  ${range(hd).map((d) => `let q${d} = qkv[qo + ${d}u] * P.scale;`).join(' ')}
+  ${range(hd).map((d) => `let g${d} = dout[oo + ${d}u];`).join(' ')}
+  let D = ${dotSum(range(hd).map((d) => `g${d} * out[oo + ${d}u]`))};
+  let L = lse[t];
+  ${range(hd).map((d) => `var dq${d} = 0.0;`).join(' ')}
+  for (var j = 0u; j < P.N; j++) {
+    let ko = qkv_at(b, j, 1u, h);
+    ${shareLoad('kp', 'qkv', 'ko', E)}
+    ${shareLoad('vp', 'qkv', 'ko + P.nh * HD', E)}
+    ${range(hd).map((d) => `let k${d} = ${shared('kp', d, E)};`).join(' ')}
+    let s = ${dotSum(range(hd).map((d) => `q${d} * k${d}`))};
+    let dp = ${dotSum(range(hd).map((d) => `g${d} * ${shared('vp', d, E)}`))};
+    let ds = exp(s - L) * (dp * keep_(bh, row, j) - D);
+    ${range(hd).map((d) => `dq${d} = fma(ds, k${d}, dq${d});`).join(' ')}
+  }
+  if (live) {
+    delta[t] = D;
+    ${range(hd).map((d) => `dqkv[qo + ${d}u] = dq${d} * P.scale;`).join(' ')}
+  }
+}`,
+  });
+});
+
+export const flashBackwardKVSubgroupKernel = memo(function flashBackwardKVSubgroupKernel(hd: number, dropout: boolean): KernelSource {
+  const E = hd / 8;
+  return kernel({
+    name: `flash_attn_bwd_kv_sg_d${hd}${dropout ? '_dropout' : ''}`,
+    header: 'enable subgroups;',
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv', access: 'read', type: 'f32' },
+      { name: 'dout', access: 'read', type: 'f32' },
+      { name: 'lse', access: 'read', type: 'f32' },
+      { name: 'delta', access: 'read', type: 'f32' },
+      { name: 'dqkv', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: 8,
+    body: `${helpers(hd, dropout)}
+${SG_MAIN} {
+  ${subgroupPrologue()}
+  let ko = qkv_at(b, row, 1u, h);
+  let vo = ko + P.nh * HD;
+  ${range(hd).map((d) => `let k${d} = qkv[ko + ${d}u];`).join(' ')}
+  ${range(hd).map((d) => `let v${d} = qkv[vo + ${d}u];`).join(' ')}
+  ${range(hd).map((d) => `var dk${d} = 0.0; var dv${d} = 0.0;`).join(' ')}
+  // lse and delta of 8 queries at a time, one per lane, shuffled out per query.
+  var lse8 = 0.0;
+  var delta8 = 0.0;
+  for (var i = 0u; i < P.N; i++) {
+    let ii = i % 8u;
+    if (ii == 0u) {
+      let r8 = bh * P.N + min(i + lane, P.N - 1u);
+      lse8 = lse[r8];
+      delta8 = delta[r8];
+    }
+    let L = subgroupShuffle(lse8, ii);
+    let Di = subgroupShuffle(delta8, ii);
+    let qo = qkv_at(b, i, 0u, h);
+    let oo = out_at(b, i, h);
+    ${shareLoad('qp', 'qkv', 'qo', E)}
+    ${shareLoad('gp', 'dout', 'oo', E)}
+    ${range(hd).map((d) => `let qi${d} = ${shared('qp', d, E)};`).join(' ')}
+    ${range(hd).map((d) => `let gi${d} = ${shared('gp', d, E)};`).join(' ')}
+    let s = ${dotSum(range(hd).map((d) => `qi${d} * k${d}`))};
+    let dp = ${dotSum(range(hd).map((d) => `gi${d} * v${d}`))};
+    let pij = exp(s * P.scale - L);
+    let keep = keep_(bh, i, row);
+    let ds = pij * (dp * keep - Di);
+    let pd = pij * keep;
+    ${range(hd).map((d) => `dv${d} = fma(pd, gi${d}, dv${d}); dk${d} = fma(ds, qi${d}, dk${d});`).join('\n    ')}
+  }
+  if (live) {
+    ${range(hd).map((d) => `dqkv[ko + ${d}u] = dk${d} * P.scale; dqkv[vo + ${d}u] = dv${d};`).join('\n    ')}
+  }
 }`,
   });
 });

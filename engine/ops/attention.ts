@@ -6,15 +6,15 @@
 //   N×N probabilities materialised; strided matmuls read the heads straight out of qkv and write
 //   the output heads in place, so no permute or slice copies run.
 // Either backward writes dQ, dK, dV into one dqkv buffer.
-import { grid1d } from '../../kernels/common.js';
-import { flashBackwardKVKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
+import { grid1d, type KernelSource } from '../../kernels/common.js';
+import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
 import { record } from '../autograd.js';
 import { currentDevice } from '../device.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
-import { launchMatmul, type Operand } from './matmul.js';
+import { launchMatmul, type Operand, subgroupMatmulAvailable } from './matmul.js';
 import { nextKey, type RandomKey } from './random.js';
 
 export interface AttentionOptions {
@@ -29,13 +29,16 @@ export interface AttentionOptions {
   impl?: 'auto' | 'flash' | 'unfused';
 }
 
-// Measured on lavapipe (tessera profile attention, bench/results/attention-*): each flash
-// invocation holds its rows of q, dO, dQ, dK, dV in registers, one value per SIMD lane, so past
-// head dim 16 they spill and the unfused path (vec4 matmuls) is 2–3× faster forward+backward;
-// at head dim 16 flash is as fast or faster. GPUs have the registers: there flash is the choice.
+// Measured on lavapipe (tessera profile attention): the one-row-per-invocation flash kernels
+// (vec4, scalar) load every K/V row once per query row, and past head dim 16 they are 2–5×
+// slower forward+backward than the unfused path. The subgroup kernels share each K/V row among
+// 8 query rows: forward 1.8–2.2× faster than unfused at N 65–197, hd 32–64, forward+backward
+// within ±25% of it (batch 8, 4 heads), and at hd 16 faster than either. So flash everywhere,
+// except on a CPU adapter without subgroups past head dim 16. GPUs: flash.
 const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader/i;
 
 function chooseImpl(hd: number): 'flash' | 'unfused' {
+  if (hd % 8 === 0 && subgroupMatmulAvailable()) return 'flash';
   return CPU_ADAPTER.test(currentDevice().adapterName) && hd > 16 ? 'unfused' : 'flash';
 }
 
@@ -59,6 +62,31 @@ export function attention(qkv: Tensor, numHeads: number, opts: AttentionOptions 
   return impl === 'flash' && !opts.capture ? flashAttention(qkv, numHeads, opts) : unfusedAttention(qkv, numHeads, opts);
 }
 
+/** Flash kernel families: `subgroup` (8 rows per subgroup sharing K/V loads by broadcast; head
+ * dims that are multiples of 8, subgroups of 8 or more), `vec4` (one row per invocation in vec4
+ * registers; head dims that are multiples of 4), `scalar` (any head dim). */
+export type FlashKernelFamily = 'subgroup' | 'vec4' | 'scalar';
+type FlashFactory = (hd: number, dropout: boolean) => KernelSource;
+const FLASH_KERNELS: Record<FlashKernelFamily, [FlashFactory, FlashFactory, FlashFactory]> = {
+  subgroup: [flashForwardSubgroupKernel, flashBackwardQSubgroupKernel, flashBackwardKVSubgroupKernel],
+  vec4: [flashForwardVec4Kernel, flashBackwardQVec4Kernel, flashBackwardKVVec4Kernel],
+  scalar: [flashForwardKernel, flashBackwardQKernel, flashBackwardKVKernel],
+};
+
+let forcedFlash: FlashKernelFamily | 'auto' = 'auto';
+/** Tests and benchmarks: run flash attention with one kernel family ('auto' restores the
+ * choice); a family that cannot take the head dim falls back to the next one that can. */
+export function useFlashKernels(family: FlashKernelFamily | 'auto'): void {
+  forcedFlash = family;
+}
+
+function flashFamily(hd: number): FlashKernelFamily {
+  const subgroupOk = hd % 8 === 0 && subgroupMatmulAvailable();
+  if ((forcedFlash === 'auto' || forcedFlash === 'subgroup') && subgroupOk) return 'subgroup';
+  if (forcedFlash !== 'scalar' && hd % 4 === 0) return 'vec4';
+  return 'scalar';
+}
+
 function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor {
   const [B, N, threeD] = qkv.shape as [number, number, number];
   const hd = threeD / 3 / nh;
@@ -71,17 +99,19 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
   const flops = 4 * B * nh * N * N * hd;
   const out = Tensor.empty([B, N, threeD / 3], 'float32', 'attention');
   const lse = Tensor.empty([B, nh, N], 'float32', 'attention lse');
-  // Head dims that are multiples of 4 (all ViT presets) take the vec4-register kernels.
-  const vec = hd % 4 === 0;
-  const fwd = (vec ? flashForwardVec4Kernel : flashForwardKernel)(hd, p > 0);
-  rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid1d(rows, fwd.workgroupSize), flops, label: `flash_attn_fwd ${tag}` });
+  const family = flashFamily(hd);
+  const [fwdKernel, qKernel, kvKernel] = FLASH_KERNELS[family];
+  const fwd = fwdKernel(hd, p > 0);
+  // The subgroup kernels run 8 rows per workgroup (one subgroup); the others one row per invocation.
+  const grid = (k: KernelSource) => (family === 'subgroup' ? grid1d(B * nh * Math.ceil(N / 8) * 8, 8) : grid1d(rows, k.workgroupSize));
+  rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid(fwd), flops, label: `flash_attn_fwd ${tag}` });
   return record('attention', out, [qkv], (g) => {
     const dqkv = Tensor.empty(qkv.shape, 'float32', 'attention dqkv');
     const delta = Tensor.empty([B, nh, N], 'float32', 'attention delta');
-    const kq = (vec ? flashBackwardQVec4Kernel : flashBackwardQKernel)(hd, p > 0);
-    rt().run({ source: kq, uniforms, buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid1d(rows, kq.workgroupSize), flops: 1.5 * flops, label: `flash_attn_bwd_q ${tag}` });
-    const kkv = (vec ? flashBackwardKVVec4Kernel : flashBackwardKVKernel)(hd, p > 0);
-    rt().run({ source: kkv, uniforms, buffers: [qkv.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid1d(rows, kkv.workgroupSize), flops: 2 * flops, label: `flash_attn_bwd_kv ${tag}` });
+    const kq = qKernel(hd, p > 0);
+    rt().run({ source: kq, uniforms, buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid(kq), flops: 1.5 * flops, label: `flash_attn_bwd_q ${tag}` });
+    const kkv = kvKernel(hd, p > 0);
+    rt().run({ source: kkv, uniforms, buffers: [qkv.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid(kkv), flops: 2 * flops, label: `flash_attn_bwd_kv ${tag}` });
     return [dqkv];
   });
 }

@@ -11,7 +11,9 @@ beforeAll(async () => {
 const TOL = { atol: 5e-4, rtol: 1e-4 };
 
 describe('attention from packed qkv: flash and unfused paths against the reference', () => {
-  for (const impl of ['flash', 'unfused'] as const) {
+  for (const variant of ['flash subgroup', 'flash vec4', 'flash scalar', 'unfused'] as const) {
+    const impl = variant === 'unfused' ? 'unfused' : 'flash';
+    const family = variant === 'unfused' ? 'auto' : (variant.split(' ')[1] as T.FlashKernelFamily);
     for (const [B, N, nh, hd] of [
       [1, 1, 1, 4],
       [2, 17, 4, 16],
@@ -20,9 +22,11 @@ describe('attention from packed qkv: flash and unfused paths against the referen
       [2, 50, 2, 32],
       [1, 197, 1, 64],
     ] as [number, number, number, number][]) {
-      it(`${impl}: B ${B} N ${N} heads ${nh} hd ${hd}`, () =>
-        checkOp({
-          name: `attention ${impl}`,
+      it(`${variant}: B ${B} N ${N} heads ${nh} hd ${hd}`, async () => {
+        T.useFlashKernels(family);
+        try {
+          await checkOp({
+          name: `attention ${variant}`,
           inputs: [{ shape: [B, N, 3 * nh * hd] }],
           fwd: TOL,
           bwd: TOL,
@@ -30,7 +34,16 @@ describe('attention from packed qkv: flash and unfused paths against the referen
           gpu: (qkv) => T.attention(qkv!, nh, { impl }),
           ref: (qkv) => R.attention(qkv!, nh),
           vjp: ([qkv], g) => [R.attentionVjp(qkv!, nh, g)],
-        }));
+        });
+        } finally {
+          T.useFlashKernels('auto');
+        }
+        // The family ran where it can take the head dim (subgroup: multiples of 8 with subgroups of 8+).
+        const ran = (name: string) => T.compiledKernels().some((k) => k.name.startsWith(name));
+        if (family === 'subgroup' && hd % 8 === 0 && T.subgroupMatmulAvailable()) expect(ran(`flash_attn_fwd_sg_d${hd}`)).toBe(true);
+        if (family === 'vec4' && hd % 4 === 0) expect(ran(`flash_attn_fwd_v4_d${hd}`)).toBe(true);
+        if (family === 'scalar') expect(ran(`flash_attn_fwd_d${hd}`)).toBe(true);
+      });
     }
   }
 
