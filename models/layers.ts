@@ -169,8 +169,8 @@ export class ConvStem {
       const [O, C] = s.conv.shape as [number, number];
       const rows = T.linear(T.im2col(h, 3, 3, { stride: 2, padding: 1, channelsLast }), T.reshape(s.conv, [O, C * 9])); // [B·h·w, O]
       size = Math.floor((size - 1) / 2) + 1;
-      const bn = T.batchNormChannelsLast(rows, s.bn.weight, s.bn.bias, s.bn.runningMean, s.bn.runningVar, { training: ctx.training });
-      h = T.reshape(T.relu(bn), [B, size, size, O]);
+      const bn = T.batchNormChannelsLast(rows, s.bn.weight, s.bn.bias, s.bn.runningMean, s.bn.runningVar, { training: ctx.training, relu: true });
+      h = T.reshape(bn, [B, size, size, O]);
       channelsLast = true;
     }
     const [D, C] = this.proj.weight.shape as [number, number];

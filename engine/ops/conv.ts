@@ -72,15 +72,15 @@ export function im2col(x: Tensor, kh: number, kw: number, opts: Im2colOptions = 
   const Ho = Math.floor((H + 2 * pad - kh) / stride) + 1;
   const Wo = Math.floor((W + 2 * pad - kw) / stride) + 1;
   if (Ho < 1 || Wo < 1) throw new Error(`${what}: the padded image is smaller than the kernel`);
-  const dims = { B, C, H, W, kh, kw, stride, pad, Ho, Wo, channelsLast: channelsLast ? 1 : 0 };
+  const dims = { B, C, H, W, Ho, Wo, channelsLast: channelsLast ? 1 : 0 };
   const cols = Tensor.empty([B * Ho * Wo, C * kh * kw], 'float32', 'im2col');
-  const k = im2colKernel();
+  const k = im2colKernel(kh, kw, stride, pad);
   const label = `${B}x${C}x${H}x${W}${channelsLast ? ' nhwc' : ''} k${kh}x${kw} s${stride} p${pad}`;
-  if (cols.size > 0) rt().run({ source: k, uniforms: { n: cols.size, ...dims }, buffers: [x.buffer, cols.buffer], grid: grid1d(cols.size, k.workgroupSize), bytes: 8 * cols.size, label: `im2col ${label}` });
+  if (cols.size > 0) rt().run({ source: k, uniforms: { n: B * Ho * Wo, ...dims }, buffers: [x.buffer, cols.buffer], grid: grid1d(B * Ho * Wo, k.workgroupSize), bytes: 8 * cols.size, label: `im2col ${label}` });
   return record('im2col', cols, [x], (g) => {
     const dx = Tensor.empty(x.shape, 'float32', 'col2im');
-    const kb = col2imKernel();
-    if (dx.size > 0) rt().run({ source: kb, uniforms: { n: dx.size, ...dims }, buffers: [g.buffer, dx.buffer], grid: grid1d(dx.size, kb.workgroupSize), bytes: 4 * (g.size + dx.size), label: `col2im ${label}` });
+    const kb = col2imKernel(kh, kw, stride, pad);
+    if (dx.size > 0) rt().run({ source: kb, uniforms: { n: B * H * W, ...dims }, buffers: [g.buffer, dx.buffer], grid: grid1d(B * H * W, kb.workgroupSize), bytes: 4 * (g.size + dx.size), label: `col2im ${label}` });
     return [dx];
   });
 }

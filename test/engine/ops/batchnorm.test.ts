@@ -59,6 +59,76 @@ describe('batchNorm2d', () => {
     expectClose(await rv2.data(), await rv1.data(), { atol: 1e-6, rtol: 1e-5 }, 'running var');
   });
 
+  // The fused channels-last kernels: several 256-row statistics chunks and 64-row blocks with a
+  // ragged end (n = 600), an odd channel count, the folded ReLU, and eval mode. [n, C] rows are
+  // the NCHW reference's [n, C, 1, 1].
+  for (const relu of [false, true]) {
+    it(`channels-last fused kernels, training${relu ? ' + ReLU' : ''}: forward and gradients against the reference`, () => {
+      const [n, C] = [600, 5];
+      const asNchw = (t: { data: Float64Array; shape: number[] }) => ({ data: t.data, shape: [n, C, 1, 1] });
+      return checkOp({
+        name: `batchNormChannelsLast${relu ? ' relu' : ''}`,
+        inputs: [{ shape: [n, C] }, { shape: [C] }, { shape: [C] }],
+        gpu: (x, w, b) => T.batchNormChannelsLast(x!, w!, b!, T.zeros([C]), T.ones([C]), { training: true, relu }),
+        ref: (x, w, b) => {
+          const y = R.batchNorm2d(asNchw(x!), w!, b!, 1e-5);
+          return { data: relu ? y.data.map((v) => Math.max(v, 0)) : y.data, shape: [n, C] };
+        },
+        vjp: ([x, w, b], g) => {
+          const y = R.batchNorm2d(asNchw(x!), w!, b!, 1e-5);
+          const gm = relu ? g.data.map((v, i) => (y.data[i]! > 0 ? v : 0)) : g.data;
+          const r = R.batchNorm2dVjp(asNchw(x!), w!, { data: gm, shape: [n, C, 1, 1] }, 1e-5);
+          return [{ data: r.dx.data, shape: [n, C] }, r.dw, r.db];
+        },
+        fdSamples: 8,
+        fwd: { atol: 1e-5, rtol: 1e-5 },
+        bwd: { atol: 1e-4, rtol: 1e-4 },
+      });
+    });
+  }
+
+  it('channels-last eval mode normalises with the running statistics; gradients treat them as constants', () => {
+    const [n, C] = [70, 3];
+    const rm = [0.5, -1, 2];
+    const rv = [1.5, 0.25, 4];
+    return checkOp({
+      name: 'batchNormChannelsLast eval',
+      inputs: [{ shape: [n, C] }, { shape: [C] }, { shape: [C] }],
+      gpu: (x, w, b) => T.batchNormChannelsLast(x!, w!, b!, T.tensor(rm, [C]), T.tensor(rv, [C]), { training: false, relu: true }),
+      ref: (x, w, b) => ({ data: x!.data.map((v, i) => Math.max(((v - rm[i % C]!) / Math.sqrt(rv[i % C]! + 1e-5)) * w!.data[i % C]! + b!.data[i % C]!, 0)), shape: [n, C] }),
+      vjp: ([x, w, b], g) => {
+        const dx = new Float64Array(n * C);
+        const dw = new Float64Array(C);
+        const db = new Float64Array(C);
+        x!.data.forEach((v, i) => {
+          const c = i % C;
+          const xhat = (v - rm[c]!) / Math.sqrt(rv[c]! + 1e-5);
+          const gi = xhat * w!.data[c]! + b!.data[c]! > 0 ? g.data[i]! : 0;
+          dx[i] = (gi * w!.data[c]!) / Math.sqrt(rv[c]! + 1e-5);
+          dw[c] = dw[c]! + gi * xhat;
+          db[c] = db[c]! + gi;
+        });
+        return [{ data: dx, shape: [n, C] }, { data: dw, shape: [C] }, { data: db, shape: [C] }];
+      },
+      fwd: { atol: 1e-5, rtol: 1e-5 },
+      bwd: { atol: 1e-4, rtol: 1e-4 },
+    });
+  });
+
+  it('channels-last statistics stay accurate when the mean dwarfs the spread (shifted sums)', async () => {
+    const base = Float32Array.from({ length: 2000 }, (_, i) => 10000 + Math.sin(i * 0.37));
+    const x = T.tensor(base, [1000, 2]);
+    const rm = T.zeros([2]);
+    const rv = T.ones([2]);
+    const y = await T.batchNormChannelsLast(x, T.ones([2]), T.zeros([2]), rm, rv, { training: true, momentum: 1 }).data();
+    // Normalised values have unit variance per channel; a naive E[x²] − μ² in f32 would give 0 or garbage.
+    for (let c = 0; c < 2; c++) {
+      let s2 = 0;
+      for (let r = 0; r < 1000; r++) s2 += y[r * 2 + c]! ** 2;
+      expect(s2 / 1000).toBeCloseTo(1, 2);
+    }
+  });
+
   it('bad shapes are explained', () => {
     expect(() => T.batchNorm2d(T.zeros([2, 3, 4, 4]), T.ones([2]), T.zeros([3]), T.zeros([3]), T.ones([3]), { training: true })).toThrow(/weight .*\[2\].* must be \[3\]/);
     expect(() => T.batchNorm2d(T.zeros([1, 1, 1, 1]), T.ones([1]), T.zeros([1]), T.zeros([1]), T.ones([1]), { training: true })).toThrow(/more than one value per channel/);
