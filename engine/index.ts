@@ -15,7 +15,7 @@ export { AdamW, type AdamWOptions, clipGradNorm, type ParamGroup, SGD, type SGDO
 export { arange, cast, fill, full, ones, onesLike, zeros, zerosLike } from './ops/creation.js';
 export { conv2d, type Conv2dOptions, im2col, type Im2colOptions, patchEmbed } from './ops/conv.js';
 export * from './ops/elementwise.js';
-export { layerNorm } from './ops/layernorm.js';
+export { layerNorm, useLayerNormKernel } from './ops/layernorm.js';
 export { linear, matmul, type MatmulKernelKind, type MatmulOptions, subgroupMatmulAvailable, useMatmulKernel } from './ops/matmul.js';
 export { concat, copy, expand, gather, indexSelect, pad, permute, reshape, slice, transpose } from './ops/movement.js';
 export { dropout, manualSeed, rand, randn } from './ops/random.js';

@@ -106,3 +106,94 @@ export const layerNormParamGradKernel = memo(function layerNormParamGradKernel()
 }`,
   });
 });
+
+// ---- subgroup variants (row width up to 256, subgroups of 8 or more) ------------------------------
+// A workgroup is one subgroup of 8 lanes walking a block of rows; lane l owns columns l, l + 8, …
+// of every row, keeps them and its γ, β in registers, and the row sums are subgroupAdd. Per
+// element that is one load and one store forward (the kernels above load x three times and γ, β
+// once per element) and two loads and a store backward. The width is compiled in (one kernel
+// per model width).
+export const LAYERNORM_SG_ROWS = 16;
+export const LAYERNORM_SG_MAX_COLS = 256;
+
+function laneColumns(cols: number): number[] {
+  return [...Array(Math.ceil(cols / 8)).keys()];
+}
+
+const SG_ENTRY = `@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32)`;
+
+/** Column j of this lane (clamped in loads, guarded in stores when cols is not a multiple of 8). */
+function columnDecls(cols: number): string {
+  return laneColumns(cols).map((j) => `let c${j} = min(lane + ${8 * j}u, ${cols - 1}u); let ok${j} = lane + ${8 * j}u < ${cols}u;`).join('\n  ');
+}
+
+export const layerNormSubgroupKernel = memo(function layerNormSubgroupKernel(affine: boolean, cols: number): KernelSource {
+  const J = laneColumns(cols);
+  return kernel({
+    name: `layernorm_sg${affine ? '' : '_plain'}_${cols}`,
+    header: 'enable subgroups;',
+    uniforms: ROWS,
+    buffers: [
+      { name: 'x', access: 'read', type: 'f32' },
+      ...(affine ? [{ name: 'gamma', access: 'read' as const, type: 'f32' as const }, { name: 'beta', access: 'read' as const, type: 'f32' as const }] : []),
+      { name: 'y', access: 'read_write', type: 'f32' },
+      { name: 'stats', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: 8,
+    body: `${SG_ENTRY} {
+  let w = wid.y * nwg.x + wid.x;
+  let r0 = w * ${LAYERNORM_SG_ROWS}u;
+  if (r0 >= P.rows) { return; }
+  ${columnDecls(cols)}
+  ${affine ? J.map((j) => `let ga${j} = gamma[c${j}]; let be${j} = beta[c${j}];`).join('\n  ') : ''}
+  let r1 = min(r0 + ${LAYERNORM_SG_ROWS}u, P.rows);
+  for (var row = r0; row < r1; row++) {
+    let base = row * ${cols}u;
+    ${J.map((j) => `let x${j} = select(0.0, x[base + c${j}], ok${j});`).join(' ')}
+    let mean = subgroupAdd(${J.map((j) => `x${j}`).join(' + ')}) / ${cols}.0;
+    ${J.map((j) => `let d${j} = select(0.0, x${j} - mean, ok${j});`).join(' ')}
+    let rstd = inverseSqrt(subgroupAdd(${J.map((j) => `d${j} * d${j}`).join(' + ')}) / ${cols}.0 + P.eps);
+    ${J.map((j) => `if (ok${j}) { y[base + c${j}] = ${affine ? `fma(d${j} * rstd, ga${j}, be${j})` : `d${j} * rstd`}; }`).join('\n    ')}
+    if (lane == 0u) {
+      stats[2u * row] = mean;
+      stats[2u * row + 1u] = rstd;
+    }
+  }
+}`,
+  });
+});
+
+export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKernel(affine: boolean, cols: number): KernelSource {
+  const J = laneColumns(cols);
+  return kernel({
+    name: `layernorm_sg${affine ? '' : '_plain'}_grad_${cols}`,
+    header: 'enable subgroups;',
+    uniforms: ROWS,
+    buffers: [
+      { name: 'x', access: 'read', type: 'f32' },
+      ...(affine ? [{ name: 'gamma', access: 'read' as const, type: 'f32' as const }] : []),
+      { name: 'stats', access: 'read', type: 'f32' },
+      { name: 'g', access: 'read', type: 'f32' },
+      { name: 'dx', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: 8,
+    body: `${SG_ENTRY} {
+  let w = wid.y * nwg.x + wid.x;
+  let r0 = w * ${LAYERNORM_SG_ROWS}u;
+  if (r0 >= P.rows) { return; }
+  ${columnDecls(cols)}
+  ${affine ? J.map((j) => `let ga${j} = gamma[c${j}];`).join(' ') : ''}
+  let r1 = min(r0 + ${LAYERNORM_SG_ROWS}u, P.rows);
+  for (var row = r0; row < r1; row++) {
+    let base = row * ${cols}u;
+    let mean = stats[2u * row];
+    let rstd = stats[2u * row + 1u];
+    ${J.map((j) => `let xh${j} = (x[base + c${j}] - mean) * rstd; let gh${j} = select(0.0, g[base + c${j}]${affine ? ` * ga${j}` : ''}, ok${j});`).join('\n    ')}
+    let m1 = subgroupAdd(${J.map((j) => `gh${j}`).join(' + ')}) / ${cols}.0;
+    let m2 = subgroupAdd(${J.map((j) => `gh${j} * xh${j}`).join(' + ')}) / ${cols}.0;
+    ${J.map((j) => `if (ok${j}) { dx[base + c${j}] = rstd * (gh${j} - m1 - xh${j} * m2); }`).join('\n    ')}
+  }
+}`,
+  });
+});

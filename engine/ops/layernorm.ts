@@ -1,9 +1,18 @@
 // LayerNorm over the last axis with optional affine γ, β (timm uses eps 1e-6).
 import { grid1d } from '../../kernels/common.js';
-import { layerNormGradKernel, layerNormKernel, layerNormParamGradKernel } from '../../kernels/layernorm.js';
+import { LAYERNORM_SG_MAX_COLS, LAYERNORM_SG_ROWS, layerNormGradKernel, layerNormGradSubgroupKernel, layerNormKernel, layerNormParamGradKernel, layerNormSubgroupKernel } from '../../kernels/layernorm.js';
+import { type KernelSource } from '../../kernels/common.js';
+import { subgroupMatmulAvailable } from './matmul.js';
 import { record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
+
+let forcedLayerNorm: 'auto' | 'rows' | 'subgroup' = 'auto';
+/** Tests and benchmarks: 'rows' (one row per invocation) or 'subgroup' (8 lanes per row, widths
+ * up to 256, needs subgroups of 8+; otherwise falls back to rows); 'auto' picks subgroup where it can. */
+export function useLayerNormKernel(kind: 'auto' | 'rows' | 'subgroup'): void {
+  forcedLayerNorm = kind;
+}
 
 export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
   if (x.dtype !== 'float32' || x.rank === 0) throw new Error(`layerNorm: ${x.describe()} must be float32 with at least one dimension`);
@@ -21,15 +30,17 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   const stats = Tensor.empty([rows, 2], 'float32', 'layerNorm stats');
   const uniforms = { rows, cols, eps };
   const label = `${shapeStr([rows, cols])}`;
-  const fwd = layerNormKernel(affine);
-  if (rows > 0) rt().run({ source: fwd, uniforms, buffers: affine ? [x.buffer, weight!.buffer, bias!.buffer, y.buffer, stats.buffer] : [x.buffer, y.buffer, stats.buffer], grid: grid1d(rows, fwd.workgroupSize), flops: 8 * x.size, bytes: 8 * x.size, label: `layernorm ${label}` });
+  const subgroup = forcedLayerNorm !== 'rows' && cols <= LAYERNORM_SG_MAX_COLS && subgroupMatmulAvailable();
+  const grid = (k: KernelSource) => (subgroup ? grid1d(Math.ceil(rows / LAYERNORM_SG_ROWS) * 8, 8) : grid1d(rows, k.workgroupSize));
+  const fwd = subgroup ? layerNormSubgroupKernel(affine, cols) : layerNormKernel(affine);
+  if (rows > 0) rt().run({ source: fwd, uniforms, buffers: affine ? [x.buffer, weight!.buffer, bias!.buffer, y.buffer, stats.buffer] : [x.buffer, y.buffer, stats.buffer], grid: grid(fwd), flops: 8 * x.size, bytes: 8 * x.size, label: `layernorm ${label}` });
   const inputs = affine ? [x, weight!, bias!] : [x];
   return record('layerNorm', y, inputs, (g) => {
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty(x.shape, 'float32', 'layerNorm backward');
-      const k = layerNormGradKernel(affine);
-      rt().run({ source: k, uniforms, buffers: affine ? [x.buffer, weight!.buffer, stats.buffer, g.buffer, dx.buffer] : [x.buffer, stats.buffer, g.buffer, dx.buffer], grid: grid1d(rows, k.workgroupSize), flops: 10 * x.size, bytes: 12 * x.size, label: `layernorm_grad ${label}` });
+      const k = subgroup ? layerNormGradSubgroupKernel(affine, cols) : layerNormGradKernel(affine);
+      rt().run({ source: k, uniforms, buffers: affine ? [x.buffer, weight!.buffer, stats.buffer, g.buffer, dx.buffer] : [x.buffer, stats.buffer, g.buffer, dx.buffer], grid: grid(k), flops: 10 * x.size, bytes: 12 * x.size, label: `layernorm_grad ${label}` });
     }
     if (!affine) return [dx];
     const dgamma = Tensor.empty([cols], 'float32', 'layerNorm dweight');

@@ -9,33 +9,52 @@ beforeAll(async () => {
 
 // Mean/variance over ≤ 257 entries then a normalisation: ~1e-6 relative forward; the γ/β
 // gradients sum over up to 65 rows: 1e-4.
+// Both kernel families; for the subgroup kernels: widths not a multiple of 8 (13), the model widths (64, 192), a ragged
+// last block of 16 rows (37 rows), and 257 (> 256: falls back to one row per invocation).
 describe('layerNorm', () => {
-  for (const shape of [[1, 1], [7, 13], [3, 5, 64], [2, 257]]) {
-    it(`affine ${JSON.stringify(shape)}`, () => {
-      const C = shape[shape.length - 1]!;
-      return checkOp({
-        name: 'layerNorm',
-        inputs: [{ shape }, { shape: [C] }, { shape: [C] }],
-        fwd: { atol: 2e-5, rtol: 1e-5 },
-        gpu: (x, w, b) => T.layerNorm(x!, w!, b!, 1e-6),
-        ref: (x, w, b) => R.layerNorm(x!, w!, b!, 1e-6),
-        vjp: ([x, w], g) => {
-          const r = R.layerNormVjp(x!, w!, g, 1e-6);
-          return [r.dx, r.dw, r.db];
-        },
-      });
-    });
-  }
+  const withKernel = async (kind: 'rows' | 'subgroup', body: () => Promise<void>) => {
+    T.useLayerNormKernel(kind);
+    try {
+      await body();
+    } finally {
+      T.useLayerNormKernel('auto');
+    }
+  };
 
-  it('without affine parameters', () =>
-    checkOp({
-      name: 'layerNorm plain',
-      inputs: [{ shape: [6, 10] }],
-      fwd: { atol: 2e-5, rtol: 1e-5 },
-      gpu: (x) => T.layerNorm(x!, null, null, 1e-5),
-      ref: (x) => R.layerNorm(x!, null, null, 1e-5),
-      vjp: ([x], g) => [R.layerNormVjp(x!, null, g, 1e-5).dx],
-    }));
+  for (const kind of ['rows', 'subgroup'] as const) {
+    for (const shape of [[1, 1], [7, 13], [3, 5, 64], [37, 64], [3, 192], [2, 257]]) {
+      it(`${kind} kernels, affine ${JSON.stringify(shape)}`, async () => {
+        const C = shape[shape.length - 1]!;
+        await withKernel(kind, () =>
+          checkOp({
+            name: 'layerNorm',
+            inputs: [{ shape }, { shape: [C] }, { shape: [C] }],
+            fwd: { atol: 2e-5, rtol: 1e-5 },
+            gpu: (x, w, b) => T.layerNorm(x!, w!, b!, 1e-6),
+            ref: (x, w, b) => R.layerNorm(x!, w!, b!, 1e-6),
+            vjp: ([x, w], g) => {
+              const r = R.layerNormVjp(x!, w!, g, 1e-6);
+              return [r.dx, r.dw, r.db];
+            },
+          }),
+        );
+        const sg = kind === 'subgroup' && C <= 256 && T.subgroupMatmulAvailable();
+        expect(T.compiledKernels().some((k) => k.name === (sg ? `layernorm_sg_${C}` : 'layernorm'))).toBe(true);
+      });
+    }
+
+    it(`${kind} kernels without affine parameters`, () =>
+      withKernel(kind, () =>
+        checkOp({
+          name: 'layerNorm plain',
+          inputs: [{ shape: [6, 10] }],
+          fwd: { atol: 2e-5, rtol: 1e-5 },
+          gpu: (x) => T.layerNorm(x!, null, null, 1e-5),
+          ref: (x) => R.layerNorm(x!, null, null, 1e-5),
+          vjp: ([x], g) => [R.layerNormVjp(x!, null, g, 1e-5).dx],
+        }),
+      ));
+  }
 
   it('a weight of the wrong size is refused', () => {
     expect(() => T.layerNorm(T.zeros([2, 4]), T.ones([3]), T.zeros([3]))).toThrow(/weight tensor #\d+ \[3\]; expected \[4\]/);
