@@ -8,6 +8,7 @@
 // cost more than they save (see "What is measured about the machines" in DESIGN.md). Edge blocks
 // clamp their loads and skip out-of-range stores, so any M, N, K works.
 import { fieldList, kernel, type KernelSource, MAIN_1D, memo, stridedOffsets, type UniformField } from './common.js';
+import { WGSL_MATH } from './elementwise.js';
 
 export const MATMUL_WG = 64;
 export const MATMUL_TM = 4;
@@ -211,7 +212,10 @@ export function matmulFastOk(o: { M: number; N: number; K: number; transA: boole
 export const SUBGROUP_LANES = 8;
 export const SUBGROUP_TN = 32;
 
-export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number): KernelSource {
+/** `gelu`: the epilogue also applies the exact GELU, writing the activation to C and the
+ * pre-activation (needed by the backward) to Z — one pass instead of a matmul and an
+ * elementwise kernel reading it back. */
+export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false): KernelSource {
   if (TM % SUBGROUP_LANES !== 0) throw new Error(`matmulSubgroupKernel: TM ${TM} is not a multiple of ${SUBGROUP_LANES}`);
   if (aVec && transA) throw new Error('matmulSubgroupKernel: vec4 A loads need row-major A (contiguous along k)');
   const G = TM / SUBGROUP_LANES;
@@ -252,17 +256,21 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   ];
   const stores = range(TM).map((i) => `if (m0 + ${i}u < P.M) {
     let row = co + (m0 + ${i}u) * P.ldc;
-    ${range(4).map((q) => `if (n0 + ${q}u < P.N) { C[row + n0 + ${q}u] = acc${i}.${c[q]}${bias ? `+ bv.${c[q]}` : ''}; }`).join('\n    ')}
+    ${range(4).map((q) => {
+      const z = `acc${i}.${c[q]}${bias ? ` + bv.${c[q]}` : ''}`;
+      return `if (n0 + ${q}u < P.N) { ${gelu ? `let z = ${z}; Z[row + n0 + ${q}u] = z; C[row + n0 + ${q}u] = gelu_(z);` : `C[row + n0 + ${q}u] = ${z};`} }`;
+    }).join('\n    ')}
   }`);
   return kernel({
-    name: `matmul_sg_${transA ? 't' : 'n'}${transB ? 't' : 'n'}${bias ? '_bias' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}_${TM}`,
-    header: 'enable subgroups;',
+    name: `matmul_sg_${transA ? 't' : 'n'}${transB ? 't' : 'n'}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}_${TM}`,
+    header: gelu ? `enable subgroups;\n${WGSL_MATH}` : 'enable subgroups;',
     uniforms: MATMUL_UNIFORMS,
     buffers: [
       { name: 'A4', access: 'read', type: 'vec4<f32>' },
       { name: 'B4', access: 'read', type: 'vec4<f32>' },
       ...(bias ? [{ name: 'bias', access: 'read' as const, type: 'f32' as const }] : []),
       { name: 'C', access: 'read_write', type: 'f32' },
+      ...(gelu ? [{ name: 'Z', access: 'read_write' as const, type: 'f32' as const }] : []),
     ],
     workgroupSize: SUBGROUP_LANES,
     body: `fn ldA(i: u32) -> f32 { return A4[i / 4u][i % 4u]; }

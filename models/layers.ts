@@ -214,7 +214,7 @@ export class Mlp {
     this.fc2 = new Linear(p.pp('fc2'), hidden, inFeatures);
   }
   forward(x: T.Tensor, ctx: Ctx): T.Tensor {
-    const h = T.dropout(T.gelu(this.fc1.forward(x)), this.drop, { training: ctx.training });
+    const h = T.dropout(T.linearGelu(x, this.fc1.weight, this.fc1.bias), this.drop, { training: ctx.training });
     return T.dropout(this.fc2.forward(h), this.drop, { training: ctx.training });
   }
 }

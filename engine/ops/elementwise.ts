@@ -113,6 +113,8 @@ export const sigmoid = (x: Tensor) => unaryOp('sigmoid', x);
 export const relu = (x: Tensor) => unaryOp('relu', x);
 /** Exact (erf) GELU, as timm's nn.GELU default. */
 export const gelu = (x: Tensor) => unaryOp('gelu', x);
+/** g · gelu'(z): the backward of a GELU whose input z was kept (linearGelu's epilogue). */
+export const geluGrad = (z: Tensor, g: Tensor) => mapElements('gelu_grad', `b * (${UNARY.gelu!.grad})`, [z, g], z.shape);
 export const addScalar = (x: Tensor, s: number) => unaryOp('addScalar', x, s);
 export const mulScalar = (x: Tensor, s: number) => unaryOp('mulScalar', x, s);
 export const powScalar = (x: Tensor, e: number) => unaryOp('powScalar', x, e);

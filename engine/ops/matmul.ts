@@ -11,6 +11,7 @@ import { broadcastShapes, broadcastStrides } from '../reference/nd.js';
 import { numel, Tensor } from '../tensor.js';
 import { reshape } from './movement.js';
 import { sum, sumToShape } from './reduce.js';
+import { gelu, geluGrad } from './elementwise.js';
 
 /** One operand as the kernel addresses it: element (batch b, row r, col c) lives at
  * `offset + Σ batchStrides·b + r·ld + c` (rows and columns as stored, before any transpose). */
@@ -32,6 +33,8 @@ export interface MatmulLaunch {
   transA: boolean;
   transB: boolean;
   bias?: Tensor | null;
+  /** Apply GELU in the epilogue: C gets gelu(z), this tensor (C's layout) gets z. Subgroup kernel only. */
+  geluPreact?: Tensor;
   label: string;
 }
 
@@ -76,20 +79,21 @@ export function launchMatmul(l: MatmulLaunch): void {
   const shapeInfo = { M: l.M, N: l.N, K: l.K, transA: l.transA, transB: l.transB, aOff: l.a.offset, bOff: l.b.offset, lda: l.a.ld, ldb: l.b.ld, aStrides: l.a.batchStrides, bStrides: l.b.batchStrides };
   let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupMatmulAvailable() ? 'subgroup' : 'vec4') : forcedMatmul;
   if (kind === 'subgroup' && !subgroupMatmulAvailable()) kind = 'general';
+  if (l.geluPreact && kind !== 'subgroup') throw new Error(`${l.label}: the GELU epilogue needs the subgroup kernel`);
   if (kind === 'vec4' && !matmulFastOk(shapeInfo)) kind = 'general';
   let source: KernelSource;
   let workgroups: number;
   if (kind === 'subgroup') {
     const { aVec, bVec } = matmulSubgroupVec(shapeInfo);
     const TM = subgroupRows(l.M);
-    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM);
+    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM, !!l.geluPreact);
     workgroups = batch * Math.ceil(l.M / TM) * Math.ceil(l.N / SUBGROUP_TN);
   } else {
     const fast = kind === 'vec4';
     source = (fast ? matmulFastKernel : matmulKernel)(l.transA, l.transB, !!l.bias);
     workgroups = Math.ceil((batch * Math.ceil(l.M / (fast ? FAST_TM : MATMUL_TM)) * Math.ceil(l.N / (fast ? FAST_TN : MATMUL_TN))) / source.workgroupSize);
   }
-  const buffers = [l.a.t.buffer, l.b.t.buffer, ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer];
+  const buffers = [l.a.t.buffer, l.b.t.buffer, ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer, ...(l.geluPreact ? [l.geluPreact.buffer] : [])];
   rt().run({
     source, uniforms, buffers,
     grid: grid1d(workgroups * source.workgroupSize, source.workgroupSize),
@@ -125,7 +129,7 @@ function describeMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean):
   return `matmul(${a.describe()}${transA ? 'ᵀ' : ''}, ${b.describe()}${transB ? 'ᵀ' : ''})`;
 }
 
-function matmulForward(a: Tensor, b: Tensor, transA: boolean, transB: boolean, bias: Tensor | null, op: string): Tensor {
+function matmulForward(a: Tensor, b: Tensor, transA: boolean, transB: boolean, bias: Tensor | null, op: string, geluPreact?: Tensor): Tensor {
   const desc = () => describeMatmul(a, b, transA, transB);
   if (a.rank < 2 || b.rank < 2) throw new Error(`${desc()}: both operands need at least 2 dimensions (reshape vectors to [1, n] or [n, 1])`);
   if (a.dtype !== 'float32' || b.dtype !== 'float32') throw new Error(`${desc()}: operands must be float32`);
@@ -140,12 +144,13 @@ function matmulForward(a: Tensor, b: Tensor, transA: boolean, transB: boolean, b
   const bBatch = b.shape.slice(0, -2);
   const batchShape = broadcastShapes(aBatch, bBatch, `${desc()} batch dimensions`);
   const c = Tensor.empty([...batchShape, M, N], 'float32', op);
+  if (geluPreact && !(br === 2 && !transA)) throw new Error(`${desc()}: the GELU epilogue is for a 2-D right operand`);
   if (br === 2 && !transA) {
     // A shared 2-D right operand: fold A's batch into its rows, one large matmul.
     const rows = numel(aBatch) * M;
     launchMatmul({
       a: { t: a, offset: 0, ld: K, batchStrides: [] }, b: { t: b, offset: 0, ld: transB ? K : N, batchStrides: [] }, c: { t: c, offset: 0, ld: N, batchStrides: [] },
-      M: rows, N, K, batchShape: [], transA: false, transB, bias, label: op,
+      M: rows, N, K, batchShape: [], transA: false, transB, bias, geluPreact, label: op,
     });
     return c;
   }
@@ -188,12 +193,34 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   return record('matmul', c, [a, b], (g) => matmulGrads(a, b, g, transA, transB));
 }
 
+function checkLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null | undefined): void {
+  if (weight.rank !== 2 || x.shape[x.rank - 1] !== weight.shape[1]) {
+    throw new Error(`${op}: input ${x.describe()} has ${x.shape[x.rank - 1]} features, weight ${weight.describe()} expects ${weight.shape[1]} ([out, in])`);
+  }
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== weight.shape[0])) throw new Error(`${op}: bias ${bias.describe()} must be [${weight.shape[0]}]`);
+}
+
+/** gelu(x · wᵀ + b), the first half of a transformer MLP. With the subgroup matmul the GELU runs
+ * in the matmul's epilogue (which also keeps the pre-activation for the backward); otherwise it
+ * is linear followed by gelu. */
+export function linearGelu(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  checkLinear('linearGelu', x, weight, bias);
+  if (!(forcedMatmul === 'auto' || forcedMatmul === 'subgroup') || !subgroupMatmulAvailable()) return gelu(linear(x, weight, bias));
+  const preact = Tensor.empty([...x.shape.slice(0, -1), weight.shape[0]!], 'float32', 'linearGelu preactivation');
+  const y = matmulForward(x, weight, false, true, bias ?? null, 'linear_gelu', preact);
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return record('linearGelu', y, inputs, (g) => {
+    const dz = geluGrad(preact, g);
+    const [gx, gw] = matmulGrads(x, weight, dz, false, true);
+    const gb = bias?.requiresGrad ? sum(reshape(dz, [-1, weight.shape[0]!]), 0) : null;
+    dz.dispose();
+    return bias ? [gx, gw, gb] : [gx, gw];
+  });
+}
+
 /** y = x · wᵀ + b with timm/PyTorch's [out, in] weight layout; the bias add is fused. */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  if (weight.rank !== 2 || x.shape[x.rank - 1] !== weight.shape[1]) {
-    throw new Error(`linear: input ${x.describe()} has ${x.shape[x.rank - 1]} features, weight ${weight.describe()} expects ${weight.shape[1]} ([out, in])`);
-  }
-  if (bias && (bias.rank !== 1 || bias.shape[0] !== weight.shape[0])) throw new Error(`linear: bias ${bias.describe()} must be [${weight.shape[0]}]`);
+  checkLinear('linear', x, weight, bias);
   const y = matmulForward(x, weight, false, true, bias ?? null, 'linear');
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return record('linear', y, inputs, (g) => {

@@ -15,6 +15,10 @@ describe('VisionTransformer (timm layout)', () => {
       expect(m.numParams(), name).toBe(countParams(m.config));
       m.dispose();
     }
+    // vit-fmnist-convstem16 by hand: convs 24·1·9 + 48·24·9 + 64·48·9 = 38,232, BatchNorms
+    // 2·(24+48+64) = 272, 1×1 projection 64·64+64 = 4,160, cls + pos 64 + 17·64 = 1,152,
+    // 6 blocks × 33,472 = 200,832, final norm 128, head 650: 245,426.
+    expect(countParams(presetConfig('vit-fmnist-convstem16'))).toBe(245_426);
     const c = presetConfig('vit-fmnist-tiny');
     expect(countParams(c)).toBe(205_962);
     const m = new VisionTransformer(c, 0);

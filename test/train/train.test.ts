@@ -13,7 +13,7 @@ beforeAll(async () => {
 });
 
 const small = { depth: 2 };
-const base = { progress: false, batchSize: 64, warmupSteps: 5, lr: 2e-3, modelOverrides: small, evalBatchSize: 100 };
+const base = { preset: 'vit-fmnist-tiny', progress: false, batchSize: 64, warmupSteps: 5, lr: 2e-3, modelOverrides: small, evalBatchSize: 100 };
 
 describe('training runs', () => {
   const dataDir = writeSynthDataset(mkdtempSync(join(tmpdir(), 'tessera-synth-')), 960, 200);

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../../engine/index.js';
 import * as R from '../../../engine/reference/matmul.js';
-import { binary } from '../../../engine/reference/elementwise.js';
+import { binary, unary, unaryVjp } from '../../../engine/reference/elementwise.js';
 import { checkOp } from '../../helpers.js';
 
 beforeAll(async () => {
@@ -106,6 +106,40 @@ describe('matmul', () => {
         return [gx, gw, { data: gb, shape: [7] }];
       },
     }));
+
+  // The GELU epilogue (subgroup kernel) and its composed fallback: ragged tiles, K % 4 tail,
+  // unaligned widths (scalar loads), with and without bias.
+  for (const kind of ['subgroup', 'general'] as const) {
+    for (const [shape, out, withBias] of [[[2, 9, 12], 40, true], [[37, 23], 70, true], [[5, 16], 33, false]] as [number[], number, boolean][]) {
+      it(`linearGelu (${kind === 'subgroup' ? 'GELU in the matmul epilogue' : 'linear then gelu'}) ${JSON.stringify(shape)} → ${out}${withBias ? '' : ', no bias'}`, async () => {
+        if (kind === 'subgroup' && !T.subgroupMatmulAvailable()) return;
+        const inF = shape[shape.length - 1]!;
+        T.useMatmulKernel(kind);
+        try {
+          await checkOp({
+            name: 'linearGelu',
+            inputs: [{ shape }, { shape: [out, inF] }, ...(withBias ? [{ shape: [out] }] : [])],
+            fwd: TOL,
+            bwd: TOL,
+            gpu: (x, w, b) => T.linearGelu(x!, w!, withBias ? b! : null),
+            ref: (x, w, b) => unary('gelu', withBias ? binary('add', R.matmul(x!, w!, false, true), b!) : R.matmul(x!, w!, false, true)),
+            vjp: ([x, w, b], g) => {
+              const z = withBias ? binary('add', R.matmul(x!, w!, false, true), b!) : R.matmul(x!, w!, false, true);
+              const dz = unaryVjp('gelu', z, g);
+              const [gx, gw] = R.matmulVjp(x!, w!, dz, false, true);
+              if (!withBias) return [gx, gw];
+              const gb = new Float64Array(out);
+              dz.data.forEach((v, i) => (gb[i % out] = gb[i % out]! + v));
+              return [gx, gw, { data: gb, shape: [out] }];
+            },
+          });
+        } finally {
+          T.useMatmulKernel('auto');
+        }
+        if (kind === 'subgroup') expect(T.compiledKernels().some((k) => k.name.startsWith(`matmul_sg_nt${withBias ? '_bias' : ''}_gelu`))).toBe(true);
+      });
+    }
+  }
 
   it('shape errors name both operands', () => {
     const a = T.zeros([3, 4]);
