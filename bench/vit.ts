@@ -1,20 +1,23 @@
 // Whole ViT training steps (forward, backward, optimizer), images/s: tessera vs the same model
-// written with TensorFlow.js ops and its WebGPU backend, on the same adapter, batch 128.
+// written with TensorFlow.js ops and its WebGPU backend, and with jax-js (the whole step under
+// jit) on its webgpu and wasm devices, on the same adapter, batch 128.
 import * as T from '../engine/index.js';
 import { presetConfig, VisionTransformer } from '../models/vit.js';
 import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
-import { loadTf } from './peers/env.js';
+import { loadJax, loadTf } from './peers/env.js';
+import { jaxVit } from './peers/jax-vit.js';
 import { tfjsVit } from './peers/tfjs-vit.js';
 
 export async function vitSuite(): Promise<SuiteRow[]> {
   await T.init();
   const tf = await loadTf();
+  const { jax, devices } = await loadJax();
   const B = 128;
   const cases: BenchCase[] = [];
   const cleanup: (() => void)[] = [];
   // tfjs runs the plain patchify ViT; the other presets are measured for their own throughput.
   const withPeer = new Set(['vit-fmnist-tiny', 'vit-fmnist-p4']);
-  for (const preset of ['vit-fmnist-tiny', 'vit-fmnist-p4', 'vit-fmnist-small', 'vit-fmnist-convstem', 'deit-fmnist-tiny-distilled']) {
+  for (const preset of ['vit-fmnist-tiny', 'vit-fmnist-p4', 'vit-fmnist-small', 'vit-fmnist-convstem', 'vit-fmnist-convstem16', 'deit-fmnist-tiny-distilled']) {
     const cfg = presetConfig(preset);
     const model = new VisionTransformer(cfg, 0);
     const opt = new T.AdamW(model.paramGroups(0.05), { lr: 1e-4 });
@@ -53,14 +56,29 @@ export async function vitSuite(): Promise<SuiteRow[]> {
       tx.dispose();
       ty.dispose();
     });
+    for (const device of ['webgpu', 'wasm'].filter((d) => devices.includes(d))) {
+      const jm = jaxVit(jax, cfg, device);
+      await jm.ready();
+      const jx = await jax.devicePut(jax.random.normal(jax.random.key(1), [B, 1, 28, 28]), device as never);
+      const onehot = Float32Array.from({ length: B * 10 }, (_, i) => (i % 10 === Math.floor(i / 10) % 10 ? 1 : 0));
+      const jy = await jax.devicePut(jax.numpy.array(onehot).reshape([B, 10]), device as never);
+      await jm.step(jx, jy); // the first jitted step compiles (tens of seconds): not timed
+      cases.push({ name: `jax-js ${device} ${preset}`, work: B, run: async () => void (await jm.step(jx, jy)) });
+      cleanup.push(() => {
+        jm.dispose();
+        jx.dispose();
+        jy.dispose();
+      });
+    }
   }
   const rows = await runSuite('vit-train-step', cases, {
     baseline: 'tfjs-webgpu vit-fmnist-p4',
     rateUnit: 'images/s',
     note: 'One training step (forward, backward, optimizer; tessera also clips by global norm) on a 128-image batch, loss read back each step. ' +
       'vit-fmnist-tiny: patch 7, width 64, depth 6, 4 heads, MLP ×2 (17 tokens); vit-fmnist-p4: the same with patch 4 (50 tokens). ' +
-      'vit-fmnist-small: width 96, patch 4; vit-fmnist-convstem: conv stem 24/48 channels, depth 4 (49 tokens); deit-fmnist-tiny-distilled: tiny with a distillation token and head. ' +
-      'Compare each tessera row with the tfjs row of the same preset (tfjs rows exist for the two plain presets).',
+      'vit-fmnist-small: width 96, patch 4; vit-fmnist-convstem: conv stem 24/48 channels, depth 4 (49 tokens); vit-fmnist-convstem16 (the npm start default): conv stem 24/48/64, depth 6 (16 tokens); deit-fmnist-tiny-distilled: tiny with a distillation token and head. ' +
+      'jax-js rows: the same model with the whole step (value-and-grad, Adam) under one jit, on its webgpu (same Dawn adapter) and wasm devices. ' +
+      'Compare each tessera row with the peer rows of the same preset (peers exist for the two plain presets).',
     minSamples: 5,
     maxTime: 8,
   });
