@@ -33,11 +33,7 @@ export const bnStatsPartialKernel = memo(function bnStatsPartialKernel(): Kernel
     ],
     workgroupSize: BN_WG,
     body: `${MAIN_1D} {
-  let t = global_index(wid, lid, nwg);
-  if (t >= P.chunks * P.C) { return; }
-  let c = t % P.C;
-  let r0 = (t / P.C) * ${BN_CHUNK}u;
-  let r1 = min(r0 + ${BN_CHUNK}u, P.n);
+  ${chunkPrologue()}
   // Sums shifted by the chunk's first value keep M2 accurate when |mean| >> std.
   let x0 = x[r0 * P.C + c];
   var s1 = 0.0;
@@ -99,6 +95,16 @@ export const bnStatsFinishKernel = memo(function bnStatsFinishKernel(training: b
   });
 });
 
+/** Invocation t = (chunk, channel c) over rows r0..r1 of the chunk. */
+function chunkPrologue(): string {
+  return `let t = global_index(wid, lid, nwg);
+  if (t >= P.chunks * P.C) { return; }
+  let c = t % P.C;
+  let r0 = (t / P.C) * ${BN_CHUNK}u;
+  let r1 = min(r0 + ${BN_CHUNK}u, P.n);`;
+}
+
+/** Invocation t = (block of rows, channel c) over rows r0..r1 of the block. */
 function blockPrologue(): string {
   return `let t = global_index(wid, lid, nwg);
   let blocks = (P.n + ${BN_BLOCK - 1}u) / ${BN_BLOCK}u;
@@ -144,11 +150,7 @@ export const bnGradPartialKernel = memo(function bnGradPartialKernel(relu: boole
     ],
     workgroupSize: BN_WG,
     body: `${MAIN_1D} {
-  let t = global_index(wid, lid, nwg);
-  if (t >= P.chunks * P.C) { return; }
-  let c = t % P.C;
-  let r0 = (t / P.C) * ${BN_CHUNK}u;
-  let r1 = min(r0 + ${BN_CHUNK}u, P.n);
+  ${chunkPrologue()}
   let mu = stats[4u * c];
   let inv = stats[4u * c + 1u];
   var sg = 0.0;

@@ -123,9 +123,14 @@ function laneColumns(cols: number): number[] {
 const SG_ENTRY = `@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32)`;
 
-/** Column j of this lane (clamped in loads, guarded in stores when cols is not a multiple of 8). */
-function columnDecls(cols: number): string {
-  return laneColumns(cols).map((j) => `let c${j} = min(lane + ${8 * j}u, ${cols - 1}u); let ok${j} = lane + ${8 * j}u < ${cols}u;`).join('\n  ');
+/** The workgroup's rows r0..r1 and this lane's columns c{j} (clamped in loads, guarded by ok{j}
+ * in stores when cols is not a multiple of 8). */
+function rowBlockPrologue(cols: number): string {
+  return `let w = wid.y * nwg.x + wid.x;
+  let r0 = w * ${LAYERNORM_SG_ROWS}u;
+  if (r0 >= P.rows) { return; }
+  let r1 = min(r0 + ${LAYERNORM_SG_ROWS}u, P.rows);
+  ${laneColumns(cols).map((j) => `let c${j} = min(lane + ${8 * j}u, ${cols - 1}u); let ok${j} = lane + ${8 * j}u < ${cols}u;`).join('\n  ')}`;
 }
 
 export const layerNormSubgroupKernel = memo(function layerNormSubgroupKernel(affine: boolean, cols: number): KernelSource {
@@ -142,12 +147,8 @@ export const layerNormSubgroupKernel = memo(function layerNormSubgroupKernel(aff
     ],
     workgroupSize: 8,
     body: `${SG_ENTRY} {
-  let w = wid.y * nwg.x + wid.x;
-  let r0 = w * ${LAYERNORM_SG_ROWS}u;
-  if (r0 >= P.rows) { return; }
-  ${columnDecls(cols)}
+  ${rowBlockPrologue(cols)}
   ${affine ? J.map((j) => `let ga${j} = gamma[c${j}]; let be${j} = beta[c${j}];`).join('\n  ') : ''}
-  let r1 = min(r0 + ${LAYERNORM_SG_ROWS}u, P.rows);
   for (var row = r0; row < r1; row++) {
     let base = row * ${cols}u;
     ${J.map((j) => `let x${j} = select(0.0, x[base + c${j}], ok${j});`).join(' ')}
@@ -179,12 +180,8 @@ export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKe
     ],
     workgroupSize: 8,
     body: `${SG_ENTRY} {
-  let w = wid.y * nwg.x + wid.x;
-  let r0 = w * ${LAYERNORM_SG_ROWS}u;
-  if (r0 >= P.rows) { return; }
-  ${columnDecls(cols)}
+  ${rowBlockPrologue(cols)}
   ${affine ? J.map((j) => `let ga${j} = gamma[c${j}];`).join(' ') : ''}
-  let r1 = min(r0 + ${LAYERNORM_SG_ROWS}u, P.rows);
   for (var row = r0; row < r1; row++) {
     let base = row * ${cols}u;
     let mean = stats[2u * row];
