@@ -1,7 +1,7 @@
 // Optimizers over parameter tensors, updated in place by the kernels in kernels/optimizer.ts.
 // State (moments) lives on the GPU for the optimizer's lifetime; dispose() frees it.
-import { ADAMW_HYPER, adamwKernel, CLIP_CHUNK, clipFactorKernel, emaKernel, SGD_HYPER, sgdKernel, sumSquaresKernel } from '../kernels/optimizer.js';
-import { grid1d } from '../kernels/common.js';
+import { ADAMW_HYPER, ADAMW_PER_DISPATCH, adamwKernel, adamwMultiKernel, CLIP_CHUNK, clipFactorKernel, emaKernel, SGD_HYPER, sgdKernel, SUM_SQUARES_PER_DISPATCH, sumSquaresMultiKernel } from '../kernels/optimizer.js';
+import { grid1d, putList } from '../kernels/common.js';
 import { rt } from './dispatch.js';
 import { keep } from './memory.js';
 import { zeros } from './ops/creation.js';
@@ -11,6 +11,12 @@ export interface ParamGroup {
   params: Tensor[];
   /** Overrides the optimizer's weight decay for this group (0 for biases, norms, tokens). */
   weightDecay?: number;
+}
+
+interface Update {
+  p: Tensor;
+  g: Tensor;
+  state: Tensor[];
 }
 
 abstract class Optimizer {
@@ -50,6 +56,7 @@ abstract class Optimizer {
         this.hyper.set(group, h);
       }
       rt().write(h.buffer, values);
+      const items: Update[] = [];
       for (const p of group.params) {
         if (!p.grad) continue;
         if (p.grad.size !== p.size) throw new Error(`optimizer: gradient ${shapeStr(p.grad.shape)} does not match ${p.describe()}`);
@@ -58,9 +65,15 @@ abstract class Optimizer {
           s = Array.from({ length: this.stateCount }, () => keep(zeros(p.shape)));
           this.state.set(p, s);
         }
-        this.update(p, p.grad, s, h, clip);
+        items.push({ p, g: p.grad, state: s });
       }
+      this.updateGroup(items, h, clip);
     }
+  }
+
+  /** Updates one parameter group; optimizers with a multi-tensor kernel override it. */
+  protected updateGroup(items: Update[], hyper: Tensor, clip: Tensor): void {
+    for (const { p, g, state } of items) this.update(p, g, state, hyper, clip);
   }
 
   /** Frees every parameter's gradient (call after step()). */
@@ -137,6 +150,24 @@ export class AdamW extends Optimizer {
   protected update(p: Tensor, g: Tensor, [m, v]: Tensor[], hyper: Tensor, clip: Tensor): void {
     this.launch('adamw', adamwKernel(), p, [p, g, m!, v!, hyper, clip]);
   }
+
+  /** Up to ADAMW_PER_DISPATCH parameters per dispatch (the storage-binding limit). */
+  protected override updateGroup(items: Update[], hyper: Tensor, clip: Tensor): void {
+    for (let i = 0; i < items.length; i += ADAMW_PER_DISPATCH) {
+      const chunk = items.slice(i, i + ADAMW_PER_DISPATCH);
+      if (chunk.length === 1) {
+        const { p, g, state } = chunk[0]!;
+        this.update(p, g, state, hyper, clip);
+        continue;
+      }
+      const k = adamwMultiKernel(chunk.length);
+      const total = chunk.reduce((a, u) => a + u.p.size, 0);
+      const uniforms: Record<string, number> = { total };
+      putList(uniforms, 'n', chunk.map((u) => u.p.size));
+      const buffers = [...chunk.flatMap((u) => [u.p, u.g, u.state[0]!, u.state[1]!]), hyper, clip].map((t) => t.buffer);
+      rt().run({ source: k, uniforms, buffers, grid: grid1d(total, k.workgroupSize), label: `adamw ×${chunk.length} ${chunk.map((u) => shapeStr(u.p.shape)).join(' ')}` });
+    }
+  }
 }
 
 export interface SGDOptions {
@@ -181,12 +212,19 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): Tensor {
   const total = chunks.reduce((a, b) => a + b, 0);
   const partials = Tensor.empty([Math.max(total, 1)], 'float32', 'clip partials');
   const out = Tensor.empty([2], 'float32', 'grad norm');
-  const sq = sumSquaresKernel();
+  // Up to SUM_SQUARES_PER_DISPATCH gradients per dispatch, partials written one after another.
   let off = 0;
-  grads.forEach((g, i) => {
-    rt().run({ source: sq, uniforms: { n: g.size, out_off: off }, buffers: [g.buffer, partials.buffer], grid: grid1d(chunks[i]!, sq.workgroupSize), label: `sum_squares ${shapeStr(g.shape)}` });
-    off += chunks[i]!;
-  });
+  for (let i = 0; i < grads.length; i += SUM_SQUARES_PER_DISPATCH) {
+    const gs = grads.slice(i, i + SUM_SQUARES_PER_DISPATCH);
+    const cs = chunks.slice(i, i + SUM_SQUARES_PER_DISPATCH);
+    const count = cs.reduce((a, b) => a + b, 0);
+    const sq = sumSquaresMultiKernel(gs.length);
+    const uniforms: Record<string, number> = { total: count, out_off: off };
+    putList(uniforms, 'c', cs);
+    putList(uniforms, 'n', gs.map((g) => g.size));
+    rt().run({ source: sq, uniforms, buffers: [...gs.map((g) => g.buffer), partials.buffer], grid: grid1d(count, sq.workgroupSize), label: `sum_squares ×${gs.length}` });
+    off += count;
+  }
   const fin = clipFactorKernel();
   rt().run({ source: fin, uniforms: { count: total, max_norm: maxNorm }, buffers: [partials.buffer, out.buffer], grid: [1, 1, 1], label: `clip_factor ${total}` });
   partials.dispose();

@@ -7,7 +7,7 @@
 //   SGD with momentum, as torch.optim.SGD (dampening 0): d = g + wd·p;
 // g is first multiplied by clip[1], the global-norm clipping factor (1 when not clipping).
 //     buf ← d on the first step, else μ·buf + d;  p ← p − lr·buf
-import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
+import { fieldList, memo, kernel, type KernelSource, MAIN_1D } from './common.js';
 
 export const OPTIMIZER_WG = 64;
 
@@ -45,6 +45,55 @@ export const adamwKernel = memo(function adamwKernel(): KernelSource {
   });
 });
 
+// ---- multi-tensor variants ----------------------------------------------------------------------
+// One dispatch updates several parameters: invocation i walks the concatenation of their ranges
+// (sizes n0, n1, …) and the slot it lands in picks the buffers. WGSL cannot index bindings, so
+// each slot's update is written out; a stage has 16 storage bindings (the WebGPU default), so
+// AdamW takes 3 parameters (p, g, m, v each, plus hyper and clip) and the sum of squares 15.
+export const ADAMW_PER_DISPATCH = 3;
+export const SUM_SQUARES_PER_DISPATCH = 15;
+
+/** WGSL that finds the slot of linear index `idx` among ranges `${sizes}0..k-1` and runs
+ * `body(slot)` with `j` the index inside that range. */
+function bySlot(k: number, idx: string, sizes: string, body: (slot: number) => string): string {
+  let out = '';
+  for (let s = k - 1; s >= 0; s--) {
+    out = s === k - 1 ? `if (j < P.${sizes}${s}) { ${body(s)} }` : `if (j < P.${sizes}${s}) { ${body(s)} } else { j -= P.${sizes}${s}; ${out} }`;
+  }
+  return `var j = ${idx};\n  ${out}`;
+}
+
+export const adamwMultiKernel = memo(function adamwMultiKernel(k: number): KernelSource {
+  const update = (s: number) => `let gi = g${s}[j] * clip[1];
+    let mi = b1 * m${s}[j] + (1.0 - b1) * gi;
+    let vi = b2 * v${s}[j] + (1.0 - b2) * gi * gi;
+    m${s}[j] = mi;
+    v${s}[j] = vi;
+    p${s}[j] = p${s}[j] * (1.0 - lr * wd) - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);`;
+  return kernel({
+    name: `adamw_x${k}`,
+    uniforms: [{ name: 'total', type: 'u32' }, ...fieldList('n', k)],
+    buffers: [
+      ...Array.from({ length: k }, (_, s) => [
+        { name: `p${s}`, access: 'read_write' as const, type: 'f32' as const },
+        { name: `g${s}`, access: 'read' as const, type: 'f32' as const },
+        { name: `m${s}`, access: 'read_write' as const, type: 'f32' as const },
+        { name: `v${s}`, access: 'read_write' as const, type: 'f32' as const },
+      ]).flat(),
+      { name: 'hyper', access: 'read', type: 'f32' },
+      { name: 'clip', access: 'read', type: 'f32' },
+    ],
+    workgroupSize: OPTIMIZER_WG,
+    body: `${MAIN_1D} {
+  let i = global_index(wid, lid, nwg);
+  if (i >= P.total) { return; }
+  let lr = hyper[0]; let b1 = hyper[1]; let b2 = hyper[2]; let eps = hyper[3];
+  let wd = hyper[4]; let bc1 = hyper[5]; let bc2 = hyper[6];
+  ${bySlot(k, 'i', 'n', update)}
+}`,
+  });
+});
+
 export const sgdKernel = memo(function sgdKernel(): KernelSource {
   return kernel({
     name: 'sgd',
@@ -70,30 +119,31 @@ export const sgdKernel = memo(function sgdKernel(): KernelSource {
 });
 
 // ---- gradient clipping by global norm (torch.nn.utils.clip_grad_norm_) --------------------------
-// Pass 1, per tensor: partial sums of squares over chunks of CHUNK elements, written at an offset
-// into one partials buffer shared by all parameters. Pass 2: one invocation adds the partials and
+// Pass 1, up to 15 tensors per dispatch: partial sums of squares over chunks of CHUNK elements,
+// written one after another into one partials buffer shared by all parameters. Pass 2: one invocation adds the partials and
 // writes [norm, min(1, max_norm / (norm + 1e-6))]. No readback: the optimizer reads the factor.
 export const CLIP_CHUNK = 1024;
 
-export const sumSquaresKernel = memo(function sumSquaresKernel(): KernelSource {
+/** Partial sums of squares of up to SUM_SQUARES_PER_DISPATCH tensors: invocation c walks the
+ * concatenation of their chunk ranges (chunk counts c0, c1, …; sizes n0, n1, …) and writes
+ * partials[out_off + c]. */
+export const sumSquaresMultiKernel = memo(function sumSquaresMultiKernel(k: number): KernelSource {
+  const partial = (s: number) => `let start = j * ${CLIP_CHUNK}u;
+    let end = min(start + ${CLIP_CHUNK}u, P.n${s});
+    for (var e = start; e < end; e++) { let v = x${s}[e]; acc += v * v; }`;
   return kernel({
-    name: 'sum_squares_partial',
-    uniforms: [
-      { name: 'n', type: 'u32' },
-      { name: 'out_off', type: 'u32' },
-    ],
+    name: `sum_squares_partial_x${k}`,
+    uniforms: [{ name: 'total', type: 'u32' }, { name: 'out_off', type: 'u32' }, ...fieldList('c', k), ...fieldList('n', k)],
     buffers: [
-      { name: 'x', access: 'read', type: 'f32' },
+      ...Array.from({ length: k }, (_, s) => ({ name: `x${s}`, access: 'read' as const, type: 'f32' as const })),
       { name: 'partials', access: 'read_write', type: 'f32' },
     ],
     workgroupSize: OPTIMIZER_WG,
     body: `${MAIN_1D} {
   let c = global_index(wid, lid, nwg);
-  let start = c * ${CLIP_CHUNK}u;
-  if (start >= P.n) { return; }
-  let end = min(start + ${CLIP_CHUNK}u, P.n);
+  if (c >= P.total) { return; }
   var acc = 0.0;
-  for (var i = start; i < end; i++) { let v = x[i]; acc += v * v; }
+  ${bySlot(k, 'c', 'c', partial)}
   partials[P.out_off + c] = acc;
 }`,
   });
