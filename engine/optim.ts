@@ -1,7 +1,7 @@
 // Optimizers over parameter tensors, updated in place by the kernels in kernels/optimizer.ts.
 // State (moments) lives on the GPU for the optimizer's lifetime; dispose() frees it.
-import { ADAMW_HYPER, ADAMW_PER_DISPATCH, adamwKernel, adamwMultiKernel, CLIP_CHUNK, clipFactorKernel, emaKernel, SGD_HYPER, sgdKernel, SUM_SQUARES_PER_DISPATCH, sumSquaresMultiKernel } from '../kernels/optimizer.js';
-import { grid1d, putList } from '../kernels/common.js';
+import { ADAMW_HYPER, ADAMW_PER_DISPATCH, adamwMultiKernel, CLIP_CHUNK, clipFactorKernel, emaKernel, SGD_HYPER, sgdKernel, SUM_SQUARES_PER_DISPATCH, sumSquaresMultiKernel } from '../kernels/optimizer.js';
+import { grid1d, type KernelSource, putList } from '../kernels/common.js';
 import { rt } from './dispatch.js';
 import { keep } from './memory.js';
 import { zeros } from './ops/creation.js';
@@ -109,7 +109,7 @@ abstract class Optimizer {
     this.hyper.clear();
   }
 
-  protected launch(name: string, source: ReturnType<typeof adamwKernel>, p: Tensor, tensors: Tensor[]): void {
+  protected launch(name: string, source: KernelSource, p: Tensor, tensors: Tensor[]): void {
     rt().run({ source, uniforms: { n: p.size }, buffers: tensors.map((t) => t.buffer), grid: grid1d(p.size, source.workgroupSize), label: `${name} ${shapeStr(p.shape)}` });
   }
 }
@@ -147,25 +147,20 @@ export class AdamW extends Optimizer {
     return ADAMW_HYPER.map((k) => v[k]);
   }
 
-  protected update(p: Tensor, g: Tensor, [m, v]: Tensor[], hyper: Tensor, clip: Tensor): void {
-    this.launch('adamw', adamwKernel(), p, [p, g, m!, v!, hyper, clip]);
+  protected update(p: Tensor, g: Tensor, state: Tensor[], hyper: Tensor, clip: Tensor): void {
+    this.updateGroup([{ p, g, state }], hyper, clip);
   }
 
   /** Up to ADAMW_PER_DISPATCH parameters per dispatch (the storage-binding limit). */
   protected override updateGroup(items: Update[], hyper: Tensor, clip: Tensor): void {
     for (let i = 0; i < items.length; i += ADAMW_PER_DISPATCH) {
       const chunk = items.slice(i, i + ADAMW_PER_DISPATCH);
-      if (chunk.length === 1) {
-        const { p, g, state } = chunk[0]!;
-        this.update(p, g, state, hyper, clip);
-        continue;
-      }
       const k = adamwMultiKernel(chunk.length);
       const total = chunk.reduce((a, u) => a + u.p.size, 0);
       const uniforms: Record<string, number> = { total };
       putList(uniforms, 'n', chunk.map((u) => u.p.size));
       const buffers = [...chunk.flatMap((u) => [u.p, u.g, u.state[0]!, u.state[1]!]), hyper, clip].map((t) => t.buffer);
-      rt().run({ source: k, uniforms, buffers, grid: grid1d(total, k.workgroupSize), label: `adamw ×${chunk.length} ${chunk.map((u) => shapeStr(u.p.shape)).join(' ')}` });
+      rt().run({ source: k, uniforms, buffers, grid: grid1d(total, k.workgroupSize), label: `adamw${chunk.length > 1 ? ` ×${chunk.length}` : ''} ${chunk.map((u) => shapeStr(u.p.shape)).join(' ')}` });
     }
   }
 }

@@ -16,37 +16,8 @@ export const ADAMW_HYPER = ['lr', 'beta1', 'beta2', 'eps', 'weightDecay', 'bc1',
 /** hyper = [lr, momentum, weight_decay, first_step (1 or 0)] */
 export const SGD_HYPER = ['lr', 'momentum', 'weightDecay', 'first'] as const;
 
-export const adamwKernel = memo(function adamwKernel(): KernelSource {
-  return kernel({
-    name: 'adamw',
-    uniforms: [{ name: 'n', type: 'u32' }],
-    buffers: [
-      { name: 'p', access: 'read_write', type: 'f32' },
-      { name: 'g', access: 'read', type: 'f32' },
-      { name: 'm', access: 'read_write', type: 'f32' },
-      { name: 'v', access: 'read_write', type: 'f32' },
-      { name: 'hyper', access: 'read', type: 'f32' },
-      { name: 'clip', access: 'read', type: 'f32' },
-    ],
-    workgroupSize: OPTIMIZER_WG,
-    body: `${MAIN_1D} {
-  let i = global_index(wid, lid, nwg);
-  if (i >= P.n) { return; }
-  let lr = hyper[0]; let b1 = hyper[1]; let b2 = hyper[2]; let eps = hyper[3];
-  let wd = hyper[4]; let bc1 = hyper[5]; let bc2 = hyper[6];
-  let gi = g[i] * clip[1];
-  let mi = b1 * m[i] + (1.0 - b1) * gi;
-  let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-  m[i] = mi;
-  v[i] = vi;
-  let pi = p[i] * (1.0 - lr * wd);
-  p[i] = pi - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);
-}`,
-  });
-});
-
-// ---- multi-tensor variants ----------------------------------------------------------------------
-// One dispatch updates several parameters: invocation i walks the concatenation of their ranges
+// ---- AdamW over several tensors per dispatch --------------------------------------------------------
+// One dispatch updates up to ADAMW_PER_DISPATCH parameters: invocation i walks the concatenation of their ranges
 // (sizes n0, n1, …) and the slot it lands in picks the buffers. WGSL cannot index bindings, so
 // each slot's update is written out; a stage has 16 storage bindings (the WebGPU default), so
 // AdamW takes 3 parameters (p, g, m, v each, plus hyper and clip) and the sum of squares 15.

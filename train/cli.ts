@@ -72,7 +72,7 @@ async function kernels(argv: string[]): Promise<void> {
     rand: () => K.random.randomKernel('uniform'),
     randn: () => K.random.randomKernel('normal'),
     dropout: () => K.random.dropoutKernel(),
-    adamw: () => K.optimizer.adamwKernel(),
+    adamw: () => K.optimizer.adamwMultiKernel(3),
     sgd: () => K.optimizer.sgdKernel(),
   };
   const name = positionals[0];
