@@ -139,7 +139,7 @@ export async function ladderSuite(): Promise<SuiteRow[][]> {
     { name: 'v3 register 4x4 (library, any shape)', source: () => matmulKernel(false, false, false), grid: (M, N) => grid1d(Math.ceil(M / MATMUL_TM) * Math.ceil(N / MATMUL_TN), 64), strided: true },
     { name: 'v4 vec4 4x8, groups of 8 (library)', source: () => matmulFastKernel(false, false, false), grid: (M, N) => grid1d(Math.ceil(M / FAST_TM) * Math.ceil(N / FAST_TN), FAST_WG), strided: true },
     { name: 'v5 lane-interleaved 4x4', source: () => matmulLanesKernel(false, false, false, 4, 4), grid: (M, N) => grid1d(Math.ceil(M / 4) * Math.ceil(N / 32) * LANES, LANES), strided: true },
-    ...(T.subgroupMatmulAvailable()
+    ...(T.subgroupsOf8()
       ? [16, 24].map((TM) => ({ name: `v6 subgroup broadcast ${TM}x32${TM === 16 ? ' (library)' : ''}`, source: () => matmulSubgroupKernel(false, false, false, true, true, TM), grid: (M: number, N: number) => grid1d(Math.ceil(M / TM) * Math.ceil(N / SUBGROUP_TN) * SUBGROUP_LANES, SUBGROUP_LANES), strided: true }))
       : []),
   ];

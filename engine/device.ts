@@ -89,6 +89,12 @@ export function getDevice(): Promise<DeviceInfo> {
   return pending;
 }
 
+/** Whether subgroups of at least 8 invocations are guaranteed: the subgroup kernels (matmul,
+ * flash attention, LayerNorm) give one workgroup of 8 to one subgroup and broadcast by lane. */
+export function subgroupsOf8(): boolean {
+  return currentDevice().subgroupMinSize >= 8;
+}
+
 /** The device acquired by `getDevice()`; ops call this and need it to exist already. */
 export function currentDevice(): DeviceInfo {
   if (!current) throw new Error('No GPU device yet: call `await init()` (or `await getDevice()`) before creating tensors.');

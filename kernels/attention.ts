@@ -10,7 +10,7 @@
 // families: scalar arrays (any head dim), vec4 registers (hd % 4 == 0), and subgroup kernels
 // (hd % 8 == 0) where 8 rows share every K/V load through broadcasts — the default wherever the
 // adapter has subgroups of 8 or more.
-import { kernel, type KernelSource, MAIN_1D, memo } from './common.js';
+import { kernel, type KernelSource, MAIN_1D, MAIN_SUBGROUP, memo } from './common.js';
 import { WGSL_PHILOX } from './random.js';
 
 export const FLASH_WG = 64;
@@ -351,8 +351,6 @@ function subgroupPrologue(): string {
   let live = mine < P.N;`;
 }
 
-const SG_MAIN = `@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32)`;
 
 /** Loads this lane's share (E = hd/8 values) of a row starting at `base` into `${name}0..`. */
 function shareLoad(name: string, buf: string, base: string, E: number): string {
@@ -383,7 +381,7 @@ export const flashForwardSubgroupKernel = memo(function flashForwardSubgroupKern
     ],
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
-${SG_MAIN} {
+${MAIN_SUBGROUP} {
   ${subgroupPrologue()}
   let qo = qkv_at(b, row, 0u, h);
   ${range(hd).map((d) => `let q${d} = qkv[qo + ${d}u] * P.scale;`).join(' ')}
@@ -429,7 +427,7 @@ export const flashBackwardQSubgroupKernel = memo(function flashBackwardQSubgroup
     ],
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
-${SG_MAIN} {
+${MAIN_SUBGROUP} {
   ${subgroupPrologue()}
   let t = bh * P.N + row;
   let qo = qkv_at(b, row, 0u, h);
@@ -472,7 +470,7 @@ export const flashBackwardKVSubgroupKernel = memo(function flashBackwardKVSubgro
     ],
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
-${SG_MAIN} {
+${MAIN_SUBGROUP} {
   ${subgroupPrologue()}
   let ko = qkv_at(b, row, 1u, h);
   let vo = ko + P.nh * HD;

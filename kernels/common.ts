@@ -80,6 +80,11 @@ fn global_index(wid: vec3<u32>, lid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 export const MAIN_1D = `@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>)`;
 
+/** Entry point of the subgroup kernels: one workgroup is one subgroup, `lane` its invocation
+ * (the header must `enable subgroups;`). */
+export const MAIN_SUBGROUP = `@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32)`;
+
 /** Caches a kernel factory by its arguments: generating WGSL text per op call would cost more
  * than recording the dispatch. */
 export function memo<A extends unknown[]>(fn: (...args: A) => KernelSource): (...args: A) => KernelSource {

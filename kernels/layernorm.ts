@@ -2,7 +2,7 @@
 // Forward saves mean and rstd per row; backward recomputes x̂ from them:
 //   dx = rstd · (ĝ - mean(ĝ) - x̂ · mean(ĝ · x̂)),  ĝ = g · γ
 //   dγ = Σ_rows g · x̂,  dβ = Σ_rows g   (one column per invocation)
-import { memo, kernel, type KernelSource, MAIN_1D } from './common.js';
+import { kernel, type KernelSource, MAIN_1D, MAIN_SUBGROUP, memo } from './common.js';
 
 export const LAYERNORM_WG = 64;
 const ROWS = [
@@ -120,8 +120,6 @@ function laneColumns(cols: number): number[] {
   return [...Array(Math.ceil(cols / 8)).keys()];
 }
 
-const SG_ENTRY = `@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32)`;
 
 /** The workgroup's rows r0..r1 and this lane's columns c{j} (clamped in loads, guarded by ok{j}
  * in stores when cols is not a multiple of 8). */
@@ -146,7 +144,7 @@ export const layerNormSubgroupKernel = memo(function layerNormSubgroupKernel(aff
       { name: 'stats', access: 'read_write', type: 'f32' },
     ],
     workgroupSize: 8,
-    body: `${SG_ENTRY} {
+    body: `${MAIN_SUBGROUP} {
   ${rowBlockPrologue(cols)}
   ${affine ? J.map((j) => `let ga${j} = gamma[c${j}]; let be${j} = beta[c${j}];`).join('\n  ') : ''}
   for (var row = r0; row < r1; row++) {
@@ -179,7 +177,7 @@ export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKe
       { name: 'dx', access: 'read_write', type: 'f32' },
     ],
     workgroupSize: 8,
-    body: `${SG_ENTRY} {
+    body: `${MAIN_SUBGROUP} {
   ${rowBlockPrologue(cols)}
   ${affine ? J.map((j) => `let ga${j} = gamma[c${j}];`).join(' ') : ''}
   for (var row = r0; row < r1; row++) {

@@ -7,7 +7,7 @@
 // lavapipe one workgroup runs on one CPU thread, its invocations across SIMD lanes, and barriers
 // cost more than they save (see "What is measured about the machines" in DESIGN.md). Edge blocks
 // clamp their loads and skip out-of-range stores, so any M, N, K works.
-import { fieldList, kernel, type KernelSource, MAIN_1D, memo, stridedOffsets, type UniformField } from './common.js';
+import { fieldList, kernel, type KernelSource, MAIN_1D, MAIN_SUBGROUP, memo, stridedOffsets, type UniformField } from './common.js';
 import { WGSL_MATH } from './elementwise.js';
 
 export const MATMUL_WG = 64;
@@ -276,8 +276,7 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
     body: `fn ldA(i: u32) -> f32 { return A4[i / 4u][i % 4u]; }
 fn ldB(i: u32) -> f32 { return B4[i / 4u][i % 4u]; }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+${MAIN_SUBGROUP} {
   // Everything up to the lane's columns is workgroup-uniform, as subgroupBroadcast requires.
   let w = wid.y * nwg.x + wid.x;
   let tiles_n = (P.N + ${SUBGROUP_TN - 1}u) / ${SUBGROUP_TN}u;

@@ -11,10 +11,10 @@ import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardKVVe
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
 import { record } from '../autograd.js';
-import { currentDevice } from '../device.js';
+import { currentDevice, subgroupsOf8 } from '../device.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
-import { launchMatmul, type Operand, subgroupMatmulAvailable } from './matmul.js';
+import { launchMatmul, type Operand } from './matmul.js';
 import { nextKey, type RandomKey } from './random.js';
 
 export interface AttentionOptions {
@@ -38,7 +38,7 @@ export interface AttentionOptions {
 const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader/i;
 
 function chooseImpl(hd: number): 'flash' | 'unfused' {
-  if (hd % 8 === 0 && subgroupMatmulAvailable()) return 'flash';
+  if (hd % 8 === 0 && subgroupsOf8()) return 'flash';
   return CPU_ADAPTER.test(currentDevice().adapterName) && hd > 16 ? 'unfused' : 'flash';
 }
 
@@ -81,7 +81,7 @@ export function useFlashKernels(family: FlashKernelFamily | 'auto'): void {
 }
 
 function flashFamily(hd: number): FlashKernelFamily {
-  const subgroupOk = hd % 8 === 0 && subgroupMatmulAvailable();
+  const subgroupOk = hd % 8 === 0 && subgroupsOf8();
   if ((forcedFlash === 'auto' || forcedFlash === 'subgroup') && subgroupOk) return 'subgroup';
   if (forcedFlash !== 'scalar' && hd % 4 === 0) return 'vec4';
   return 'scalar';

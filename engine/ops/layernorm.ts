@@ -2,7 +2,7 @@
 import { grid1d } from '../../kernels/common.js';
 import { LAYERNORM_SG_MAX_COLS, LAYERNORM_SG_ROWS, layerNormGradKernel, layerNormGradSubgroupKernel, layerNormKernel, layerNormParamGradKernel, layerNormSubgroupKernel } from '../../kernels/layernorm.js';
 import { type KernelSource } from '../../kernels/common.js';
-import { subgroupMatmulAvailable } from './matmul.js';
+import { subgroupsOf8 } from '../device.js';
 import { record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
@@ -30,7 +30,7 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   const stats = Tensor.empty([rows, 2], 'float32', 'layerNorm stats');
   const uniforms = { rows, cols, eps };
   const label = `${shapeStr([rows, cols])}`;
-  const subgroup = forcedLayerNorm !== 'rows' && cols <= LAYERNORM_SG_MAX_COLS && subgroupMatmulAvailable();
+  const subgroup = forcedLayerNorm !== 'rows' && cols <= LAYERNORM_SG_MAX_COLS && subgroupsOf8();
   const grid = (k: KernelSource) => (subgroup ? grid1d(Math.ceil(rows / LAYERNORM_SG_ROWS) * 8, 8) : grid1d(rows, k.workgroupSize));
   const fwd = subgroup ? layerNormSubgroupKernel(affine, cols) : layerNormKernel(affine);
   if (rows > 0) rt().run({ source: fwd, uniforms, buffers: affine ? [x.buffer, weight!.buffer, bias!.buffer, y.buffer, stats.buffer] : [x.buffer, y.buffer, stats.buffer], grid: grid(fwd), flops: 8 * x.size, bytes: 8 * x.size, label: `layernorm ${label}` });

@@ -3,8 +3,8 @@
 // matmul. Backward is two more matmuls, summed over broadcast batch dimensions. `launchMatmul`
 // is the strided primitive other ops (attention) build on.
 import { grid1d, type KernelSource, putList } from '../../kernels/common.js';
-import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel, matmulSubgroupKernel, matmulSubgroupVec, SUBGROUP_LANES, SUBGROUP_TN } from '../../kernels/matmul.js';
-import { currentDevice } from '../device.js';
+import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel, matmulSubgroupKernel, matmulSubgroupVec, SUBGROUP_TN } from '../../kernels/matmul.js';
+import { subgroupsOf8 } from '../device.js';
 import { record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { broadcastShapes, broadcastStrides } from '../reference/nd.js';
@@ -50,10 +50,6 @@ export function useMatmulKernel(kind: MatmulKernelKind | 'auto'): void {
   forcedMatmul = kind;
 }
 
-/** Whether this device can run the subgroup kernel. */
-export function subgroupMatmulAvailable(): boolean {
-  return currentDevice().subgroupMinSize >= SUBGROUP_LANES;
-}
 
 /** Rows per subgroup tile: 16 measured as fast as 24 at the ViT shapes and wastes less on short
  * matrices (attention's per-head products); 8 for matrices of a few rows. */
@@ -77,8 +73,8 @@ export function launchMatmul(l: MatmulLaunch): void {
   putList(uniforms, 'bst', pad(l.b.batchStrides, 0));
   putList(uniforms, 'cst', pad(l.c.batchStrides, 0));
   const shapeInfo = { M: l.M, N: l.N, K: l.K, transA: l.transA, transB: l.transB, aOff: l.a.offset, bOff: l.b.offset, lda: l.a.ld, ldb: l.b.ld, aStrides: l.a.batchStrides, bStrides: l.b.batchStrides };
-  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupMatmulAvailable() ? 'subgroup' : 'vec4') : forcedMatmul;
-  if (kind === 'subgroup' && !subgroupMatmulAvailable()) kind = 'general';
+  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? 'subgroup' : 'vec4') : forcedMatmul;
+  if (kind === 'subgroup' && !subgroupsOf8()) kind = 'general';
   if (l.geluPreact && kind !== 'subgroup') throw new Error(`${l.label}: the GELU epilogue needs the subgroup kernel`);
   if (kind === 'vec4' && !matmulFastOk(shapeInfo)) kind = 'general';
   let source: KernelSource;
@@ -205,7 +201,7 @@ function checkLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null 
  * is linear followed by gelu. */
 export function linearGelu(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   checkLinear('linearGelu', x, weight, bias);
-  if (!(forcedMatmul === 'auto' || forcedMatmul === 'subgroup') || !subgroupMatmulAvailable()) return gelu(linear(x, weight, bias));
+  if (!(forcedMatmul === 'auto' || forcedMatmul === 'subgroup') || !subgroupsOf8()) return gelu(linear(x, weight, bias));
   const preact = Tensor.empty([...x.shape.slice(0, -1), weight.shape[0]!], 'float32', 'linearGelu preactivation');
   const y = matmulForward(x, weight, false, true, bias ?? null, 'linear_gelu', preact);
   const inputs = bias ? [x, weight, bias] : [x, weight];

@@ -20,7 +20,7 @@ describe('profiler', () => {
     const wall = performance.now() - t0;
     out.dispose();
     expect(profiler.timestamps).toBe(T.currentDevice().features.has('timestamp-query'));
-    expect(records.map((r) => r.kernel)).toEqual([T.subgroupMatmulAvailable() ? 'matmul_sg_nn_av_bv_16' : 'matmul_fast_nn', 'gelu', 'reduce_sum']);
+    expect(records.map((r) => r.kernel)).toEqual([T.subgroupsOf8() ? 'matmul_sg_nn_av_bv_16' : 'matmul_fast_nn', 'gelu', 'reduce_sum']);
     const mm = records[0]!;
     expect(mm.flops).toBe(2 * 256 * 96 * 64);
     expect(mm.label).toBe('matmul 256x96x64 nn');

@@ -38,7 +38,7 @@ describe('layerNorm', () => {
             },
           }),
         );
-        const sg = kind === 'subgroup' && C <= 256 && T.subgroupMatmulAvailable();
+        const sg = kind === 'subgroup' && C <= 256 && T.subgroupsOf8();
         expect(T.compiledKernels().some((k) => k.name === (sg ? `layernorm_sg_${C}` : 'layernorm'))).toBe(true);
       });
     }

@@ -60,7 +60,7 @@ describe('matmul', () => {
     const shapes = kind === 'vec4' ? FAST : kind === 'subgroup' ? [...SHAPES, ...SUBGROUP] : SHAPES;
     for (const [sa, sb, ta, tb] of shapes) {
       it(`${kind} kernel: ${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}`, async () => {
-        if (kind === 'subgroup' && !T.subgroupMatmulAvailable()) return;
+        if (kind === 'subgroup' && !T.subgroupsOf8()) return;
         T.useMatmulKernel(kind);
         try {
           await checkOp({
@@ -83,7 +83,7 @@ describe('matmul', () => {
   }
 
   it('the subgroup kernel is what auto picks when the adapter has subgroups of 8 or more', () => {
-    if (!T.subgroupMatmulAvailable()) return;
+    if (!T.subgroupsOf8()) return;
     const before = new Set(T.compiledKernels().map((k) => k.name));
     const c = T.matmul(T.ones([9, 10]), T.ones([10, 11]));
     const added = T.compiledKernels().map((k) => k.name).filter((n) => !before.has(n) && n.startsWith('matmul'));
@@ -112,7 +112,7 @@ describe('matmul', () => {
   for (const kind of ['subgroup', 'general'] as const) {
     for (const [shape, out, withBias] of [[[2, 9, 12], 40, true], [[37, 23], 70, true], [[5, 16], 33, false]] as [number[], number, boolean][]) {
       it(`linearGelu (${kind === 'subgroup' ? 'GELU in the matmul epilogue' : 'linear then gelu'}) ${JSON.stringify(shape)} → ${out}${withBias ? '' : ', no bias'}`, async () => {
-        if (kind === 'subgroup' && !T.subgroupMatmulAvailable()) return;
+        if (kind === 'subgroup' && !T.subgroupsOf8()) return;
         const inF = shape[shape.length - 1]!;
         T.useMatmulKernel(kind);
         try {
