@@ -92,6 +92,9 @@ Options (defaults in brackets):
   --data-dir DIR       dataset folder (also TESSERA_DATA) [the Debian package's folder]
   --epochs N           epochs of the schedule [3]
   --max-steps N        stop after N optimizer steps
+  --time-budget MIN    fit the whole run (compilation and evaluations included) into MIN minutes:
+                       the first steps are timed and the schedule set to the steps that fit
+  --schedule-steps N   schedule length in steps instead of whole epochs (repeats a budgeted run)
   --batch-size N       [128]
   --lr X               peak learning rate [3e-3]
   --min-lr X           final learning rate of the cosine [1e-5]
@@ -132,6 +135,8 @@ async function train(argv: string[]): Promise<void> {
       'data-dir': { type: 'string' },
       epochs: { type: 'string' },
       'max-steps': { type: 'string' },
+      'time-budget': { type: 'string' },
+      'schedule-steps': { type: 'string' },
       'batch-size': { type: 'string' },
       lr: { type: 'string' },
       'min-lr': { type: 'string' },
@@ -179,6 +184,8 @@ async function train(argv: string[]): Promise<void> {
       dataDir: values['data-dir'],
       epochs: num('epochs', values.epochs, true),
       maxSteps: num('max-steps', values['max-steps'], true),
+      timeBudget: num('time-budget', values['time-budget']),
+      scheduleSteps: num('schedule-steps', values['schedule-steps'], true),
       batchSize: num('batch-size', values['batch-size'], true),
       lr: num('lr', values.lr),
       minLr: num('min-lr', values['min-lr']),

@@ -31,6 +31,12 @@ export class ProgressBar {
     } else if (done % this.logEvery === 0 || done === this.total) process.stderr.write(`${line}\n`);
   }
 
+  /** Changes the length and label once the total is known (a time-budgeted run's first epoch). */
+  retotal(total: number, label: string): void {
+    this.total = total;
+    this.label = label;
+  }
+
   finish(): number {
     if (this.isTty) process.stderr.write('\n');
     return (performance.now() - this.start) / 1000;

@@ -7,3 +7,30 @@ export function warmupCosine(step: number, total: number, base: number, warmup: 
   const t = Math.min(1, (step - warmup) / span);
   return min + 0.5 * (base - min) * (1 + Math.cos(Math.PI * t));
 }
+
+/** What a time-budgeted run has measured after its calibration steps. */
+export interface BudgetMeasurement {
+  /** Wall-clock budget of the whole run, seconds (compilation, training, evaluation, saving). */
+  budgetSeconds: number;
+  /** Seconds spent so far (setup, compilation, the calibration steps). */
+  elapsedSeconds: number;
+  /** Steps done so far. */
+  stepsDone: number;
+  /** Measured seconds per training step after compilation. */
+  secondsPerStep: number;
+  /** Estimated seconds of one evaluation pass plus checkpoint saves (after every epoch and at the end). */
+  secondsPerEval: number;
+  stepsPerEpoch: number;
+  /** Fraction of the budget held back for run-to-run noise of the machine. */
+  margin: number;
+}
+
+/** The most optimizer steps whose training and evaluations fit the budget (at least `stepsDone`):
+ * the schedule length of a time-budgeted run. */
+export function stepsWithinBudget(m: BudgetMeasurement): number {
+  const available = m.budgetSeconds * (1 - m.margin) - m.elapsedSeconds;
+  const cost = (n: number) => (n - m.stepsDone) * m.secondsPerStep + Math.ceil(n / m.stepsPerEpoch) * m.secondsPerEval;
+  let n = m.stepsDone + Math.max(0, Math.floor(available / m.secondsPerStep));
+  while (n > m.stepsDone && cost(n) > available) n--;
+  return Math.max(n, m.stepsDone);
+}

@@ -11,7 +11,7 @@ import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, pe
 import { classificationMetrics, type ClassificationMetrics, confusionTable } from './metrics.js';
 import { curvesSpec, renderPng, type CurvePoint } from './plot.js';
 import { ProgressBar } from './progress.js';
-import { warmupCosine } from './schedule.js';
+import { stepsWithinBudget, warmupCosine } from './schedule.js';
 
 /** Training options; `{...TRAIN_DEFAULTS, ...preset recipe, ...flags}`; augmentation fields
  * as in train/augment.ts. */
@@ -24,6 +24,13 @@ export interface TrainConfig extends AugmentConfig {
   epochs: number;
   /** Stop after this many optimizer steps in total (the schedule still spans `epochs`). */
   maxSteps?: number;
+  /** Length of the learning-rate schedule in steps, instead of `epochs` whole epochs (a fraction
+   * of an epoch is allowed; the last epoch is then partial). */
+  scheduleSteps?: number;
+  /** Wall-clock budget in minutes for the whole run, compilation and evaluations included: the
+   * first steps are timed and the schedule is set to the steps that fit (`scheduleSteps` is then
+   * recorded in config.json and the checkpoints, so a resumed run keeps it). */
+  timeBudget?: number;
   batchSize: number;
   /** Peak learning rate after warmup. */
   lr: number;
@@ -132,6 +139,7 @@ function stepSeed(seed: number, step: number): number {
 }
 
 export async function train(overrides: Partial<TrainConfig>): Promise<TrainResult> {
+  const runStart = performance.now();
   const cfg: TrainConfig = { ...TRAIN_DEFAULTS, ...overrides };
   if (!cfg.out) cfg.out = join('runs', new Date().toISOString().replace(/[:.]/g, '-'));
   mkdirSync(cfg.out, { recursive: true });
@@ -160,8 +168,18 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   const loader = new BatchLoader(trainSet, cfg.batchSize);
   const stepsPerEpoch = loader.stepsPerEpoch;
   if (stepsPerEpoch === 0) throw new Error(`batch size ${cfg.batchSize} is larger than the ${trainSet.count} training images`);
-  const totalSteps = cfg.epochs * stepsPerEpoch;
-  const lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
+  if (cfg.timeBudget !== undefined && !(cfg.timeBudget > 0)) throw new Error(`--time-budget must be a positive number of minutes, got ${cfg.timeBudget}`);
+  if (cfg.scheduleSteps !== undefined && !(Number.isInteger(cfg.scheduleSteps) && cfg.scheduleSteps > 0)) throw new Error(`--schedule-steps must be a positive integer, got ${cfg.scheduleSteps}`);
+  const savedSchedule = resumeInfo?.metadata.schedule_steps;
+  let totalSteps = savedSchedule ? Number(savedSchedule) : cfg.scheduleSteps ?? cfg.epochs * stepsPerEpoch;
+  // A time-budgeted run trains with the epochs' schedule until its calibration steps are timed,
+  // then fixes the schedule to what fits; a resumed one keeps the schedule it had.
+  const budgeted = cfg.timeBudget !== undefined && !savedSchedule;
+  const calibrationEnd = Math.min(27, stepsPerEpoch, totalSteps);
+  const timingStart = Math.min(3, calibrationEnd - 1);
+  let timingStarted = 0;
+  let lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
+  const epochsOf = (steps: number) => Math.ceil(steps / stepsPerEpoch);
   const opt = new T.AdamW(model.paramGroups(cfg.weightDecay), { lr: cfg.lr, betas: cfg.betas, weightDecay: cfg.weightDecay });
   const ema = cfg.ema > 0 ? new T.WeightEma(model.parameters(), cfg.ema) : null;
   const teacher = cfg.teacher ? modelFromCheckpoint(cfg.teacher).model : null;
@@ -185,22 +203,36 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     writeFileSync(metricsPath, '');
     writeFileSync(lossPath, '');
   }
-  writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ train: cfg, model: mc, params: model.numParams() }, null, 2) + '\n');
   log(`tessera: ${cfg.preset} (${model.numParams().toLocaleString()} parameters) on ${cfg.data}: ${trainSet.count} train / ${testSet.count} test images, ` +
-    `${cfg.epochs} epochs × ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
+    `${budgeted ? `a ${cfg.timeBudget} min budget` : `${formatEpochs(totalSteps / stepsPerEpoch)} epochs`} of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
 
   const params = model.parameters();
   const started = performance.now();
   let trainedImages = 0;
   let trainSeconds = 0;
   const save = async (path: string, epoch: number) =>
-    saveCheckpoint(path, model, { optimizer: opt, step, epoch, extra: { best_accuracy: String(best), dataset: cfg.data } });
+    saveCheckpoint(path, model, { optimizer: opt, step, epoch, extra: { best_accuracy: String(best), dataset: cfg.data, schedule_steps: String(totalSteps) } });
+  const writeConfig = () =>
+    writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ train: { ...cfg, scheduleSteps: totalSteps }, model: mc, params: model.numParams() }, null, 2) + '\n');
+  let evalSeconds = 0;
+  let evals = 0;
+  // Fits the schedule into the time budget from the seconds measured so far.
+  const plan = (secondsPerStep: number) => {
+    const perEval = evals ? evalSeconds / evals : 0.5 * secondsPerStep * (testSet.count / cfg.batchSize) + 1;
+    const fit = stepsWithinBudget({
+      budgetSeconds: cfg.timeBudget! * 60, elapsedSeconds: (performance.now() - runStart) / 1000, stepsDone: step,
+      secondsPerStep, secondsPerEval: perEval, stepsPerEpoch, margin: 0.03,
+    });
+    return Math.max(fit, 1);
+  };
+
+  writeConfig();
 
   // ---- the loop ---------------------------------------------------------------------------------
   while (step < lastStep) {
     const epoch = Math.floor(step / stepsPerEpoch);
     const order = permutation(trainSet.count, cfg.seed * 1000 + epoch);
-    const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${cfg.epochs}`, stepsPerEpoch, cfg.batchSize) : null;
+    const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${budgeted && step < calibrationEnd ? '?' : epochsOf(totalSteps)}`, Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), cfg.batchSize) : null;
     const epochStart = performance.now();
     let epochLoss = 0;
     let epochSteps = 0;
@@ -247,12 +279,22 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
       epochSteps++;
       step++;
       bar?.update(pos + 1, { loss: (epochLoss / epochSteps).toFixed(4), lr: opt.lr.toExponential(1) });
+      if (budgeted && step === timingStart) timingStarted = performance.now();
+      if (budgeted && step === calibrationEnd) {
+        totalSteps = plan((performance.now() - timingStarted) / 1000 / (calibrationEnd - timingStart));
+        lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
+        bar?.retotal(Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), `epoch ${epoch + 1}/${epochsOf(totalSteps)}`);
+        writeConfig();
+        log(`\ntime budget ${cfg.timeBudget} min: ${((performance.now() - timingStarted) / (calibrationEnd - timingStart)).toFixed(0)} ms per step measured, ` +
+          `schedule set to ${totalSteps} steps (${formatEpochs(totalSteps / stepsPerEpoch)} epochs); --schedule-steps ${totalSteps} repeats it`);
+      }
     }
     const seconds = bar ? bar.finish() : (performance.now() - epochStart) / 1000;
     trainSeconds += seconds;
     trainedImages += epochSteps * cfg.batchSize;
     const endOfEpoch = step % stepsPerEpoch === 0 || step === lastStep;
     if (!endOfEpoch) continue;
+    const evalStart = performance.now();
     const ev = await evaluate(model, testSet, cfg.evalBatchSize);
     let emaAcc: number | undefined;
     if (ema) emaAcc = await withWeights(params, ema.shadow, () => evaluate(model, testSet, cfg.evalBatchSize)).then((r) => r.accuracy);
@@ -276,6 +318,18 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
       await save(join(cfg.out, 'best.safetensors'), m.epoch);
     }
     await save(lastPath, m.epoch);
+    evalSeconds += (performance.now() - evalStart) / 1000;
+    evals++;
+    // The machine may have slowed down: shorten the schedule if the rest would overrun the budget.
+    if (budgeted && step >= calibrationEnd && step < lastStep) {
+      const fit = plan(seconds / epochSteps);
+      if (fit < totalSteps) {
+        log(`time budget: ${(1000 * seconds / epochSteps).toFixed(0)} ms per step in this epoch; schedule shortened from ${totalSteps} to ${fit} steps`);
+        totalSteps = Math.max(fit, step + 1);
+        lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
+        writeConfig();
+      }
+    }
   }
 
   // ---- report -------------------------------------------------------------------------------------
@@ -290,13 +344,17 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     seconds,
     imagesPerSecond: trainSeconds ? trainedImages / trainSeconds : 0,
   };
-  await writeReport(cfg, mc, model.numParams(), result, testSet);
+  await writeReport({ ...cfg, scheduleSteps: totalSteps }, mc, model.numParams(), result, testSet);
   loader.dispose();
   ema?.dispose();
   opt.dispose();
   model.dispose();
   teacher?.dispose();
   return result;
+}
+
+function formatEpochs(e: number): string {
+  return Number.isInteger(e) ? String(e) : e.toFixed(2);
 }
 
 /** Runs fn with `weights` copied into `params`, then restores the originals. */

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../engine/index.js';
 import { loadSafetensors, readCheckpoint } from '../../train/checkpoint.js';
-import { train } from '../../train/trainer.js';
+import { train, TRAIN_DEFAULTS } from '../../train/trainer.js';
+import { stepsWithinBudget, warmupCosine } from '../../train/schedule.js';
 import { writeSynthDataset } from './fixtures.js';
 
 beforeAll(async () => {
@@ -35,6 +36,30 @@ describe('training runs', () => {
     expect(JSON.parse(ck.metadata.config!).depth).toBe(2);
     // The run frees what it allocated: the model, the optimizer, the batches.
     expect(T.liveBuffers()).toBe(before);
+  });
+
+  it('a time budget sets the schedule to the steps that fit, records it, and a resumed run keeps it', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'tessera-budget-'));
+    const budgetMinutes = 0.25;
+    const r = await train({ ...base, dataDir, epochs: 1, timeBudget: budgetMinutes, out });
+    const schedule = Number(readCheckpoint(join(out, 'last.safetensors')).metadata.schedule_steps);
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { train: { scheduleSteps: number } };
+    // The calibration epoch alone is 15 steps; 15 s hold many more on any machine that runs the suite.
+    expect(schedule).toBeGreaterThan(15);
+    expect(config.train.scheduleSteps).toBe(schedule);
+    expect(r.losses).toHaveLength(schedule);
+    // The cosine reaches its floor exactly at the planned last step: the schedule was fitted, not cut.
+    const lrs = readFileSync(join(out, 'loss.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { lr: number }).lr);
+    expect(lrs[lrs.length - 1]).toBeCloseTo(warmupCosine(schedule - 1, schedule, base.lr, base.warmupSteps, TRAIN_DEFAULTS.minLr), 12);
+    // The planner keeps 3% of the budget for noise; a loaded machine may still overrun a little.
+    expect(r.seconds).toBeLessThan(budgetMinutes * 60 * 1.15);
+    // Resuming a budgeted run follows the recorded schedule instead of planning a new one.
+    const b = mkdtempSync(join(tmpdir(), 'tessera-budget-b-'));
+    await train({ ...base, dataDir, scheduleSteps: schedule, maxSteps: 20, out: b });
+    const resumed = await train({ ...base, dataDir, epochs: 1, timeBudget: 5, out: b, resume: true });
+    expect(resumed.losses).toHaveLength(schedule);
+    expect(readCheckpoint(join(b, 'last.safetensors')).metadata.schedule_steps).toBe(String(schedule));
+    await expect(train({ ...base, dataDir, timeBudget: -1, out: b })).rejects.toThrow(/--time-budget must be a positive number of minutes/);
   });
 
   it('resume from a checkpoint taken mid-epoch reproduces the uninterrupted loss curve exactly', async () => {
@@ -136,5 +161,20 @@ describe('training runs', () => {
     for (const c of T.CORRUPTIONS) expect(md).toContain(`| ${c} |`);
     // The model is its own baseline: every corruption error is 100% of the baseline's.
     expect(md).toMatch(/mCE 100\.0% of the baseline/);
+  });
+});
+
+describe('time budget planning', () => {
+  it('stepsWithinBudget is the largest step count whose training and evaluations fit', () => {
+    const m = { budgetSeconds: 100, elapsedSeconds: 10, stepsDone: 5, secondsPerStep: 0.5, secondsPerEval: 7, stepsPerEpoch: 30, margin: 0 };
+    const cost = (n: number) => (n - m.stepsDone) * m.secondsPerStep + Math.ceil(n / m.stepsPerEpoch) * m.secondsPerEval;
+    let brute = m.stepsDone;
+    for (let n = m.stepsDone; n < 1000; n++) if (cost(n) <= 90) brute = n;
+    expect(stepsWithinBudget(m)).toBe(brute);
+    // 120 steps (4 epochs) cost 57.5 s + 4 evaluations = 85.5 s; a 121st would need a fifth evaluation.
+    expect(brute).toBe(120);
+    expect(stepsWithinBudget({ ...m, margin: 0.5 })).toBeLessThan(brute);
+    // Nothing left: the run ends where it is.
+    expect(stepsWithinBudget({ ...m, elapsedSeconds: 200 })).toBe(5);
   });
 });
