@@ -2,7 +2,8 @@
 // after warm-up), and every suite writes bench/results/<suite>.json and <suite>.md with the
 // ratio of each case to a named baseline measured in the same run.
 import b from 'benny';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -56,14 +57,15 @@ export async function runSuite(suite: string, cases: BenchCase[], opts: { baseli
 
 export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: string; rateUnit?: string; note?: string }): void {
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const machine = { date: new Date().toISOString(), node: process.version, platform: `${process.platform} ${process.arch}` };
+  // lavapipe's speed is the CPU's: results from different hosts differ by 2-3x, so each file names its CPU.
+  const machine = { date: new Date().toISOString(), node: process.version, platform: `${process.platform} ${process.arch}`, cpu: describeCpu() };
   writeFileSync(join(RESULTS_DIR, `${suite}.json`), JSON.stringify({ suite, baseline: opts.baseline, machine, rows }, null, 2) + '\n');
   const md = [
     `# ${suite}`,
     '',
     opts.note ?? '',
     '',
-    `Medians of benny samples (≥ 5 after warm-up), ${machine.date}, Node ${machine.node}. Ratio = case rate / ${opts.baseline} rate where a rate is given, else ${opts.baseline} median / case median (higher is faster).`,
+    `Medians of benny samples (≥ 5 after warm-up), ${machine.date}, Node ${machine.node}, ${machine.cpu}. Ratio = case rate / ${opts.baseline} rate where a rate is given, else ${opts.baseline} median / case median (higher is faster).`,
     '',
     `| case | median ms | samples |${opts.rateUnit ? ` ${opts.rateUnit} |` : ''} × ${opts.baseline} |`,
     `|---|---:|---:|${opts.rateUnit ? '---:|' : ''}---:|`,
@@ -71,4 +73,17 @@ export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: 
     '',
   ].join('\n');
   writeFileSync(join(RESULTS_DIR, `${suite}.md`), md);
+}
+
+/** CPU model, family/model numbers, clock and widest SIMD: lavapipe runs the kernels on it. */
+export function describeCpu(): string {
+  const info = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm').exec(info)?.[1]?.trim();
+  const flags = ` ${field('flags') ?? ''} `;
+  const simd = flags.includes(' avx512f ') ? 'AVX-512' : flags.includes(' avx2 ') ? 'AVX2' : 'SSE';
+  const mhz = Number(field('cpu MHz') ?? cpus()[0]?.speed ?? 0);
+  const family = field('cpu family');
+  const model = field('model');
+  return `${cpus().length} × ${field('model name') ?? cpus()[0]?.model.trim() ?? 'unknown CPU'}${family ? ` (family ${family} model ${model})` : ''}` +
+    `${mhz ? ` @ ${(mhz / 1000).toFixed(2)} GHz` : ''}, ${simd}`;
 }
