@@ -175,6 +175,8 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   // A time-budgeted run trains with the epochs' schedule until its calibration steps are timed,
   // then fixes the schedule to what fits; a resumed one keeps the schedule it had.
   const budgeted = cfg.timeBudget !== undefined && !savedSchedule;
+  // Only a schedule not given by --epochs is recorded, so `--resume --epochs N` can still extend a run.
+  const recordSchedule = cfg.timeBudget !== undefined || cfg.scheduleSteps !== undefined || !!savedSchedule;
   const calibrationEnd = Math.min(27, stepsPerEpoch, totalSteps);
   const timingStart = Math.min(3, calibrationEnd - 1);
   let timingStarted = 0;
@@ -211,7 +213,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   let trainedImages = 0;
   let trainSeconds = 0;
   const save = async (path: string, epoch: number) =>
-    saveCheckpoint(path, model, { optimizer: opt, step, epoch, extra: { best_accuracy: String(best), dataset: cfg.data, schedule_steps: String(totalSteps) } });
+    saveCheckpoint(path, model, { optimizer: opt, step, epoch, extra: { best_accuracy: String(best), dataset: cfg.data, ...(recordSchedule ? { schedule_steps: String(totalSteps) } : {}) } });
   const writeConfig = () =>
     writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ train: { ...cfg, scheduleSteps: totalSteps }, model: mc, params: model.numParams() }, null, 2) + '\n');
   let evalSeconds = 0;

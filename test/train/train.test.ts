@@ -33,6 +33,8 @@ describe('training runs', () => {
     expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain('Final test accuracy');
     const ck = readCheckpoint(join(out, 'last.safetensors'));
     expect(ck.metadata.step).toBe('45');
+    // A schedule given by --epochs is not recorded: `--resume --epochs N` may extend the run.
+    expect(ck.metadata.schedule_steps).toBeUndefined();
     expect(JSON.parse(ck.metadata.config!).depth).toBe(2);
     // The run frees what it allocated: the model, the optimizer, the batches.
     expect(T.liveBuffers()).toBe(before);
