@@ -105,3 +105,37 @@ export function currentDevice(): DeviceInfo {
 export function gpuHandles(): { instance: GPU | undefined; adapter: GPUAdapter | undefined } {
   return { instance: gpuInstance, adapter: adapterRef };
 }
+
+// Dawn's Node binding polls its device from `setImmediate` for as long as any promise it handed
+// out is pending (AsyncRunner: tick, re-queue, tick…), looking the function up on the global
+// object each time. That loop keeps one CPU core busy for the whole wait; with a software adapter
+// the GPU's work runs on the same cores, so on a 2-core machine a third of the compute went to
+// polling. While the engine waits for the GPU it therefore lends Dawn a `setImmediate` that keeps
+// the immediate re-queue for the first millisecond (short waits stay short) and then polls once per
+// timer tick (~1 ms). Browsers and other runtimes are unaffected.
+const SPIN_MS = 1;
+let quietWaiters = 0;
+let quietSince = 0;
+let nativeSetImmediate: typeof setImmediate | undefined;
+
+function quietSetImmediate(callback: () => void): unknown {
+  return performance.now() - quietSince < SPIN_MS ? nativeSetImmediate!(callback) : setTimeout(callback, 1);
+}
+
+/** Awaits a promise that settles when the GPU finishes, without busy-polling a CPU core. */
+export async function gpuWait<T>(promise: Promise<T>): Promise<T> {
+  if (!isNode || typeof globalThis.setImmediate !== 'function') return promise;
+  if (quietWaiters++ === 0) {
+    nativeSetImmediate = globalThis.setImmediate;
+    quietSince = performance.now();
+    globalThis.setImmediate = quietSetImmediate as unknown as typeof setImmediate;
+  }
+  try {
+    return await promise;
+  } finally {
+    if (--quietWaiters === 0) {
+      globalThis.setImmediate = nativeSetImmediate!;
+      nativeSetImmediate = undefined;
+    }
+  }
+}

@@ -2,7 +2,7 @@
 // command batching (dispatches are recorded into one encoder and submitted on readback or flush).
 /// <reference types="@webgpu/types" />
 import { type KernelSource, packUniforms } from '../kernels/common.js';
-import { currentDevice, type DeviceInfo } from './device.js';
+import { currentDevice, type DeviceInfo, gpuWait } from './device.js';
 import { BufferPool, type PooledBuffer, Usage } from './memory.js';
 import { Profiler } from './profiler.js';
 
@@ -265,7 +265,7 @@ export class Runtime {
   /** Submits and waits until the GPU has finished; throws any WebGPU error seen so far. */
   async sync(): Promise<void> {
     this.flush();
-    await this.device.queue.onSubmittedWorkDone();
+    await gpuWait(this.device.queue.onSubmittedWorkDone());
     await this.awaitChecks();
     this.throwErrors();
   }
@@ -282,7 +282,7 @@ export class Runtime {
     while (this.checks.length) {
       const pending = this.checks;
       this.checks = [];
-      await Promise.all(pending);
+      await gpuWait(Promise.all(pending));
     }
   }
 
@@ -316,7 +316,7 @@ export class Runtime {
     try {
       this.commandEncoder().copyBufferToBuffer(src.gpu, srcOffset, staging.gpu, 0, size);
       this.flush();
-      await staging.gpu.mapAsync(MAP_MODE_READ, 0, size);
+      await gpuWait(staging.gpu.mapAsync(MAP_MODE_READ, 0, size));
       const out = staging.gpu.getMappedRange(0, size).slice(0, bytes);
       staging.gpu.unmap();
       await this.awaitChecks();
@@ -333,7 +333,7 @@ export class Runtime {
     this.bindGroups.clear();
     const n = this.pool.trim() + this.stagingPool.trim();
     this.device.queue.submit([]);
-    await this.device.queue.onSubmittedWorkDone();
+    await gpuWait(this.device.queue.onSubmittedWorkDone());
     return n;
   }
 }

@@ -3,6 +3,7 @@
 // and read back asynchronously, so profiling never stalls the step it measures. Without the
 // `timestamp-query` feature, records carry wall-clock time per flush instead (and say so).
 /// <reference types="@webgpu/types" />
+import { gpuWait } from './device.js';
 
 export interface KernelRecord {
   /** Dispatch label, e.g. `matmul 6400x576x192 nt`. */
@@ -129,7 +130,7 @@ export class Profiler {
     while (this.reads.length) {
       const r = this.reads;
       this.reads = [];
-      await Promise.all(r);
+      await gpuWait(Promise.all(r));
     }
   }
 }

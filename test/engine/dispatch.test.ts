@@ -30,6 +30,41 @@ describe('dispatch', () => {
     expect(s1.submits - s0.submits).toBe(5);
   });
 
+  it('waiting for the GPU does not busy-poll a CPU core, and setImmediate is restored after', async () => {
+    // Dawn's Node binding re-queues a device tick with the global setImmediate for as long as a
+    // promise of its own is pending; count those re-queues during a long wait.
+    const native = globalThis.setImmediate;
+    let immediates = 0;
+    const counting = ((cb: () => void) => {
+      immediates++;
+      return native(cb);
+    }) as unknown as typeof setImmediate;
+    globalThis.setImmediate = counting;
+    try {
+      const a = T.keep(T.randn([512, 512], { seed: 3 }));
+      await a.data();
+      const t0 = performance.now();
+      immediates = 0;
+      const c = T.scope(() => {
+        let x = a;
+        for (let i = 0; i < 12; i++) x = T.matmul(x, a);
+        return T.keep(x);
+      });
+      await c.data();
+      const waitedMs = performance.now() - t0;
+      const during = immediates;
+      expect(globalThis.setImmediate).toBe(counting);
+      a.dispose();
+      c.dispose();
+      // 12 matmuls of 512³ take well over 100 ms on any software adapter; a busy loop re-queues
+      // every few microseconds (tens of thousands in that time), the quiet wait at most once per
+      // millisecond after its first millisecond of spinning.
+      if (waitedMs > 50) expect(during).toBeLessThan(waitedMs * 2 + 400);
+    } finally {
+      globalThis.setImmediate = native;
+    }
+  });
+
   it('every kernel prints as WGSL text and the compiled list has them', () => {
     const src = matmulKernel(false, true, false);
     expect(src.code).toContain('@compute');
