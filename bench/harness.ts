@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gpuWait } from '../engine/device.js';
 
 export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'results');
 
@@ -30,7 +31,9 @@ export async function runSuite(suite: string, cases: BenchCase[], opts: { baseli
   let rows: SuiteRow[] = [];
   await b.suite(
     suite,
-    ...cases.map((c) => b.add(c.name, async () => c.run())),
+    // Every case, peers included, waits for Dawn without its busy-polling loop (engine/device.ts
+    // gpuWait): the same conditions for all, whoever's promise is pending.
+    ...cases.map((c) => b.add(c.name, async () => gpuWait(Promise.resolve(c.run())))),
     b.configure({ cases: { minSamples: opts.minSamples ?? 5, maxTime: opts.maxTime ?? 3, delay: 0.05 } }),
     b.cycle(),
     b.complete((summary) => {

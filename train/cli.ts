@@ -87,7 +87,7 @@ async function kernels(argv: string[]): Promise<void> {
 const TRAIN_HELP = `tessera train — train a ViT / DeiT on Fashion-MNIST, MNIST or CIFAR-10
 
 Options (defaults in brackets):
-  --preset NAME        model preset [vit-fmnist-convstem16]; presets: ${'${PRESET_NAMES}'}
+  --preset NAME        model preset [vit-fmnist-convstem16-d4]; presets: ${'${PRESET_NAMES}'}
   --data NAME          fashion-mnist | mnist | cifar10 [fashion-mnist]
   --data-dir DIR       dataset folder (also TESSERA_DATA) [the Debian package's folder]
   --epochs N           epochs of the schedule [3]

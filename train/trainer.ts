@@ -64,7 +64,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   ...AUGMENT_DEFAULTS,
   // Chosen by measurement for `npm start` (README: the trade-off table): the conv stem with 16
   // tokens learns fastest per image and runs as fast as the patch-7 ViT.
-  preset: 'vit-fmnist-convstem16',
+  preset: 'vit-fmnist-convstem16-d4',
   data: 'fashion-mnist',
   epochs: 3,
   batchSize: 128,
@@ -180,6 +180,10 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   const calibrationEnd = Math.min(27, stepsPerEpoch, totalSteps);
   const timingStart = Math.min(3, calibrationEnd - 1);
   let timingStarted = 0;
+  // Training seconds and steps since the calibration started (evaluations excluded): the
+  // per-step cost each re-plan uses.
+  let timedSeconds = 0;
+  let timedSteps = 0;
   let lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
   const epochsOf = (steps: number) => Math.ceil(steps / stepsPerEpoch);
   const opt = new T.AdamW(model.paramGroups(cfg.weightDecay), { lr: cfg.lr, betas: cfg.betas, weightDecay: cfg.weightDecay });
@@ -220,7 +224,8 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   let evals = 0;
   // Fits the schedule into the time budget from the seconds measured so far.
   const plan = (secondsPerStep: number) => {
-    const perEval = evals ? evalSeconds / evals : 0.5 * secondsPerStep * (testSet.count / cfg.batchSize) + 1;
+    // Before the first evaluation: a forward pass costs about a third of a training step.
+    const perEval = evals ? evalSeconds / evals : 0.35 * secondsPerStep * (testSet.count / cfg.batchSize) + 1;
     const fit = stepsWithinBudget({
       budgetSeconds: cfg.timeBudget! * 60, elapsedSeconds: (performance.now() - runStart) / 1000, stepsDone: step,
       secondsPerStep, secondsPerEval: perEval, stepsPerEpoch, margin: 0.03,
@@ -239,6 +244,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     let epochLoss = 0;
     let epochSteps = 0;
     for (let pos = step % stepsPerEpoch; pos < stepsPerEpoch && step < lastStep; pos++) {
+      const stepStart = performance.now();
       loader.load(order, pos * cfg.batchSize);
       // Every random op of the step (dropout, drop-path) draws from a seed fixed by the step,
       // so a resumed run repeats the uninterrupted one exactly.
@@ -281,6 +287,10 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
       epochSteps++;
       step++;
       bar?.update(pos + 1, { loss: (epochLoss / epochSteps).toFixed(4), lr: opt.lr.toExponential(1) });
+      if (budgeted && step > timingStart) {
+        timedSeconds += (performance.now() - stepStart) / 1000;
+        timedSteps++;
+      }
       if (budgeted && step === timingStart) timingStarted = performance.now();
       if (budgeted && step === calibrationEnd) {
         totalSteps = plan((performance.now() - timingStarted) / 1000 / (calibrationEnd - timingStart));
@@ -322,11 +332,14 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     await save(lastPath, m.epoch);
     evalSeconds += (performance.now() - evalStart) / 1000;
     evals++;
-    // The machine may have slowed down: shorten the schedule if the rest would overrun the budget.
-    if (budgeted && step >= calibrationEnd && step < lastStep) {
-      const fit = plan(seconds / epochSteps);
-      if (fit < totalSteps) {
-        log(`time budget: ${(1000 * seconds / epochSteps).toFixed(0)} ms per step in this epoch; schedule shortened from ${totalSteps} to ${fit} steps`);
+    // Re-plan with every step timed so far and the measured evaluations: shorten the schedule if
+    // the rest would overrun the budget, lengthen it if more than 2% more steps fit (the short
+    // calibration and the evaluation estimate are only guesses).
+    if (budgeted && step >= calibrationEnd && step < lastStep && timedSteps > 0) {
+      const perStep = timedSeconds / timedSteps;
+      const fit = plan(perStep);
+      if (fit < totalSteps || fit > totalSteps * 1.02) {
+        log(`time budget: ${(1000 * perStep).toFixed(0)} ms per step so far, ${(evalSeconds / evals).toFixed(1)} s per evaluation; schedule ${fit < totalSteps ? 'shortened' : 'lengthened'} from ${totalSteps} to ${fit} steps`);
         totalSteps = Math.max(fit, step + 1);
         lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
         writeConfig();

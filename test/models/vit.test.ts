@@ -19,6 +19,8 @@ describe('VisionTransformer (timm layout)', () => {
     // 2·(24+48+64) = 272, 1×1 projection 64·64+64 = 4,160, cls + pos 64 + 17·64 = 1,152,
     // 6 blocks × 33,472 = 200,832, final norm 128, head 650: 245,426.
     expect(countParams(presetConfig('vit-fmnist-convstem16'))).toBe(245_426);
+    // Its 4-block version (the default preset): 245,426 − 2 × 33,472.
+    expect(countParams(presetConfig('vit-fmnist-convstem16-d4'))).toBe(178_482);
     const c = presetConfig('vit-fmnist-tiny');
     expect(countParams(c)).toBe(205_962);
     const m = new VisionTransformer(c, 0);
