@@ -160,7 +160,7 @@ export class Runtime {
       if (this.bindGroups.size >= MAX_BIND_GROUP_CACHE) this.bindGroups.clear();
       group = this.device.createBindGroup({
         layout: p.layout,
-        entries: buffers.map((b, binding) => ({ binding, resource: { buffer: b.gpu } })),
+        entries: buffers.map((b, binding) => ({ binding, resource: b.offset === undefined ? { buffer: b.gpu } : { buffer: b.gpu, offset: b.offset, size: b.bytes } })),
       });
       this.bindGroups.set(key, group);
       this.stats.bindGroupsCreated++;
@@ -235,7 +235,7 @@ export class Runtime {
 
   /** Copies `bytes` between pooled buffers, in order with the recorded dispatches. */
   copy(src: PooledBuffer, dst: PooledBuffer, bytes: number, srcOffset = 0, dstOffset = 0): void {
-    this.commandEncoder().copyBufferToBuffer(src.gpu, srcOffset, dst.gpu, dstOffset, bytes);
+    this.commandEncoder().copyBufferToBuffer(src.gpu, (src.offset ?? 0) + srcOffset, dst.gpu, (dst.offset ?? 0) + dstOffset, bytes);
   }
 
   get hasPendingWork(): boolean {
@@ -300,6 +300,7 @@ export class Runtime {
     if (this.encoder) this.flush();
     const bytes = data.byteLength;
     if (bytes === 0) return;
+    dstOffset += dst.offset ?? 0;
     const aligned = Math.ceil(bytes / 4) * 4;
     if (aligned === bytes) this.device.queue.writeBuffer(dst.gpu, dstOffset, data.buffer, data.byteOffset, bytes);
     else {
@@ -314,7 +315,7 @@ export class Runtime {
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
     const staging = this.stagingPool.acquire(size, 'readback');
     try {
-      this.commandEncoder().copyBufferToBuffer(src.gpu, srcOffset, staging.gpu, 0, size);
+      this.commandEncoder().copyBufferToBuffer(src.gpu, (src.offset ?? 0) + srcOffset, staging.gpu, 0, size);
       this.flush();
       await gpuWait(staging.gpu.mapAsync(MAP_MODE_READ, 0, size));
       const out = staging.gpu.getMappedRange(0, size).slice(0, bytes);

@@ -9,8 +9,10 @@ export interface PooledBuffer {
   readonly gpu: GPUBuffer;
   /** Stable id, used in bind-group cache keys. */
   readonly id: number;
-  /** Allocated size (the size class), bytes. */
+  /** Allocated size (the size class), bytes; for a slice, the slice's size. */
   readonly bytes: number;
+  /** Byte offset of a slice inside `gpu` (a multiple of minStorageBufferOffsetAlignment). */
+  readonly offset?: number;
 }
 
 /** Size class: at least 256 bytes; powers of two in quarter steps above 64 KiB, so a reused
@@ -24,6 +26,12 @@ export function sizeClass(bytes: number): number {
 }
 
 let nextBufferId = 1;
+
+/** A range of a pooled buffer, bound on its own (packed parameters and optimizer state). */
+export function bufferSlice(parent: PooledBuffer, offset: number, bytes: number): PooledBuffer {
+  if (offset + bytes > parent.bytes) throw new Error(`buffer slice [${offset}, ${offset + bytes}) outside a ${parent.bytes}-byte buffer`);
+  return { gpu: parent.gpu, id: nextBufferId++, bytes, offset: (parent.offset ?? 0) + offset };
+}
 
 export class BufferPool {
   private free = new Map<number, PooledBuffer[]>();

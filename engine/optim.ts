@@ -1,6 +1,6 @@
 // Optimizers over parameter tensors, updated in place by the kernels in kernels/optimizer.ts.
 // State (moments) lives on the GPU for the optimizer's lifetime; dispose() frees it.
-import { ADAMW_HYPER, ADAMW_PER_DISPATCH, adamwMultiKernel, CLIP_CHUNK, clipFactorKernel, emaKernel, SGD_HYPER, sgdKernel, SUM_SQUARES_PER_DISPATCH, sumSquaresMultiKernel } from '../kernels/optimizer.js';
+import { ADAMW_HYPER, ADAMW_PER_DISPATCH, adamwFlatKernel, adamwMultiKernel, CLIP_CHUNK, clipFactorKernel, emaKernel, SGD_HYPER, sgdKernel, SUM_SQUARES_PER_DISPATCH, sumSquaresMultiKernel } from '../kernels/optimizer.js';
 import { grid1d, type KernelSource, putList } from '../kernels/common.js';
 import { rt } from './dispatch.js';
 import { keep } from './memory.js';
@@ -43,11 +43,7 @@ abstract class Optimizer {
    * tensor from clipGradNorm(); gradients are multiplied by its factor inside the update. */
   step(opts: { clip?: Tensor } = {}): void {
     this.stepCount++;
-    if (!opts.clip && !this.noClip) {
-      this.noClip = keep(Tensor.empty([2], 'float32', 'no clipping'));
-      rt().write(this.noClip.buffer, Float32Array.from([0, 1]));
-    }
-    const clip = opts.clip ?? this.noClip!;
+    const clip = this.clipOrNone(opts.clip);
     for (const group of this.groups) {
       const values = Float32Array.from(this.hyperValues(group));
       let h = this.hyper.get(group);
@@ -71,6 +67,21 @@ abstract class Optimizer {
     }
   }
 
+  protected clipOrNone(clip: Tensor | undefined): Tensor {
+    if (clip) return clip;
+    if (!this.noClip) {
+      this.noClip = keep(Tensor.empty([2], 'float32', 'no clipping'));
+      rt().write(this.noClip.buffer, Float32Array.from([0, 1]));
+    }
+    return this.noClip;
+  }
+
+  /** The global L2 norm of this optimizer's gradients and the factor min(1, maxNorm / norm), as
+   * a [2] tensor for step({ clip }) (see clipGradNorm). */
+  clipGradNorm(maxNorm: number): Tensor {
+    return clipGradNorm(this.groups.flatMap((g) => g.params), maxNorm);
+  }
+
   /** Updates one parameter group; optimizers with a multi-tensor kernel override it. */
   protected updateGroup(items: Update[], hyper: Tensor, clip: Tensor): void {
     for (const { p, g, state } of items) this.update(p, g, state, hyper, clip);
@@ -78,10 +89,16 @@ abstract class Optimizer {
 
   /** Frees every parameter's gradient (call after step()). */
   zeroGrad(): void {
+    this.gradsChanged();
     for (const g of this.groups) for (const p of g.params) {
       p.grad?.dispose();
       p.grad = null;
     }
+  }
+
+  /** Creates the state tensors of a parameter that has none yet (zeros). */
+  protected initState(p: Tensor, state: Tensor[]): void {
+    this.state.set(p, state);
   }
 
   /** Restores a parameter's state (e.g. from a checkpoint), in the order stateOf() returns. */
@@ -99,6 +116,9 @@ abstract class Optimizer {
   stateOf(p: Tensor): readonly Tensor[] | undefined {
     return this.state.get(p);
   }
+
+  /** Called when gradients are freed or replaced. */
+  protected gradsChanged(): void {}
 
   dispose(): void {
     for (const s of this.state.values()) for (const t of s) t.dispose();
@@ -119,6 +139,26 @@ export interface AdamWOptions {
   betas?: [number, number];
   eps?: number;
   weightDecay?: number;
+  /** Pack parameters, gradients and moments into one buffer each and update every parameter in
+   * one dispatch (the parameters move into the packed buffer). Default: packed when possible
+   * (float32 parameters, none listed twice, no live reshaped views); true: refuse otherwise;
+   * false: one update per tensor, a few per dispatch (the reference path). */
+  packed?: boolean;
+}
+
+/** Parameters, gradients and moments of a packed optimizer, each tensor at an aligned offset. */
+interface Packed {
+  total: number;
+  /** Exclusive end (elements) of each parameter group. */
+  groupEnds: number[];
+  offsets: Map<Tensor, number>;
+  params: Tensor;
+  grads: Tensor;
+  m: Tensor;
+  v: Tensor;
+  hyper: Tensor;
+  /** The gradients were copied into `grads` since they last changed. */
+  gathered: boolean;
 }
 
 /** AdamW with decoupled weight decay (torch.optim.AdamW defaults). `lr` may change between steps. */
@@ -128,6 +168,7 @@ export class AdamW extends Optimizer {
   eps: number;
   weightDecay: number;
   protected stateCount = 2;
+  private packed: Packed | null = null;
 
   constructor(params: Tensor[] | ParamGroup[], opts: AdamWOptions = {}) {
     super(params);
@@ -135,6 +176,116 @@ export class AdamW extends Optimizer {
     this.betas = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.01;
+    if (opts.packed !== false) {
+      const reason = this.unpackable();
+      if (reason && opts.packed) throw new Error(`AdamW({ packed: true }): ${reason}`);
+      if (!reason) this.packed = this.pack();
+    }
+  }
+
+  /** Whether parameters, gradients and moments live in one buffer each (one dispatch per step). */
+  get isPacked(): boolean {
+    return this.packed !== null;
+  }
+
+  private unpackable(): string | null {
+    const seen = new Set<Tensor>();
+    for (const g of this.groups) for (const p of g.params) {
+      if (seen.has(p)) return `${p.describe()} is listed twice`;
+      seen.add(p);
+      if (p.dtype !== 'float32') return `${p.describe()} is not float32`;
+      if (p.size === 0) return `${p.describe()} is empty`;
+      if (p.hasViews) return `${p.describe()} has live views sharing its storage`;
+    }
+    return seen.size ? null : 'no parameters';
+  }
+
+  // Offsets are multiples of the device's storage offset alignment so that each parameter can
+  // still be bound on its own by every other kernel.
+  private pack(): Packed {
+    const align = Math.max(1, rt().device.limits.minStorageBufferOffsetAlignment / 4);
+    const offsets = new Map<Tensor, number>();
+    const groupEnds: number[] = [];
+    let total = 0;
+    for (const g of this.groups) {
+      for (const p of g.params) {
+        offsets.set(p, total);
+        total += Math.ceil(p.size / align) * align;
+      }
+      groupEnds.push(total);
+    }
+    const arena = (what: string) => {
+      const t = keep(zeros([total]));
+      t.name = what;
+      return t;
+    };
+    const packed: Packed = {
+      total, groupEnds, offsets, gathered: false,
+      params: arena('packed parameters'), grads: arena('packed gradients'), m: arena('packed first moments'), v: arena('packed second moments'),
+      hyper: keep(Tensor.empty([ADAMW_HYPER.length * this.groups.length], 'float32', 'optimizer hyperparameters')),
+    };
+    for (const [p, off] of offsets) {
+      const slot = Tensor.slice(packed.params, off, p.shape);
+      p.moveInto(slot);
+      slot.dispose();
+      this.initState(p, [keep(Tensor.slice(packed.m, off, p.shape)), keep(Tensor.slice(packed.v, off, p.shape))]);
+    }
+    return packed;
+  }
+
+  private allHaveGradients(): boolean {
+    for (const g of this.groups) for (const p of g.params) if (!p.grad || p.grad.size !== p.size) return false;
+    return true;
+  }
+
+  /** Copies every gradient into the packed gradient buffer (copies, not dispatches). */
+  private gather(packed: Packed): void {
+    if (packed.gathered) return;
+    for (const [p, off] of packed.offsets) rt().copy(p.grad!.buffer, packed.grads.buffer, p.size * 4, 0, off * 4);
+    packed.gathered = true;
+  }
+
+  protected override gradsChanged(): void {
+    if (this.packed) this.packed.gathered = false;
+  }
+
+  /** Packed: the gradients are gathered once and reduced in one pass over the packed buffer (two
+   * dispatches); call step() before changing them. */
+  override clipGradNorm(maxNorm: number): Tensor {
+    const packed = this.packed;
+    if (!packed || !this.allHaveGradients()) return super.clipGradNorm(maxNorm);
+    this.gather(packed);
+    return packedNorm(packed.grads, maxNorm);
+  }
+
+  /** Packed and every parameter has a gradient: one dispatch. Otherwise (a parameter without a
+   * gradient is left alone, as torch does) one update per tensor over the packed slices. */
+  override step(opts: { clip?: Tensor } = {}): void {
+    const packed = this.packed;
+    if (!packed || !this.allHaveGradients()) {
+      super.step(opts);
+      this.gradsChanged();
+      return;
+    }
+    this.stepCount++;
+    const clip = this.clipOrNone(opts.clip);
+    this.gather(packed);
+    rt().write(packed.hyper.buffer, Float32Array.from(this.groups.flatMap((g) => this.hyperValues(g))));
+    const k = adamwFlatKernel(this.groups.length);
+    const uniforms: Record<string, number> = { total: packed.total };
+    putList(uniforms, 'e', this.groups.length > 1 ? packed.groupEnds.slice(0, -1) : [packed.total]);
+    rt().run({
+      source: k, uniforms, grid: grid1d(packed.total, k.workgroupSize), label: `adamw packed ${packed.offsets.size} tensors, ${packed.total} elements`,
+      buffers: [packed.params, packed.grads, packed.m, packed.v, packed.hyper, clip].map((t) => t.buffer),
+    });
+    packed.gathered = false;
+  }
+
+  override dispose(): void {
+    super.dispose();
+    const packed = this.packed;
+    if (packed) for (const t of [packed.params, packed.grads, packed.m, packed.v, packed.hyper]) t.dispose();
+    this.packed = null;
   }
 
   protected hyperValues(group: ParamGroup): number[] {
@@ -222,6 +373,19 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): Tensor {
   }
   const fin = clipFactorKernel();
   rt().run({ source: fin, uniforms: { count: total, max_norm: maxNorm }, buffers: [partials.buffer, out.buffer], grid: [1, 1, 1], label: `clip_factor ${total}` });
+  partials.dispose();
+  return out;
+}
+
+/** [norm, factor] of one packed gradient buffer: partial sums of squares, then the factor. */
+function packedNorm(grads: Tensor, maxNorm: number): Tensor {
+  const chunks = Math.ceil(grads.size / CLIP_CHUNK);
+  const partials = Tensor.empty([chunks], 'float32', 'clip partials');
+  const out = Tensor.empty([2], 'float32', 'grad norm');
+  const sq = sumSquaresMultiKernel(1);
+  rt().run({ source: sq, uniforms: { total: chunks, out_off: 0, c0: chunks, n0: grads.size }, buffers: [grads.buffer, partials.buffer], grid: grid1d(chunks, sq.workgroupSize), label: `sum_squares packed ${grads.size}` });
+  const fin = clipFactorKernel();
+  rt().run({ source: fin, uniforms: { count: chunks, max_norm: maxNorm }, buffers: [partials.buffer, out.buffer], grid: [1, 1, 1], label: `clip_factor ${chunks}` });
   partials.dispose();
   return out;
 }

@@ -4,7 +4,7 @@
 import { backward } from './autograd.js';
 import { getDevice, type DeviceInfo } from './device.js';
 import { rt } from './dispatch.js';
-import { type Disposable, type PooledBuffer, track } from './memory.js';
+import { bufferSlice, type Disposable, type PooledBuffer, track } from './memory.js';
 
 export type DType = 'float32' | 'int32';
 export type Shape = readonly number[];
@@ -17,10 +17,18 @@ export interface GradNode {
   backward: (grad: Tensor) => (Tensor | null)[];
 }
 
-/** Reference-counted GPU storage shared by a tensor and its reshaped views. */
+/** Reference-counted GPU storage shared by a tensor and its reshaped views. A slice's storage
+ * holds a reference on the storage it was cut from, whose buffer lives until the last slice goes. */
 class Storage {
   refs = 1;
-  constructor(readonly buffer: PooledBuffer) {}
+  constructor(readonly buffer: PooledBuffer, readonly parent: Storage | null = null) {
+    if (parent) parent.refs++;
+  }
+  release(): void {
+    if (--this.refs > 0) return;
+    if (this.parent) this.parent.release();
+    else rt().pool.release(this.buffer);
+  }
 }
 
 let nextTensorId = 1;
@@ -77,6 +85,38 @@ export class Tensor implements Disposable {
     return t;
   }
 
+  /** A tensor over elements [offset, offset + numel(shape)) of `src`'s storage, bound on its own:
+   * offset × 4 bytes must be a multiple of the device's minStorageBufferOffsetAlignment. */
+  static slice(src: Tensor, offset: number, shape: Shape): Tensor {
+    const storage = src.liveStorage();
+    const n = numel(shape);
+    if (!Number.isInteger(offset) || offset < 0 || offset + n > src.size) {
+      throw new Error(`Tensor.slice: elements [${offset}, ${offset + n}) are outside ${src.describe()}`);
+    }
+    const align = rt().device.limits.minStorageBufferOffsetAlignment;
+    if ((offset * 4) % align !== 0) throw new Error(`Tensor.slice: offset ${offset} × 4 bytes is not a multiple of the device's storage offset alignment (${align} bytes)`);
+    return new Tensor(shape, src.dtype, new Storage(bufferSlice(storage.buffer, offset * 4, Math.max(4, n * 4)), storage));
+  }
+
+  /** Copies this tensor's values into `target` (same size and dtype) and from then on uses
+   * target's storage, so that kernels binding either see the same memory (the optimizer packs
+   * parameters into one buffer this way). Refused while views share this tensor's storage. */
+  moveInto(target: Tensor): void {
+    const own = this.liveStorage();
+    if (target.size !== this.size || target.dtype !== this.dtype) throw new Error(`moveInto: ${this.describe()} does not fit ${target.describe()}`);
+    if (own.refs !== 1) throw new Error(`moveInto: ${this.describe()} has ${own.refs - 1} live view(s) sharing its storage; dispose them first`);
+    const dest = target.liveStorage();
+    if (this.size > 0) rt().copy(own.buffer, dest.buffer, this.size * 4);
+    dest.refs++;
+    this.storage = dest;
+    own.release();
+  }
+
+  /** Whether views (reshapes or slices) share this tensor's storage. */
+  get hasViews(): boolean {
+    return this.liveStorage().refs > 1;
+  }
+
   get rank(): number {
     return this.shape.length;
   }
@@ -106,7 +146,7 @@ export class Tensor implements Disposable {
     if (!s) return;
     this.storage = null;
     this.gradFn = null;
-    if (--s.refs === 0) rt().pool.release(s.buffer);
+    s.release();
     if (this.grad) {
       this.grad.dispose();
       this.grad = null;

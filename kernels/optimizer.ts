@@ -65,6 +65,41 @@ export const adamwMultiKernel = memo(function adamwMultiKernel(k: number): Kerne
   });
 });
 
+// ---- AdamW over packed parameters: one dispatch for the whole model -----------------------------
+// Parameters, gradients and both moments live in four buffers with the same layout (each tensor
+// at an aligned offset, zero padding between), ordered by parameter group: group s ends at
+// element e_s, and its hyperparameters are hyper[7s .. 7s + 6] (ADAMW_HYPER order). Padding has
+// zero gradient and moments, so it is only ever scaled by weight decay and never read elsewhere.
+export const adamwFlatKernel = memo(function adamwFlatKernel(groups: number): KernelSource {
+  const group = Array.from({ length: groups - 1 }, (_, s) => `select(0u, 1u, i >= P.e${s})`).join(' + ') || '0u';
+  return kernel({
+    name: `adamw_flat_g${groups}`,
+    uniforms: [{ name: 'total', type: 'u32' }, ...fieldList('e', Math.max(groups - 1, 1))],
+    buffers: [
+      { name: 'p', access: 'read_write', type: 'f32' },
+      { name: 'g', access: 'read', type: 'f32' },
+      { name: 'm', access: 'read_write', type: 'f32' },
+      { name: 'v', access: 'read_write', type: 'f32' },
+      { name: 'hyper', access: 'read', type: 'f32' },
+      { name: 'clip', access: 'read', type: 'f32' },
+    ],
+    workgroupSize: OPTIMIZER_WG,
+    body: `${MAIN_1D} {
+  let i = global_index(wid, lid, nwg);
+  if (i >= P.total) { return; }
+  let h = 7u * (${group});
+  let lr = hyper[h]; let b1 = hyper[h + 1u]; let b2 = hyper[h + 2u]; let eps = hyper[h + 3u];
+  let wd = hyper[h + 4u]; let bc1 = hyper[h + 5u]; let bc2 = hyper[h + 6u];
+  let gi = g[i] * clip[1];
+  let mi = b1 * m[i] + (1.0 - b1) * gi;
+  let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
+  m[i] = mi;
+  v[i] = vi;
+  p[i] = p[i] * (1.0 - lr * wd) - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);
+}`,
+  });
+});
+
 export const sgdKernel = memo(function sgdKernel(): KernelSource {
   return kernel({
     name: 'sgd',

@@ -51,7 +51,6 @@ export async function profileStep(o: StepProfileOptions): Promise<StepProfile> {
   const x = T.keep(T.randn([B, cfg.in_chans, cfg.img_size, cfg.img_size], { seed: 1 }));
   const y = T.keep(T.tensor(Int32Array.from({ length: B }, (_, i) => i % cfg.num_classes), [B]));
   const opt = new T.AdamW(model.paramGroups(0.05), { lr: 1e-4 });
-  const params = model.parameters();
   const step = (prof: T.Profiler | null) =>
     T.scope(() => {
       if (prof) prof.phase = 'forward';
@@ -60,7 +59,7 @@ export async function profileStep(o: StepProfileOptions): Promise<StepProfile> {
       if (prof) prof.phase = 'backward';
       loss.backward();
       if (prof) prof.phase = 'optimizer';
-      opt.step({ clip: T.clipGradNorm(params, 1) });
+      opt.step({ clip: opt.clipGradNorm(1) });
       opt.zeroGrad();
       return loss;
     });

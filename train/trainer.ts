@@ -186,7 +186,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   let timedSteps = 0;
   let lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
   const epochsOf = (steps: number) => Math.ceil(steps / stepsPerEpoch);
-  const opt = new T.AdamW(model.paramGroups(cfg.weightDecay), { lr: cfg.lr, betas: cfg.betas, weightDecay: cfg.weightDecay });
+  const opt = new T.AdamW(model.paramGroups(cfg.weightDecay), { lr: cfg.lr, betas: cfg.betas, weightDecay: cfg.weightDecay, packed: true });
   const ema = cfg.ema > 0 ? new T.WeightEma(model.parameters(), cfg.ema) : null;
   const teacher = cfg.teacher ? modelFromCheckpoint(cfg.teacher).model : null;
   if (teacher && !mc.distilled) throw new Error(`--teacher needs a distilled preset (a model with dist_token and head_dist); '${cfg.preset}' is not`);
@@ -270,7 +270,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
           l = T.mulScalar(T.add(l, T.crossEntropy(view(out.distLogits, 0), target)), 0.5);
         }
         l.backward();
-        const clip = T.clipGradNorm(params, cfg.clipGrad);
+        const clip = opt.clipGradNorm(cfg.clipGrad);
         opt.step({ clip });
         opt.zeroGrad();
         ema?.update();

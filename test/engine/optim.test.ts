@@ -36,12 +36,13 @@ describe('optimizers update parameters in place like torch.optim', () => {
     opt.dispose();
   });
 
-  it('AdamW over many parameters (several per dispatch, ragged chunks, one without a gradient) and clipping by global norm over more tensors than one dispatch takes', async () => {
+  it.each([false, true])('AdamW over many parameters (packed: %s; ragged chunks, one without a gradient) and clipping by global norm over more tensors than one dispatch takes', async (packed) => {
     const r = rng(9);
     const sizes = [37, 5, 1, 64, 13, 7, 129, 3];
     const init = sizes.map((n) => makeData([n], 'normal', r));
     const ps = init.map((d, i) => T.tensor(Float32Array.from(d), [sizes[i]!], { requiresGrad: true }));
-    const opt = new T.AdamW([{ params: ps.slice(0, 5) }, { params: ps.slice(5), weightDecay: 0 }], { lr: 1e-2, weightDecay: 0.05 });
+    const opt = new T.AdamW([{ params: ps.slice(0, 5) }, { params: ps.slice(5), weightDecay: 0 }], { lr: 1e-2, weightDecay: 0.05, packed });
+    expect(opt.isPacked).toBe(packed);
     const ref = init.map((d) => ({ p: Float64Array.from(d), m: new Float64Array(d.length), v: new Float64Array(d.length) }));
     for (let t = 1; t <= 3; t++) {
       const grads = sizes.map((n) => makeData([n], 'normal', r));
@@ -53,7 +54,9 @@ describe('optimizers update parameters in place like torch.optim', () => {
       });
     }
     for (let i = 0; i < sizes.length; i++) expectClose(await ps[i]!.data(), ref[i]!.p, TOL, `AdamW parameter ${i}`);
-    expect(opt.stateOf(ps[2]!)).toBeUndefined();
+    // A parameter without a gradient is left alone (torch skips it); packed moments stay zero.
+    if (packed) expectClose(await opt.stateOf(ps[2]!)![0]!.data(), new Float64Array(1), TOL, 'untouched moment');
+    else expect(opt.stateOf(ps[2]!)).toBeUndefined();
     opt.dispose();
 
     // 20 gradients (two sum-of-squares dispatches), one of them over several 1024-element chunks.
@@ -69,6 +72,83 @@ describe('optimizers update parameters in place like torch.optim', () => {
     expect(clip[0]).toBeCloseTo(norm, 3);
     expect(clip[1]).toBeCloseTo(1 / (norm + 1e-6), 6);
     for (const q of qs) q.grad!.dispose();
+  });
+
+  it('packed AdamW: one update dispatch and a two-dispatch global norm per step, clipping and three weight-decay groups equal to float64, parameters still ordinary tensors', async () => {
+    const r = rng(21);
+    const shapes = [[7, 3], [5], [1], [129], [4, 4, 2], [66]];
+    const decay = [0.05, 0.05, 0, 0, 0.1, 0.1];
+    const init = shapes.map((s) => makeData(s, 'normal', r));
+    const ps = init.map((d, i) => T.tensor(Float32Array.from(d), shapes[i]!, { requiresGrad: true, name: `p${i}` }));
+    const groups = [{ params: ps.slice(0, 2) }, { params: ps.slice(2, 4), weightDecay: 0 }, { params: ps.slice(4), weightDecay: 0.1 }];
+    const opt = new T.AdamW(groups, { lr: 3e-2, betas: [0.9, 0.95], weightDecay: 0.05 });
+    expect(opt.isPacked).toBe(true);
+    const ref = init.map((d) => ({ p: Float64Array.from(d), m: new Float64Array(d.length), v: new Float64Array(d.length) }));
+    const maxNorm = 2;
+    for (let t = 1; t <= 6; t++) {
+      const grads = init.map((d) => makeData([d.length], 'normal', r));
+      ps.forEach((p, i) => (p.grad = T.keep(T.tensor(Float32Array.from(grads[i]!), shapes[i]!))));
+      opt.lr = 3e-2 / t;
+      const before = T.rt().stats.dispatches;
+      const clip = opt.clipGradNorm(maxNorm);
+      opt.step({ clip });
+      expect(T.rt().stats.dispatches - before).toBe(3);
+      const [norm, factor] = await clip.data();
+      clip.dispose();
+      opt.zeroGrad();
+      const refNorm = Math.sqrt(grads.reduce((a, g) => a + g.reduce((b, x) => b + x * x, 0), 0));
+      expect(norm).toBeCloseTo(refNorm, 4);
+      const f = Math.min(1, maxNorm / (refNorm + 1e-6));
+      expect(factor).toBeCloseTo(f, 6);
+      ref.forEach((x, i) => R.adamw(x.p, grads[i]!.map((g) => g * f), x.m, x.v, t, { lr: 3e-2 / t, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: decay[i]! }));
+    }
+    for (let i = 0; i < ps.length; i++) {
+      expectClose(await ps[i]!.data(), ref[i]!.p, TOL, `packed AdamW parameter ${i}`);
+      expectClose(await opt.stateOf(ps[i]!)![1]!.data(), ref[i]!.v, TOL, `packed AdamW second moment ${i}`);
+    }
+    // Parameters are slices of the packed buffer: ops, reshaped views and uploads see their values.
+    const sum = T.scope(() => T.add(ps[3]!, T.reshape(ps[3]!, [129])));
+    expectClose(await sum.data(), ref[3]!.p.map((x) => 2 * x), TOL, 'op on a packed parameter');
+    sum.dispose();
+    T.upload(ps[1]!, Float32Array.from([1, 2, 3, 4, 5]));
+    expectClose(await ps[1]!.data(), [1, 2, 3, 4, 5], TOL, 'upload into a packed parameter');
+    expectClose(await ps[2]!.data(), ref[2]!.p, TOL, 'its neighbour untouched');
+    opt.setState(ps[0]!, [new Float32Array(21).fill(0.5), new Float32Array(21).fill(0.25)]);
+    expectClose(await opt.stateOf(ps[0]!)![0]!.data(), new Float64Array(21).fill(0.5), TOL, 'restored moment');
+
+    // The packed buffer outlives the optimizer while parameters use it, and goes with the last one.
+    const live = T.liveBuffers();
+    opt.dispose();
+    expect(T.liveBuffers()).toBe(live - 4); // gradients, both moments, hyperparameters
+    expectClose(await ps[5]!.data(), ref[5]!.p, TOL, 'parameter after the optimizer is disposed');
+    for (const p of ps) p.dispose();
+    expect(T.liveBuffers()).toBe(live - 5);
+  });
+
+  it('packed AdamW does not grow the live-buffer count over 40 steps; a parameter with a live view is not packed', async () => {
+    const ps = [T.parameter(new Float32Array(300).fill(1), [300]), T.parameter(new Float32Array(17).fill(-1), [17])];
+    const opt = new T.AdamW(ps, { lr: 1e-3 });
+    const step = () =>
+      T.scope(() => {
+        for (const p of ps) p.grad = T.mulScalar(p, 0.5);
+        opt.step({ clip: opt.clipGradNorm(1) });
+        opt.zeroGrad();
+      });
+    step();
+    await T.sync();
+    const before = T.liveBuffers();
+    for (let i = 0; i < 40; i++) step();
+    await T.sync();
+    expect(T.liveBuffers()).toBe(before);
+    opt.dispose();
+    for (const p of ps) p.dispose();
+
+    const q = T.parameter(new Float32Array(8), [8], 'q');
+    const view = T.reshape(q, [2, 4]);
+    expect(new T.AdamW([q]).isPacked).toBe(false);
+    expect(() => new T.AdamW([q], { packed: true })).toThrow(/'q' \[8\] has live views/);
+    view.dispose();
+    q.dispose();
   });
 
   it('SGD with momentum and weight decay over 4 steps', async () => {

@@ -63,6 +63,7 @@ describe('VisionTransformer (timm layout)', () => {
   it('overfits a tiny batch', async () => {
     const m = new VisionTransformer({ ...presetConfig('vit-fmnist-tiny'), depth: 2 }, 0);
     const opt = new T.AdamW(m.paramGroups(0), { lr: 3e-3 });
+    expect(opt.isPacked).toBe(true); // the model keeps no views of its parameters
     const x = T.randn([8, 1, 28, 28], { seed: 9 });
     const y = T.tensor(Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]), [8]);
     let last = Infinity;
@@ -122,13 +123,13 @@ describe('VisionTransformer (timm layout)', () => {
     }
     // The channels-last stem is conv2d (NCHW) → BatchNorm2d → ReLU, twice, then a 1×1 conv.
     const stem = m.patchEmbed as ConvStem;
-    const viaNchw = T.noGrad(() => {
+    const viaNchw = T.noGrad(() => T.scope(() => {
       let h = x;
       for (const s of stem.stages) h = T.relu(T.batchNorm2d(T.conv2d(h, s.conv, null, { stride: 2, padding: 1 }), s.bn.weight, s.bn.bias, s.bn.runningMean, s.bn.runningVar, { training: false }));
       const y = T.conv2d(h, stem.proj.weight, stem.proj.bias);
       return T.transpose(T.reshape(y, [4, 64, 49]), 1, 2);
-    });
-    const viaStem = T.noGrad(() => stem.forward(x, { training: false }));
+    }));
+    const viaStem = T.noGrad(() => T.scope(() => stem.forward(x, { training: false })));
     expectClose(await viaStem.data(), await viaNchw.data(), { atol: 1e-5, rtol: 1e-4 }, 'conv stem');
     const rm = m.buffers.get('patch_embed.backbone.0.bn.running_mean')!;
     const afterTrain = Array.from(await rm.data());
@@ -137,6 +138,7 @@ describe('VisionTransformer (timm layout)', () => {
     expect(Array.from(await rm.data())).toEqual(afterTrain);
     // Training steps (BatchNorm updates its running statistics in place) leak nothing.
     const opt = new T.AdamW(m.paramGroups(0.05), { lr: 1e-3 });
+    expect(opt.isPacked).toBe(true);
     const step = () => {
       const l = T.scope(() => {
         const loss = T.crossEntropy(m.forward(x, { training: true }).logits, y);
