@@ -10,7 +10,7 @@ import { grid1d, type KernelSource } from '../../kernels/common.js';
 import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
-import { record } from '../autograd.js';
+import { isGradEnabled, record } from '../autograd.js';
 import { currentDevice, subgroupsOf8 } from '../device.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
@@ -32,14 +32,19 @@ export interface AttentionOptions {
 // Measured on lavapipe (tessera profile attention): the one-row-per-invocation flash kernels
 // (vec4, scalar) load every K/V row once per query row, and past head dim 16 they are 2–5×
 // slower forward+backward than the unfused path. The subgroup kernels share each K/V row among
-// 8 query rows: forward 1.8–2.2× faster than unfused at N 65–197, hd 32–64, forward+backward
-// within ±25% of it (batch 8, 4 heads), and at hd 16 faster than either. So flash everywhere,
-// except on a CPU adapter without subgroups past head dim 16. GPUs: flash.
+// 8 query rows and are faster than unfused forward at every shape measured. Their backward
+// recomputes P twice (once for dQ, once for dK and dV: 14·N²·hd FLOPs against the unfused
+// 8·N²·hd), which on a CPU adapter, where the unfused matmuls run at full speed, costs more than
+// it saves once the head dim is large: forward+backward (bench/results/attention-*, 128 heads)
+// flash/unfused = 0.68× the time at hd 16 (N 50), 0.85× at hd 32 (N 65), 1.20× at hd 64
+// (N 197). So on a CPU adapter with subgroups: flash, except unfused when gradients are wanted
+// at hd ≥ 64; without subgroups, unfused past hd 16. GPUs: flash.
 const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader/i;
 
-function chooseImpl(hd: number): 'flash' | 'unfused' {
-  if (hd % 8 === 0 && subgroupsOf8()) return 'flash';
-  return CPU_ADAPTER.test(currentDevice().adapterName) && hd > 16 ? 'unfused' : 'flash';
+function chooseImpl(hd: number, needsGrad: boolean): 'flash' | 'unfused' {
+  const cpu = CPU_ADAPTER.test(currentDevice().adapterName);
+  if (hd % 8 === 0 && subgroupsOf8()) return cpu && needsGrad && hd >= 64 ? 'unfused' : 'flash';
+  return cpu && hd > 16 ? 'unfused' : 'flash';
 }
 
 function rowsKernel(source: ReturnType<typeof softmaxKernel>, rows: number, cols: number, scale: number, buffers: Tensor[], label: string): void {
@@ -58,7 +63,7 @@ export function attention(qkv: Tensor, numHeads: number, opts: AttentionOptions 
     throw new Error(`attention: qkv ${qkv.describe()} must be float32 (B, N, 3·D) with D divisible by ${numHeads} heads`);
   }
   const hd = qkv.shape[2]! / 3 / numHeads;
-  const impl = opts.impl === undefined || opts.impl === 'auto' ? chooseImpl(hd) : opts.impl;
+  const impl = opts.impl === undefined || opts.impl === 'auto' ? chooseImpl(hd, qkv.requiresGrad && isGradEnabled()) : opts.impl;
   return impl === 'flash' && !opts.capture ? flashAttention(qkv, numHeads, opts) : unfusedAttention(qkv, numHeads, opts);
 }
 

@@ -77,6 +77,25 @@ describe('attention from packed qkv: flash and unfused paths against the referen
     expect([...c]).not.toEqual([...a]);
   });
 
+  it("'auto' takes flash except on a CPU adapter when gradients are wanted at head dim ≥ 64 (measured there: unfused forward+backward is faster)", async () => {
+    const cpu = /llvmpipe|lavapipe|swiftshader/i.test(T.currentDevice().adapterName);
+    const subgroups = T.subgroupsOf8();
+    const forwardDispatches = (hd: number, grad: boolean) =>
+      T.scope(() => {
+        const qkv = T.randn([2, 9, 3 * 2 * hd], { seed: 1 });
+        qkv.requiresGrad = grad;
+        const before = T.rt().stats.dispatches;
+        T.attention(qkv, 2);
+        return T.rt().stats.dispatches - before; // flash: 1; unfused: matmul, softmax, matmul
+      });
+    const flash = 1;
+    const unfused = 3;
+    expect(forwardDispatches(64, false)).toBe(!cpu || subgroups ? flash : unfused);
+    expect(forwardDispatches(64, true)).toBe(cpu ? unfused : flash);
+    expect(forwardDispatches(16, true)).toBe(flash);
+    await T.sync();
+  });
+
   it('refuses a qkv width that does not split into heads', () => {
     expect(() => T.attention(T.zeros([1, 4, 10]), 2)).toThrow(/\(B, N, 3·D\) with D divisible by 2 heads/);
   });
