@@ -79,7 +79,6 @@ declare global {
 
 window.tesseraMlp = tesseraMlp;
 window.tesseraProfile = tesseraProfile;
-window.tesseraReady = true;
 
 const out = document.getElementById('out');
 if (out) {
@@ -101,5 +100,9 @@ if (out) {
       const prof = document.getElementById('profile');
       if (prof) prof.textContent = `${p.timestamps ? 'GPU timestamps' : 'no timestamp-query: times unavailable'}\n${p.table}`;
     })
-    .catch((e: unknown) => (out.textContent = `error: ${String(e)}`));
+    .catch((e: unknown) => (out.textContent = `error: ${String(e)}`))
+    // Ready once the demo is done: a caller's profile must not overlap the demo's.
+    .finally(() => (window.tesseraReady = true));
+} else {
+  window.tesseraReady = true;
 }
