@@ -7,8 +7,9 @@ import { vitSuite } from './vit.js';
 import { ladderSuite } from './matmul-ladder.js';
 import { augmentSuite } from './augment.js';
 import { blockSuite } from './block.js';
+import { optimizerSuite } from './optimizer.js';
 
-const suites: Record<string, () => Promise<unknown>> = { dispatch: dispatchSuite, augment: augmentSuite, attention: attentionSuite, block: blockSuite, vit: vitSuite, ladder: ladderSuite, matmul: () => matmulSuite(process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : undefined) };
+const suites: Record<string, () => Promise<unknown>> = { dispatch: dispatchSuite, augment: augmentSuite, attention: attentionSuite, block: blockSuite, optimizer: optimizerSuite, vit: vitSuite, ladder: ladderSuite, matmul: () => matmulSuite(process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : undefined) };
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(suites)) {
   const run = suites[name];
