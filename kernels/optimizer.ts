@@ -34,13 +34,25 @@ function bySlot(k: number, idx: string, sizes: string, body: (slot: number) => s
   return `var j = ${idx};\n  ${out}`;
 }
 
+/** WGSL: the AdamW hyperparameters (ADAMW_HYPER order) starting at hyper[base]. */
+function adamwHyper(base: string): string {
+  return `let h = ${base};
+  let lr = hyper[h]; let b1 = hyper[h + 1u]; let b2 = hyper[h + 2u]; let eps = hyper[h + 3u];
+  let wd = hyper[h + 4u]; let bc1 = hyper[h + 5u]; let bc2 = hyper[h + 6u];`;
+}
+
+/** WGSL: one AdamW update of element j of tensor p with gradient g and moments m, v. */
+function adamwUpdate(p: string, g: string, m: string, v: string, j: string): string {
+  return `let gi = ${g}[${j}] * clip[1];
+    let mi = b1 * ${m}[${j}] + (1.0 - b1) * gi;
+    let vi = b2 * ${v}[${j}] + (1.0 - b2) * gi * gi;
+    ${m}[${j}] = mi;
+    ${v}[${j}] = vi;
+    ${p}[${j}] = ${p}[${j}] * (1.0 - lr * wd) - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);`;
+}
+
 export const adamwMultiKernel = memo(function adamwMultiKernel(k: number): KernelSource {
-  const update = (s: number) => `let gi = g${s}[j] * clip[1];
-    let mi = b1 * m${s}[j] + (1.0 - b1) * gi;
-    let vi = b2 * v${s}[j] + (1.0 - b2) * gi * gi;
-    m${s}[j] = mi;
-    v${s}[j] = vi;
-    p${s}[j] = p${s}[j] * (1.0 - lr * wd) - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);`;
+  const update = (s: number) => adamwUpdate(`p${s}`, `g${s}`, `m${s}`, `v${s}`, 'j');
   return kernel({
     name: `adamw_x${k}`,
     uniforms: [{ name: 'total', type: 'u32' }, ...fieldList('n', k)],
@@ -58,8 +70,7 @@ export const adamwMultiKernel = memo(function adamwMultiKernel(k: number): Kerne
     body: `${MAIN_1D} {
   let i = global_index(wid, lid, nwg);
   if (i >= P.total) { return; }
-  let lr = hyper[0]; let b1 = hyper[1]; let b2 = hyper[2]; let eps = hyper[3];
-  let wd = hyper[4]; let bc1 = hyper[5]; let bc2 = hyper[6];
+  ${adamwHyper('0u')}
   ${bySlot(k, 'i', 'n', update)}
 }`,
   });
@@ -87,15 +98,8 @@ export const adamwFlatKernel = memo(function adamwFlatKernel(groups: number): Ke
     body: `${MAIN_1D} {
   let i = global_index(wid, lid, nwg);
   if (i >= P.total) { return; }
-  let h = 7u * (${group});
-  let lr = hyper[h]; let b1 = hyper[h + 1u]; let b2 = hyper[h + 2u]; let eps = hyper[h + 3u];
-  let wd = hyper[h + 4u]; let bc1 = hyper[h + 5u]; let bc2 = hyper[h + 6u];
-  let gi = g[i] * clip[1];
-  let mi = b1 * m[i] + (1.0 - b1) * gi;
-  let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-  m[i] = mi;
-  v[i] = vi;
-  p[i] = p[i] * (1.0 - lr * wd) - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);
+  ${adamwHyper(`7u * (${group})`)}
+  ${adamwUpdate('p', 'g', 'm', 'v', 'i')}
 }`,
   });
 });
