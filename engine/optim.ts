@@ -203,7 +203,8 @@ export class AdamW extends Optimizer {
   // Offsets are multiples of the device's storage offset alignment so that each parameter can
   // still be bound on its own by every other kernel.
   private pack(): Packed {
-    const align = Math.max(1, rt().device.limits.minStorageBufferOffsetAlignment / 4);
+    // At least 4 elements, so that every slice can be bound as whole vec4s.
+    const align = Math.max(4, rt().device.limits.minStorageBufferOffsetAlignment / 4);
     const offsets = new Map<Tensor, number>();
     const groupEnds: number[] = [];
     let total = 0;

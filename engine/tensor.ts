@@ -95,7 +95,10 @@ export class Tensor implements Disposable {
     }
     const align = rt().device.limits.minStorageBufferOffsetAlignment;
     if ((offset * 4) % align !== 0) throw new Error(`Tensor.slice: offset ${offset} × 4 bytes is not a multiple of the device's storage offset alignment (${align} bytes)`);
-    return new Tensor(shape, src.dtype, new Storage(bufferSlice(storage.buffer, offset * 4, Math.max(4, n * 4)), storage));
+    // Bound as whole vec4s where the parent has room: kernels that declare vec4 arrays (matmul)
+    // would otherwise lose the last elements to bounds clamping.
+    const bytes = Math.min(Math.max(16, Math.ceil(n / 4) * 16), storage.buffer.bytes - offset * 4);
+    return new Tensor(shape, src.dtype, new Storage(bufferSlice(storage.buffer, offset * 4, bytes), storage));
   }
 
   /** Copies this tensor's values into `target` (same size and dtype) and from then on uses

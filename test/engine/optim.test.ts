@@ -110,6 +110,17 @@ describe('optimizers update parameters in place like torch.optim', () => {
     const sum = T.scope(() => T.add(ps[3]!, T.reshape(ps[3]!, [129])));
     expectClose(await sum.data(), ref[3]!.p.map((x) => 2 * x), TOL, 'op on a packed parameter');
     sum.dispose();
+    // A slice whose size is not a multiple of 4 floats, read by a kernel that declares vec4
+    // arrays (the matmul): its binding covers whole vec4s, or a GPU's bounds clamping would cut
+    // the last elements off (lavapipe reads them anyway, so the size is checked as well).
+    for (const p of ps) expect(p.buffer.bytes % 16, `${p.describe()} binding size`).toBe(0);
+    const x = T.tensor(Float32Array.from({ length: 5 * 7 }, (_, i) => Math.sin(i)), [5, 7]);
+    const xw = T.matmul(x, ps[0]!);
+    const want = new Float64Array(15);
+    for (let r = 0; r < 5; r++) for (let c = 0; c < 3; c++) for (let k = 0; k < 7; k++) want[r * 3 + c]! += Math.sin(r * 7 + k) * ref[0]!.p[k * 3 + c]!;
+    expectClose(await xw.data(), want, { atol: 1e-5, rtol: 1e-5 }, 'matmul with a packed [7, 3] weight');
+    x.dispose();
+    xw.dispose();
     T.upload(ps[1]!, Float32Array.from([1, 2, 3, 4, 5]));
     expectClose(await ps[1]!.data(), [1, 2, 3, 4, 5], TOL, 'upload into a packed parameter');
     expectClose(await ps[2]!.data(), ref[2]!.p, TOL, 'its neighbour untouched');
