@@ -186,7 +186,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   let timedSteps = 0;
   let lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
   const epochsOf = (steps: number) => Math.ceil(steps / stepsPerEpoch);
-  const opt = new T.AdamW(model.paramGroups(cfg.weightDecay), { lr: cfg.lr, betas: cfg.betas, weightDecay: cfg.weightDecay, packed: true });
+  const opt = new T.AdamW(model.paramGroups(cfg.weightDecay), { lr: cfg.lr, betas: cfg.betas, weightDecay: cfg.weightDecay });
   const ema = cfg.ema > 0 ? new T.WeightEma(model.parameters(), cfg.ema) : null;
   const teacher = cfg.teacher ? modelFromCheckpoint(cfg.teacher).model : null;
   if (teacher && !mc.distilled) throw new Error(`--teacher needs a distilled preset (a model with dist_token and head_dist); '${cfg.preset}' is not`);

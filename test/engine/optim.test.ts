@@ -81,7 +81,7 @@ describe('optimizers update parameters in place like torch.optim', () => {
     const init = shapes.map((s) => makeData(s, 'normal', r));
     const ps = init.map((d, i) => T.tensor(Float32Array.from(d), shapes[i]!, { requiresGrad: true, name: `p${i}` }));
     const groups = [{ params: ps.slice(0, 2) }, { params: ps.slice(2, 4), weightDecay: 0 }, { params: ps.slice(4), weightDecay: 0.1 }];
-    const opt = new T.AdamW(groups, { lr: 3e-2, betas: [0.9, 0.95], weightDecay: 0.05 });
+    const opt = new T.AdamW(groups, { lr: 3e-2, betas: [0.9, 0.95], weightDecay: 0.05, packed: true });
     expect(opt.isPacked).toBe(true);
     const ref = init.map((d) => ({ p: Float64Array.from(d), m: new Float64Array(d.length), v: new Float64Array(d.length) }));
     const maxNorm = 2;
@@ -136,9 +136,9 @@ describe('optimizers update parameters in place like torch.optim', () => {
     expect(T.liveBuffers()).toBe(live - 5);
   });
 
-  it('packed AdamW does not grow the live-buffer count over 40 steps; a parameter with a live view is not packed', async () => {
+  it('packed AdamW does not grow the live-buffer count over 40 steps; a parameter with a live view is refused', async () => {
     const ps = [T.parameter(new Float32Array(300).fill(1), [300]), T.parameter(new Float32Array(17).fill(-1), [17])];
-    const opt = new T.AdamW(ps, { lr: 1e-3 });
+    const opt = new T.AdamW(ps, { lr: 1e-3, packed: true });
     const step = () =>
       T.scope(() => {
         for (const p of ps) p.grad = T.mulScalar(p, 0.5);
@@ -156,7 +156,7 @@ describe('optimizers update parameters in place like torch.optim', () => {
 
     const q = T.parameter(new Float32Array(8), [8], 'q');
     const view = T.reshape(q, [2, 4]);
-    expect(new T.AdamW([q]).isPacked).toBe(false);
+    expect(new T.AdamW([q]).isPacked).toBe(false); // the default
     expect(() => new T.AdamW([q], { packed: true })).toThrow(/'q' \[8\] has live views/);
     view.dispose();
     q.dispose();

@@ -62,7 +62,7 @@ describe('VisionTransformer (timm layout)', () => {
 
   it('overfits a tiny batch', async () => {
     const m = new VisionTransformer({ ...presetConfig('vit-fmnist-tiny'), depth: 2 }, 0);
-    const opt = new T.AdamW(m.paramGroups(0), { lr: 3e-3 });
+    const opt = new T.AdamW(m.paramGroups(0), { lr: 3e-3, packed: true });
     expect(opt.isPacked).toBe(true); // the model keeps no views of its parameters
     const x = T.randn([8, 1, 28, 28], { seed: 9 });
     const y = T.tensor(Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]), [8]);
@@ -137,7 +137,7 @@ describe('VisionTransformer (timm layout)', () => {
     T.noGrad(() => T.scope(() => m.forward(x, { training: false }).logits));
     expect(Array.from(await rm.data())).toEqual(afterTrain);
     // Training steps (BatchNorm updates its running statistics in place) leak nothing.
-    const opt = new T.AdamW(m.paramGroups(0.05), { lr: 1e-3 });
+    const opt = new T.AdamW(m.paramGroups(0.05), { lr: 1e-3, packed: true });
     expect(opt.isPacked).toBe(true);
     const step = () => {
       const l = T.scope(() => {
