@@ -21,6 +21,10 @@ describe('VisionTransformer (timm layout)', () => {
     expect(countParams(presetConfig('vit-fmnist-convstem16'))).toBe(245_426);
     // Its 4-block version (the default preset): 245,426 − 2 × 33,472.
     expect(countParams(presetConfig('vit-fmnist-convstem16-d4'))).toBe(178_482);
+    // vit-fmnist-convstem16-w128: convs 32·9 + 64·32·9 + 128·64·9 = 92,448, BatchNorms 448,
+    // projection 128·128+128 = 16,512, cls + pos 18·128 = 2,304, 4 blocks × 132,480 = 529,920
+    // (norms 512, qkv 49,536, proj 16,512, fc1 33,024, fc2 32,896), final norm 256, head 1,290.
+    expect(countParams(presetConfig('vit-fmnist-convstem16-w128'))).toBe(643_178);
     const c = presetConfig('vit-fmnist-tiny');
     expect(countParams(c)).toBe(205_962);
     const m = new VisionTransformer(c, 0);
