@@ -228,6 +228,8 @@ Options:
   --limit N           only the first N test images
   --batch-size N      [500]
   --logits FILE       write logits [N, classes] F32 and labels [N] I32 as safetensors
+  --tta flip          test-time augmentation: average the class probabilities of each image and its
+                      mirror image (logits written are then log-probabilities) [none]
   --corruptions       accuracy under each common corruption at severities 1–5 (GPU, ImageNet-C style):
                       gaussian/shot/impulse noise, gaussian/defocus/zoom blur, contrast, brightness, pixelate
   --baseline FILE     with --corruptions: also the baseline checkpoint's errors, CE per corruption and mCE
@@ -245,6 +247,7 @@ async function evalCmd(argv: string[]): Promise<void> {
       limit: { type: 'string' },
       'batch-size': { type: 'string' },
       logits: { type: 'string' },
+      tta: { type: 'string' },
       corruptions: { type: 'boolean' },
       baseline: { type: 'string' },
       report: { type: 'string' },
@@ -253,6 +256,9 @@ async function evalCmd(argv: string[]): Promise<void> {
   if (values.help) return console.log(EVAL_HELP);
   if ((values.baseline || values.report) && !values.corruptions) throw new UsageError('--baseline and --report go with --corruptions');
   if (!values.checkpoint) throw new UsageError('tessera eval needs --checkpoint FILE');
+  const tta = values.tta ?? 'none';
+  if (tta !== 'none' && tta !== 'flip') throw new UsageError(`--tta: '${tta}' is not one of none, flip`);
+  if (tta !== 'none' && values.corruptions) throw new UsageError('--tta does not go with --corruptions');
   const T = await import('../engine/index.js');
   const { modelFromCheckpoint, saveSafetensors } = await import('./checkpoint.js');
   const { loadDataset, normalize, subset, DATASETS } = await import('./data.js');
@@ -283,9 +289,9 @@ async function evalCmd(argv: string[]): Promise<void> {
   }
   normalize(ds, model.config.mean, model.config.std);
   const t0 = performance.now();
-  const r = await evaluate(model, ds, Number(values['batch-size'] ?? 500));
+  const r = await evaluate(model, ds, Number(values['batch-size'] ?? 500), { tta });
   const s = (performance.now() - t0) / 1000;
-  console.log(`${values.checkpoint} on ${dataName} (${r.count} images, ${(r.count / s).toFixed(0)} images/s):`);
+  console.log(`${values.checkpoint} on ${dataName} (${r.count} images${tta === 'flip' ? ' and their mirror images' : ''}, ${(r.count / s).toFixed(0)} images/s):`);
   console.log(`  top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   NLL ${r.nll.toFixed(4)}   ECE ${r.ece.toFixed(4)}`);
   console.log(`\nconfusion matrix (rows: true class, columns: predicted)\n${confusionTable(r.confusion, ds.classNames)}`);
   if (values.logits) {

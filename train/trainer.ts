@@ -88,9 +88,23 @@ export interface EvalResult extends ClassificationMetrics {
   labels: Int32Array;
 }
 
+export interface EvaluateOptions {
+  /** Test-time augmentation: 'flip' averages the class probabilities of each image and its
+   * mirror image (the reported logits are then the log of the average). */
+  tta?: 'none' | 'flip';
+}
+
 /** Runs the model over a dataset in eval mode (no dropout, distilled heads averaged). */
-export async function evaluate(model: VisionTransformer, ds: Dataset, batchSize: number): Promise<EvalResult> {
+export async function evaluate(model: VisionTransformer, ds: Dataset, batchSize: number, opts: EvaluateOptions = {}): Promise<EvalResult> {
   const C = model.config.num_classes;
+  const W = model.config.img_size;
+  const mirror = opts.tta === 'flip' ? T.keep(T.tensor(Int32Array.from({ length: W }, (_, i) => W - 1 - i), [W])) : null;
+  const predict = (x: T.Tensor): T.Tensor => {
+    const logits = model.forward(x, { training: false }).logits;
+    if (!mirror) return logits;
+    const flipped = model.forward(T.indexSelect(x, 3, mirror), { training: false }).logits;
+    return T.log(T.mulScalar(T.add(T.softmax(logits), T.softmax(flipped)), 0.5));
+  };
   const logits = new Float32Array(ds.count * C);
   const order = Int32Array.from({ length: ds.count }, (_, i) => i);
   const full = Math.floor(ds.count / batchSize);
@@ -101,13 +115,14 @@ export async function evaluate(model: VisionTransformer, ds: Dataset, batchSize:
     for (let start = 0; start < ds.count; ) {
       const loader = ds.count - start >= loaders[0]!.batchSize ? loaders[0]! : loaders[1]!;
       loader.load(order, start);
-      const out = T.noGrad(() => T.scope(() => model.forward(loader.x, { training: false }).logits));
+      const out = T.noGrad(() => T.scope(() => predict(loader.x)));
       logits.set(await out.data(), start * C);
       out.dispose();
       start += loader.batchSize;
     }
   } finally {
     for (const l of loaders) l.dispose();
+    mirror?.dispose();
   }
   return { ...classificationMetrics(logits, ds.labels, C), logits, labels: ds.labels };
 }

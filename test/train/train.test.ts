@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../engine/index.js';
 import { loadSafetensors, readCheckpoint } from '../../train/checkpoint.js';
-import { train, TRAIN_DEFAULTS } from '../../train/trainer.js';
+import { evaluate, train, TRAIN_DEFAULTS } from '../../train/trainer.js';
+import { presetConfig, VisionTransformer } from '../../models/vit.js';
+import type { Dataset } from '../../train/data.js';
 import { stepsWithinBudget, warmupCosine } from '../../train/schedule.js';
 import { writeSynthDataset } from './fixtures.js';
 
@@ -163,6 +165,43 @@ describe('training runs', () => {
     for (const c of T.CORRUPTIONS) expect(md).toContain(`| ${c} |`);
     // The model is its own baseline: every corruption error is 100% of the baseline's.
     expect(md).toMatch(/mCE 100\.0% of the baseline/);
+  });
+});
+
+describe('evaluation', () => {
+  it('flip test-time augmentation averages the probabilities of each image and its mirror image', async () => {
+    const model = new VisionTransformer({ ...presetConfig('vit-fmnist-tiny'), depth: 1 }, 3);
+    const count = 7; // batches of 4 and a remainder of 3
+    const images = Float32Array.from({ length: count * 784 }, (_, i) => Math.sin(i * 0.37) * ((i % 28) / 28));
+    const ds: Dataset = { name: 'synthetic', images, labels: Int32Array.from({ length: count }, (_, i) => i % 10), count, channels: 1, height: 28, width: 28, classes: 10, classNames: [...Array(10).keys()].map(String) };
+    const mirrored = new Float32Array(images.length);
+    for (let n = 0; n < count; n++) for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) mirrored[n * 784 + y * 28 + x] = images[n * 784 + y * 28 + 27 - x]!;
+    const before = T.liveBuffers();
+    const plain = await evaluate(model, ds, 4);
+    const flipped = await evaluate(model, { ...ds, images: mirrored }, 4);
+    const tta = await evaluate(model, ds, 4, { tta: 'flip' });
+    expect(T.liveBuffers()).toBe(before);
+    const probs = (l: Float32Array, n: number) => {
+      const row = [...l.subarray(n * 10, n * 10 + 10)];
+      const m = Math.max(...row);
+      const e = row.map((v) => Math.exp(v - m));
+      const z = e.reduce((a, b) => a + b, 0);
+      return e.map((v) => v / z);
+    };
+    let maxDiff = 0;
+    let differs = 0;
+    for (let n = 0; n < count; n++) {
+      const p = probs(plain.logits, n);
+      const q = probs(flipped.logits, n);
+      for (let c = 0; c < 10; c++) {
+        // f32 softmax, mean and log against float64: a few ulps of log-probabilities near -2.3.
+        maxDiff = Math.max(maxDiff, Math.abs(tta.logits[n * 10 + c]! - Math.log((p[c]! + q[c]!) / 2)));
+        differs = Math.max(differs, Math.abs(tta.logits[n * 10 + c]! - Math.log(p[c]!)));
+      }
+    }
+    expect(maxDiff).toBeLessThan(1e-5);
+    expect(differs).toBeGreaterThan(1e-3); // the mirror images do change the prediction
+    model.dispose();
   });
 });
 
