@@ -405,6 +405,11 @@ export class WeightEma {
       rt().run({ source: k, uniforms: { n: p.size, m: this.decay }, buffers: [p.buffer, this.shadow[i]!.buffer], grid: grid1d(p.size, k.workgroupSize), label: `ema ${shapeStr(p.shape)}` });
     });
   }
+  /** The running average of one of the tracked parameters. */
+  shadowOf(param: Tensor): Tensor | undefined {
+    const i = this.params.indexOf(param);
+    return i < 0 ? undefined : this.shadow[i];
+  }
   dispose(): void {
     for (const t of this.shadow) t.dispose();
   }

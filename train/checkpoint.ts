@@ -180,11 +180,12 @@ export interface CheckpointInfo {
   tensors: Map<string, StoredTensor>;
 }
 
-/** Writes model weights (timm names), optimizer state (`optim.` names) and metadata, atomically. */
+/** Writes model weights (timm names), optimizer state (`optim.` names, the weight EMA as
+ * `optim.ema.` names) and metadata, atomically. */
 export async function saveCheckpoint(
   path: string,
   model: VisionTransformer,
-  opts: { optimizer?: T.AdamW; step: number; epoch: number; extra?: Record<string, string> },
+  opts: { optimizer?: T.AdamW; ema?: T.WeightEma; step: number; epoch: number; extra?: Record<string, string> },
 ): Promise<void> {
   const tensors = new Map<string, StoredTensor>();
   for (const [name, t] of model.state()) tensors.set(name, storedF32([...t.shape], (await t.data()) as Float32Array));
@@ -195,6 +196,12 @@ export async function saveCheckpoint(
       for (const [i, s] of state.entries()) tensors.set(`optim.${name}.${STATE_NAMES.adamw[i]}`, storedF32([...s.shape], (await s.data()) as Float32Array));
     }
   }
+  if (opts.ema) {
+    for (const [name, p] of model.params) {
+      const shadow = opts.ema.shadowOf(p.tensor);
+      if (shadow) tensors.set(`optim.ema.${name}`, storedF32([...shadow.shape], (await shadow.data()) as Float32Array));
+    }
+  }
   const metadata: Record<string, string> = {
     format: 'pt',
     producer: 'tessera',
@@ -202,6 +209,7 @@ export async function saveCheckpoint(
     step: String(opts.step),
     epoch: String(opts.epoch),
     ...(opts.optimizer ? { optim_step: String(opts.optimizer.stepCount) } : {}),
+    ...(opts.ema ? { ema_decay: String(opts.ema.decay) } : {}),
     ...opts.extra,
   };
   saveSafetensors(path, tensors, metadata);
@@ -248,6 +256,23 @@ export function loadOptimizerState(optimizer: T.AdamW, model: VisionTransformer,
     optimizer.setState(p.tensor, parts.map((t) => t!.data as Float32Array));
   }
   optimizer.stepCount = step;
+}
+
+/** Restores the weight EMA saved by saveCheckpoint. Returns false when the checkpoint holds none
+ * (a run that had no EMA): the EMA then keeps its start, the current weights. */
+export function loadEmaState(ema: T.WeightEma, model: VisionTransformer, ckpt: CheckpointInfo, path: string): boolean {
+  const found = [...model.params].map(([name, p]) => ({ name, p, s: ckpt.tensors.get(`optim.ema.${name}`) }));
+  if (found.every((f) => !f.s)) return false;
+  const problems: string[] = [];
+  for (const { name, p, s } of found) {
+    if (!s) problems.push(`missing 'optim.ema.${name}'`);
+    else if (s.dtype !== 'F32' || s.shape.length !== p.tensor.rank || s.shape.some((d, i) => d !== p.tensor.shape[i])) {
+      problems.push(`'optim.ema.${name}' is ${s.dtype} [${s.shape.join(', ')}], expected F32 [${p.tensor.shape.join(', ')}]`);
+    }
+  }
+  if (problems.length) throw new CheckpointError(`${path}: the weight EMA does not match the model:\n  ${problems.join('\n  ')}`);
+  for (const { p, s } of found) T.upload(ema.shadowOf(p.tensor)!, s!.data as Float32Array);
+  return true;
 }
 
 /** Builds a model from a checkpoint's config and weights. */

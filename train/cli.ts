@@ -102,7 +102,8 @@ Options (defaults in brackets):
   --weight-decay X     AdamW decay of weights (not biases, norms, tokens) [0.05]
   --label-smoothing X  [0]
   --clip-grad X        global-norm clipping, 0 = off [1]
-  --ema X              also keep an EMA of the weights with this decay, e.g. 0.999 [off]
+  --ema X              also keep an EMA of the weights with this decay, e.g. 0.999 [off]; evaluated
+                       each epoch, kept in last.safetensors for --resume, written as ema.safetensors
   --seed N             [0]
   --out DIR            run folder [runs/<timestamp>]
   --resume             continue from DIR/last.safetensors

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } fr
 import { join } from 'node:path';
 import * as T from '../engine/index.js';
 import { presetConfig, type ViTConfig, VisionTransformer } from '../models/vit.js';
-import { loadOptimizerState, loadWeights, modelFromCheckpoint, readCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { loadEmaState, loadOptimizerState, loadWeights, modelFromCheckpoint, readCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { AUGMENT_DEFAULTS, type AugmentConfig, augmentBatch, augmenting, checkAugmentConfig } from './augment.js';
 import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, permutation, subset } from './data.js';
 import { classificationMetrics, type ClassificationMetrics, confusionTable } from './metrics.js';
@@ -215,6 +215,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   if (resumeInfo) {
     loadWeights(model, resumeInfo, lastPath);
     loadOptimizerState(opt, model, resumeInfo, lastPath);
+    if (ema && !loadEmaState(ema, model, resumeInfo, lastPath)) log(`${lastPath} holds no weight EMA: the EMA starts from the resumed weights`);
     step = resumeInfo.step;
     best = Number(resumeInfo.metadata.best_accuracy ?? 0);
     if (existsSync(metricsPath)) history.push(...readFileSync(metricsPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics).filter((m) => m.step <= step));
@@ -232,7 +233,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   let trainedImages = 0;
   let trainSeconds = 0;
   const save = async (path: string, epoch: number) =>
-    saveCheckpoint(path, model, { optimizer: opt, step, epoch, extra: { best_accuracy: String(best), dataset: cfg.data, ...(recordSchedule ? { schedule_steps: String(totalSteps) } : {}) } });
+    saveCheckpoint(path, model, { optimizer: opt, ema: ema ?? undefined, step, epoch, extra: { best_accuracy: String(best), dataset: cfg.data, ...(recordSchedule ? { schedule_steps: String(totalSteps) } : {}) } });
   const writeConfig = () =>
     writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ train: { ...cfg, scheduleSteps: totalSteps }, model: mc, params: model.numParams() }, null, 2) + '\n');
   let evalSeconds = 0;
@@ -345,6 +346,8 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
       await save(join(cfg.out, 'best.safetensors'), m.epoch);
     }
     await save(lastPath, m.epoch);
+    // The averaged weights as a plain model checkpoint, for `tessera eval`.
+    if (ema) await withWeights(params, ema.shadow, () => saveCheckpoint(join(cfg.out, 'ema.safetensors'), model, { step, epoch: m.epoch, extra: { ema_decay: String(cfg.ema), dataset: cfg.data } }));
     evalSeconds += (performance.now() - evalStart) / 1000;
     evals++;
     // Re-plan with every step timed so far and the measured evaluations: shorten the schedule if
@@ -414,7 +417,9 @@ async function writeReport(cfg: TrainConfig, mc: ViTConfig, params: number, r: T
   } catch (e) {
     console.error(`tessera: could not render curves.png (${(e as Error).message})`);
   }
-  const rows = r.metrics.map((m) => `| ${m.epoch} | ${m.step} | ${m.train_loss.toFixed(4)} | ${(100 * m.test_accuracy).toFixed(2)} | ${m.test_nll.toFixed(4)} | ${m.test_ece.toFixed(4)} | ${m.images_per_s.toFixed(0)} | ${m.elapsed_s.toFixed(0)} |`);
+  const withEma = r.metrics.some((m) => m.ema_accuracy !== undefined);
+  const emaCell = (m: EpochMetrics) => (withEma ? ` ${m.ema_accuracy !== undefined ? (100 * m.ema_accuracy).toFixed(2) : ''} |` : '');
+  const rows = r.metrics.map((m) => `| ${m.epoch} | ${m.step} | ${m.train_loss.toFixed(4)} | ${(100 * m.test_accuracy).toFixed(2)} |${emaCell(m)} ${m.test_nll.toFixed(4)} | ${m.test_ece.toFixed(4)} | ${m.images_per_s.toFixed(0)} | ${m.elapsed_s.toFixed(0)} |`);
   const info = T.currentDevice();
   const md = [
     `# ${cfg.preset} on ${cfg.data}`,
@@ -422,8 +427,8 @@ async function writeReport(cfg: TrainConfig, mc: ViTConfig, params: number, r: T
     `Final test accuracy **${(100 * r.finalAccuracy).toFixed(2)}%** (best ${(100 * r.bestAccuracy).toFixed(2)}%) on ${testSet.count} test images, ` +
       `${r.seconds.toFixed(0)} s wall clock including evaluation and compilation, ${r.imagesPerSecond.toFixed(0)} training images/s on ${info.adapterName}.`,
     '',
-    '| epoch | step | train loss | test acc % | test NLL | ECE | img/s | elapsed s |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|',
+    `| epoch | step | train loss | test acc % |${withEma ? ' EMA acc % |' : ''} test NLL | ECE | img/s | elapsed s |`,
+    `|---:|---:|---:|---:|${withEma ? '---:|' : ''}---:|---:|---:|---:|`,
     ...rows,
     '',
     '![curves](curves.png)',

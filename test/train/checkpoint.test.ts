@@ -7,7 +7,7 @@ import * as T from '../../engine/index.js';
 import { presetConfig, VisionTransformer } from '../../models/vit.js';
 import {
   modelFromCheckpoint,
-  decodeSafetensors, encodeSafetensors, loadOptimizerState, loadSafetensors, loadWeights, readCheckpoint, saveCheckpoint, saveSafetensors, type StoredTensor,
+  decodeSafetensors, encodeSafetensors, loadEmaState, loadOptimizerState, loadSafetensors, loadWeights, readCheckpoint, saveCheckpoint, saveSafetensors, type StoredTensor,
 } from '../../train/checkpoint.js';
 
 beforeAll(async () => {
@@ -127,6 +127,31 @@ describe('safetensors', () => {
     expect(existsSync(path)).toBe(true);
     writeFileSync(join(dir, 'junk.safetensors'), 'not a checkpoint at all');
     expect(() => readCheckpoint(join(dir, 'junk.safetensors'))).toThrow(/junk\.safetensors: header length/);
+  });
+
+  it('the weight EMA round-trips under optim.ema. names; a partial or misshapen one is refused', async () => {
+    const dir = tmp();
+    const cfg = { ...presetConfig('vit-fmnist-tiny'), depth: 1, embed_dim: 16, num_heads: 2 };
+    const a = new VisionTransformer(cfg, 1);
+    const ema = new T.WeightEma(a.parameters(), 0.5);
+    T.upload(a.params.get('head.bias')!.tensor, Float32Array.from({ length: 10 }, (_, i) => i));
+    ema.update();
+    const path = join(dir, 'e.safetensors');
+    await saveCheckpoint(path, a, { ema, step: 1, epoch: 0 });
+    const info = readCheckpoint(path);
+    expect(info.metadata.ema_decay).toBe('0.5');
+    expect([...info.tensors.get('optim.ema.head.bias')!.data]).toEqual(Array.from({ length: 10 }, (_, i) => i / 2));
+    const b = new VisionTransformer(cfg, 2);
+    loadWeights(b, info, path);
+    const emaB = new T.WeightEma(b.parameters(), 0.5);
+    expect(loadEmaState(emaB, b, info, path)).toBe(true);
+    for (const [name, p] of a.params) expect([...(await emaB.shadowOf(b.params.get(name)!.tensor)!.data())], name).toEqual([...(await ema.shadowOf(p.tensor)!.data())]);
+    info.tensors.delete('optim.ema.norm.bias');
+    info.tensors.set('optim.ema.head.bias', { dtype: 'F32', shape: [3], data: new Float32Array(3) });
+    expect(() => loadEmaState(emaB, b, info, path)).toThrow(/e\.safetensors: the weight EMA does not match the model:\n {2}missing 'optim\.ema\.norm\.bias'[\s\S]*'optim\.ema\.head\.bias' is F32 \[3\], expected F32 \[10\]/);
+    for (const name of [...info.tensors.keys()]) if (name.startsWith('optim.ema.')) info.tensors.delete(name);
+    expect(loadEmaState(emaB, b, info, path)).toBe(false);
+    for (const t of [ema, emaB, a, b]) t.dispose();
   });
 
   it('a conv-stem model saves and restores its BatchNorm running statistics', async () => {
