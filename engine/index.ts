@@ -11,7 +11,7 @@ export { backward, detach, isGradEnabled, noGrad } from './autograd.js';
 export { currentDevice, getDevice, type DeviceInfo, gpuHandles, gpuWait, subgroupsOf8 } from './device.js';
 export { type Launch, rt, Runtime } from './dispatch.js';
 export { keep, scope } from './memory.js';
-export { AdamW, type AdamWOptions, clipGradNorm, type ParamGroup, SGD, type SGDOptions, WeightEma } from './optim.js';
+export { AdamW, type AdamWOptions, clipGradNorm, type ParamGroup, SGD, type SGDOptions, WeightEma, type WeightEmaOptions } from './optim.js';
 export { arange, cast, fill, full, ones, onesLike, zeros, zerosLike } from './ops/creation.js';
 export { conv2d, type Conv2dOptions, im2col, type Im2colOptions, patchEmbed } from './ops/conv.js';
 export * from './ops/elementwise.js';

@@ -393,22 +393,46 @@ function packedNorm(grads: Tensor, maxNorm: number): Tensor {
   return out;
 }
 
-/** Exponential moving average of parameters (timm's ModelEmaV2): ema ← m·ema + (1 − m)·p. */
+export interface WeightEmaOptions {
+  /** Ramp the decay up as min(decay, (1 + n) / (10 + n)) after n updates, as
+   * tf.train.ExponentialMovingAverage does with num_updates, so the average does not keep
+   * the random initialisation for thousands of steps. */
+  warmup?: boolean;
+}
+
+/** Exponential moving average of model state (timm's ModelEmaV2, which averages the BatchNorm
+ * running statistics along with the parameters): ema ← m·ema + (1 − m)·t. */
 export class WeightEma {
   readonly shadow: Tensor[];
-  constructor(readonly params: Tensor[], readonly decay: number) {
-    this.shadow = params.map((p) => keep(copyOf(p)));
+  /** Updates applied so far (the warmup's n). */
+  updates = 0;
+  constructor(readonly tracked: Tensor[], readonly decay: number, readonly options: WeightEmaOptions = {}) {
+    this.shadow = tracked.map((t) => keep(copyOf(t)));
+  }
+  /** The decay the next update uses. */
+  currentDecay(): number {
+    return this.options.warmup ? Math.min(this.decay, (1 + this.updates) / (10 + this.updates)) : this.decay;
   }
   update(): void {
     const k = emaKernel();
-    this.params.forEach((p, i) => {
-      rt().run({ source: k, uniforms: { n: p.size, m: this.decay }, buffers: [p.buffer, this.shadow[i]!.buffer], grid: grid1d(p.size, k.workgroupSize), label: `ema ${shapeStr(p.shape)}` });
+    const m = this.currentDecay();
+    this.tracked.forEach((t, i) => {
+      rt().run({ source: k, uniforms: { n: t.size, m }, buffers: [t.buffer, this.shadow[i]!.buffer], grid: grid1d(t.size, k.workgroupSize), label: `ema ${shapeStr(t.shape)}` });
     });
+    this.updates++;
   }
-  /** The running average of one of the tracked parameters. */
-  shadowOf(param: Tensor): Tensor | undefined {
-    const i = this.params.indexOf(param);
+  /** The running average of one of the tracked tensors. */
+  shadowOf(t: Tensor): Tensor | undefined {
+    const i = this.tracked.indexOf(t);
     return i < 0 ? undefined : this.shadow[i];
+  }
+  /** Restarts the average of the given tracked tensors (all by default) from their current values. */
+  reset(tensors: Tensor[] = this.tracked): void {
+    for (const t of tensors) {
+      const s = this.shadowOf(t);
+      if (!s) throw new Error(`WeightEma.reset: ${t.describe()} is not tracked`);
+      rt().copy(t.buffer, s.buffer, t.size * 4);
+    }
   }
   dispose(): void {
     for (const t of this.shadow) t.dispose();

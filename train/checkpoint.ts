@@ -197,8 +197,8 @@ export async function saveCheckpoint(
     }
   }
   if (opts.ema) {
-    for (const [name, p] of model.params) {
-      const shadow = opts.ema.shadowOf(p.tensor);
+    for (const [name, t] of model.state()) {
+      const shadow = opts.ema.shadowOf(t);
       if (shadow) tensors.set(`optim.ema.${name}`, storedF32([...shadow.shape], (await shadow.data()) as Float32Array));
     }
   }
@@ -209,7 +209,7 @@ export async function saveCheckpoint(
     step: String(opts.step),
     epoch: String(opts.epoch),
     ...(opts.optimizer ? { optim_step: String(opts.optimizer.stepCount) } : {}),
-    ...(opts.ema ? { ema_decay: String(opts.ema.decay) } : {}),
+    ...(opts.ema ? { ema_decay: String(opts.ema.decay), ema_updates: String(opts.ema.updates) } : {}),
     ...opts.extra,
   };
   saveSafetensors(path, tensors, metadata);
@@ -258,21 +258,30 @@ export function loadOptimizerState(optimizer: T.AdamW, model: VisionTransformer,
   optimizer.stepCount = step;
 }
 
-/** Restores the weight EMA saved by saveCheckpoint. Returns false when the checkpoint holds none
- * (a run that had no EMA): the EMA then keeps its start, the current weights. */
-export function loadEmaState(ema: T.WeightEma, model: VisionTransformer, ckpt: CheckpointInfo, path: string): boolean {
-  const found = [...model.params].map(([name, p]) => ({ name, p, s: ckpt.tensors.get(`optim.ema.${name}`) }));
-  if (found.every((f) => !f.s)) return false;
+/** Restores the weight EMA saved by saveCheckpoint, after loadWeights. A checkpoint without one
+ * (a run that had no EMA) restarts the average from the loaded weights; one whose EMA lacks the
+ * BatchNorm running statistics restarts just those. Returns the names restarted. */
+export function loadEmaState(ema: T.WeightEma, model: VisionTransformer, ckpt: CheckpointInfo, path: string): string[] {
+  const found = [...model.state()].filter(([, t]) => ema.shadowOf(t)).map(([name, t]) => ({ name, t, s: ckpt.tensors.get(`optim.ema.${name}`) }));
+  if (found.every((f) => !f.s)) {
+    ema.reset(found.map((f) => f.t));
+    ema.updates = 0;
+    return found.map((f) => f.name);
+  }
   const problems: string[] = [];
-  for (const { name, p, s } of found) {
-    if (!s) problems.push(`missing 'optim.ema.${name}'`);
-    else if (s.dtype !== 'F32' || s.shape.length !== p.tensor.rank || s.shape.some((d, i) => d !== p.tensor.shape[i])) {
-      problems.push(`'optim.ema.${name}' is ${s.dtype} [${s.shape.join(', ')}], expected F32 [${p.tensor.shape.join(', ')}]`);
+  for (const { name, t, s } of found) {
+    if (!s) {
+      if (model.params.has(name)) problems.push(`missing 'optim.ema.${name}'`);
+    } else if (s.dtype !== 'F32' || s.shape.length !== t.rank || s.shape.some((d, i) => d !== t.shape[i])) {
+      problems.push(`'optim.ema.${name}' is ${s.dtype} [${s.shape.join(', ')}], expected F32 [${t.shape.join(', ')}]`);
     }
   }
   if (problems.length) throw new CheckpointError(`${path}: the weight EMA does not match the model:\n  ${problems.join('\n  ')}`);
-  for (const { p, s } of found) T.upload(ema.shadowOf(p.tensor)!, s!.data as Float32Array);
-  return true;
+  const restarted = found.filter((f) => !f.s);
+  for (const { t, s } of found) if (s) T.upload(ema.shadowOf(t)!, s.data as Float32Array);
+  ema.reset(restarted.map((f) => f.t));
+  ema.updates = Number(ckpt.metadata.ema_updates ?? ckpt.metadata.optim_step ?? ckpt.step);
+  return restarted.map((f) => f.name);
 }
 
 /** Builds a model from a checkpoint's config and weights. */

@@ -202,7 +202,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   let lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
   const epochsOf = (steps: number) => Math.ceil(steps / stepsPerEpoch);
   const opt = new T.AdamW(model.paramGroups(cfg.weightDecay), { lr: cfg.lr, betas: cfg.betas, weightDecay: cfg.weightDecay });
-  const ema = cfg.ema > 0 ? new T.WeightEma(model.parameters(), cfg.ema) : null;
+  const ema = cfg.ema > 0 ? new T.WeightEma([...model.state().values()], cfg.ema, { warmup: true }) : null;
   const teacher = cfg.teacher ? modelFromCheckpoint(cfg.teacher).model : null;
   if (teacher && !mc.distilled) throw new Error(`--teacher needs a distilled preset (a model with dist_token and head_dist); '${cfg.preset}' is not`);
 
@@ -215,7 +215,8 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   if (resumeInfo) {
     loadWeights(model, resumeInfo, lastPath);
     loadOptimizerState(opt, model, resumeInfo, lastPath);
-    if (ema && !loadEmaState(ema, model, resumeInfo, lastPath)) log(`${lastPath} holds no weight EMA: the EMA starts from the resumed weights`);
+    const restarted = ema ? loadEmaState(ema, model, resumeInfo, lastPath) : [];
+    if (restarted.length) log(`${lastPath} holds no weight EMA for ${restarted.length === model.state().size ? 'the model' : restarted.join(', ')}: it starts from the resumed values`);
     step = resumeInfo.step;
     best = Number(resumeInfo.metadata.best_accuracy ?? 0);
     if (existsSync(metricsPath)) history.push(...readFileSync(metricsPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics).filter((m) => m.step <= step));
@@ -325,7 +326,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     const evalStart = performance.now();
     const ev = await evaluate(model, testSet, cfg.evalBatchSize);
     let emaAcc: number | undefined;
-    if (ema) emaAcc = await withWeights(params, ema.shadow, () => evaluate(model, testSet, cfg.evalBatchSize)).then((r) => r.accuracy);
+    if (ema) emaAcc = await withWeights(ema.tracked, ema.shadow, () => evaluate(model, testSet, cfg.evalBatchSize)).then((r) => r.accuracy);
     const m: EpochMetrics = {
       epoch: Math.ceil(step / stepsPerEpoch),
       step,
@@ -347,7 +348,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     }
     await save(lastPath, m.epoch);
     // The averaged weights as a plain model checkpoint, for `tessera eval`.
-    if (ema) await withWeights(params, ema.shadow, () => saveCheckpoint(join(cfg.out, 'ema.safetensors'), model, { step, epoch: m.epoch, extra: { ema_decay: String(cfg.ema), dataset: cfg.data } }));
+    if (ema) await withWeights(ema.tracked, ema.shadow, () => saveCheckpoint(join(cfg.out, 'ema.safetensors'), model, { step, epoch: m.epoch, extra: { ema_decay: String(cfg.ema), dataset: cfg.data } }));
     evalSeconds += (performance.now() - evalStart) / 1000;
     evals++;
     // Re-plan with every step timed so far and the measured evaluations: shorten the schedule if

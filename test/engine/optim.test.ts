@@ -180,6 +180,37 @@ describe('optimizers update parameters in place like torch.optim', () => {
     opt.dispose();
   });
 
+  it('weight EMA: decay ramped as min(m, (1 + n) / (10 + n)) with warmup, constant without, equal to float64; reset restarts it', async () => {
+    const r = rng(5);
+    const t = T.tensor(Float32Array.from(makeData([11], 'normal', r)), [11]);
+    const warm = new T.WeightEma([t], 0.9, { warmup: true });
+    const plain = new T.WeightEma([t], 0.9);
+    const refWarm = Float64Array.from(await t.data());
+    const refPlain = Float64Array.from(refWarm);
+    for (let n = 0; n < 6; n++) {
+      const v = makeData([11], 'normal', r);
+      T.upload(t, Float32Array.from(v));
+      const m = Math.min(0.9, (1 + n) / (10 + n));
+      expect(warm.currentDecay()).toBeCloseTo(m, 12);
+      warm.update();
+      plain.update();
+      for (let i = 0; i < 11; i++) {
+        refWarm[i] = m * refWarm[i]! + (1 - m) * v[i]!;
+        refPlain[i] = 0.9 * refPlain[i]! + 0.1 * v[i]!;
+      }
+    }
+    expect(warm.updates).toBe(6);
+    // Six blends of O(1) values: a few f32 ulps.
+    expectClose(await warm.shadowOf(t)!.data(), refWarm, TOL, 'EMA with warmup');
+    expectClose(await plain.shadowOf(t)!.data(), refPlain, TOL, 'EMA');
+    plain.reset();
+    expect([...(await plain.shadowOf(t)!.data())]).toEqual([...(await t.data())]);
+    expect(() => plain.reset([T.zeros([2])])).toThrow(/not tracked/);
+    warm.dispose();
+    plain.dispose();
+    t.dispose();
+  });
+
   it('refuses parameters that do not require grad', () => {
     expect(() => new T.AdamW([T.zeros([2])])).toThrow(/does not require grad/);
   });

@@ -129,28 +129,40 @@ describe('safetensors', () => {
     expect(() => readCheckpoint(join(dir, 'junk.safetensors'))).toThrow(/junk\.safetensors: header length/);
   });
 
-  it('the weight EMA round-trips under optim.ema. names; a partial or misshapen one is refused', async () => {
+  it('the weight EMA round-trips under optim.ema. names with the BatchNorm statistics; a partial or misshapen one is refused', async () => {
     const dir = tmp();
-    const cfg = { ...presetConfig('vit-fmnist-tiny'), depth: 1, embed_dim: 16, num_heads: 2 };
+    const cfg = { ...presetConfig('vit-fmnist-convstem'), depth: 1, embed_dim: 16, num_heads: 2 };
     const a = new VisionTransformer(cfg, 1);
-    const ema = new T.WeightEma(a.parameters(), 0.5);
+    const ema = new T.WeightEma([...a.state().values()], 0.5);
     T.upload(a.params.get('head.bias')!.tensor, Float32Array.from({ length: 10 }, (_, i) => i));
+    const runningVar = 'patch_embed.backbone.0.bn.running_var';
+    T.upload(a.buffers.get(runningVar)!, new Float32Array(24).fill(3));
     ema.update();
     const path = join(dir, 'e.safetensors');
     await saveCheckpoint(path, a, { ema, step: 1, epoch: 0 });
     const info = readCheckpoint(path);
     expect(info.metadata.ema_decay).toBe('0.5');
+    expect(info.metadata.ema_updates).toBe('1');
     expect([...info.tensors.get('optim.ema.head.bias')!.data]).toEqual(Array.from({ length: 10 }, (_, i) => i / 2));
+    expect([...info.tensors.get(`optim.ema.${runningVar}`)!.data]).toEqual(new Array(24).fill(2));
     const b = new VisionTransformer(cfg, 2);
     loadWeights(b, info, path);
-    const emaB = new T.WeightEma(b.parameters(), 0.5);
-    expect(loadEmaState(emaB, b, info, path)).toBe(true);
-    for (const [name, p] of a.params) expect([...(await emaB.shadowOf(b.params.get(name)!.tensor)!.data())], name).toEqual([...(await ema.shadowOf(p.tensor)!.data())]);
+    const emaB = new T.WeightEma([...b.state().values()], 0.5);
+    expect(loadEmaState(emaB, b, info, path)).toEqual([]);
+    expect(emaB.updates).toBe(1);
+    for (const [name, t] of a.state()) expect([...(await emaB.shadowOf(b.state().get(name)!)!.data())], name).toEqual([...(await ema.shadowOf(t)!.data())]);
+    // An EMA saved without the running statistics restarts just those from the loaded values.
+    info.tensors.delete(`optim.ema.${runningVar}`);
+    expect(loadEmaState(emaB, b, info, path)).toEqual([runningVar]);
+    expect([...(await emaB.shadowOf(b.buffers.get(runningVar)!)!.data())]).toEqual(new Array(24).fill(3));
     info.tensors.delete('optim.ema.norm.bias');
     info.tensors.set('optim.ema.head.bias', { dtype: 'F32', shape: [3], data: new Float32Array(3) });
     expect(() => loadEmaState(emaB, b, info, path)).toThrow(/e\.safetensors: the weight EMA does not match the model:\n {2}missing 'optim\.ema\.norm\.bias'[\s\S]*'optim\.ema\.head\.bias' is F32 \[3\], expected F32 \[10\]/);
+    // A checkpoint of a run without EMA: the average starts from the loaded weights.
     for (const name of [...info.tensors.keys()]) if (name.startsWith('optim.ema.')) info.tensors.delete(name);
-    expect(loadEmaState(emaB, b, info, path)).toBe(false);
+    expect(loadEmaState(emaB, b, info, path)).toHaveLength(b.state().size);
+    expect(emaB.updates).toBe(0);
+    expect([...(await emaB.shadowOf(b.params.get('head.bias')!.tensor)!.data())]).toEqual(Array.from({ length: 10 }, (_, i) => i));
     for (const t of [ema, emaB, a, b]) t.dispose();
   });
 

@@ -89,7 +89,8 @@ describe('training runs', () => {
     expect(resumed.losses).toEqual(full.losses);
     // Epoch ends only: the interrupted run also evaluated at its stop, step 10.
     const emaAcc = (r: typeof full) => r.metrics.filter((m) => m.step % 15 === 0).map((m) => m.ema_accuracy);
-    expect(emaAcc(full).every((x) => x !== undefined && x > 0.1)).toBe(true);
+    // The decay ramps up from 0.1, so the average follows the trained weights (> 90% like them).
+    expect(full.metrics.at(-1)!.ema_accuracy).toBeGreaterThan(0.9);
     // The EMA of a resumed run restarting from the resumed weights would differ in its last bits
     // at least: the stored average must come back exactly.
     expect(emaAcc(resumed)).toEqual(emaAcc(full));
