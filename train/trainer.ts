@@ -219,8 +219,14 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     if (restarted.length) log(`${lastPath} holds no weight EMA for ${restarted.length === model.state().size ? 'the model' : restarted.join(', ')}: it starts from the resumed values`);
     step = resumeInfo.step;
     best = Number(resumeInfo.metadata.best_accuracy ?? 0);
-    if (existsSync(metricsPath)) history.push(...readFileSync(metricsPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics).filter((m) => m.step <= step));
-    if (existsSync(lossPath)) losses.push(...readFileSync(lossPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { loss: number }).slice(0, step).map((l) => l.loss));
+    const lines = (path: string) => (existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean) : []);
+    // A run killed after its last checkpoint wrote lines for steps it will now repeat: drop them.
+    const keptMetrics = lines(metricsPath).filter((l) => (JSON.parse(l) as EpochMetrics).step <= step);
+    const keptLosses = lines(lossPath).slice(0, step);
+    history.push(...keptMetrics.map((l) => JSON.parse(l) as EpochMetrics));
+    losses.push(...keptLosses.map((l) => (JSON.parse(l) as { loss: number }).loss));
+    writeFileSync(metricsPath, keptMetrics.map((l) => l + '\n').join(''));
+    writeFileSync(lossPath, keptLosses.map((l) => l + '\n').join(''));
     log(`resumed ${lastPath} at step ${step} (epoch ${Math.floor(step / stepsPerEpoch)})`);
   } else {
     writeFileSync(metricsPath, '');

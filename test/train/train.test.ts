@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -73,10 +73,16 @@ describe('training runs', () => {
     const full = await train({ ...opts, out: a });
     const first = await train({ ...opts, out: b, maxSteps: 10 });
     expect(first.losses).toHaveLength(10);
+    // As if killed two steps after the checkpoint: those steps are logged and will run again.
+    appendFileSync(join(b, 'loss.jsonl'), '{"step":10,"loss":9,"lr":0}\n{"step":11,"loss":9,"lr":0}\n');
+    appendFileSync(join(b, 'metrics.jsonl'), readFileSync(join(b, 'metrics.jsonl'), 'utf8').trim().replace('"step":10', '"step":12') + '\n');
     const resumed = await train({ ...opts, out: b, resume: true });
     expect(resumed.losses).toHaveLength(30);
     expect(resumed.losses).toEqual(full.losses);
     expect(resumed.finalAccuracy).toBe(full.finalAccuracy);
+    const steps = (dir: string, file: string) => readFileSync(join(dir, file), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
+    expect(steps(b, 'loss.jsonl')).toEqual(steps(a, 'loss.jsonl'));
+    expect(steps(b, 'metrics.jsonl')).toEqual([10, ...steps(a, 'metrics.jsonl')]);
   });
 
   it('a weight EMA is evaluated, written as ema.safetensors, and resumed exactly', async () => {
