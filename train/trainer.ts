@@ -237,6 +237,8 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
 
   const params = model.parameters();
   const started = performance.now();
+  // A resumed run's clock continues from its last evaluation, so reports give the whole run's time.
+  const priorSeconds = history.at(-1)?.elapsed_s ?? 0;
   let trainedImages = 0;
   let trainSeconds = 0;
   const save = async (path: string, epoch: number) =>
@@ -342,7 +344,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
       test_ece: ev.ece,
       ...(emaAcc !== undefined ? { ema_accuracy: emaAcc } : {}),
       images_per_s: (epochSteps * cfg.batchSize) / seconds,
-      elapsed_s: (performance.now() - started) / 1000,
+      elapsed_s: priorSeconds + (performance.now() - started) / 1000,
     };
     history.push(m);
     appendFileSync(metricsPath, JSON.stringify(m) + '\n');
@@ -374,7 +376,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
 
   // ---- report -------------------------------------------------------------------------------------
   const final = history[history.length - 1];
-  const seconds = (performance.now() - started) / 1000;
+  const seconds = priorSeconds + (performance.now() - started) / 1000;
   const result: TrainResult = {
     out: cfg.out,
     metrics: history,

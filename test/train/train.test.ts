@@ -77,6 +77,10 @@ describe('training runs', () => {
     appendFileSync(join(b, 'loss.jsonl'), '{"step":10,"loss":9,"lr":0}\n{"step":11,"loss":9,"lr":0}\n');
     appendFileSync(join(b, 'metrics.jsonl'), readFileSync(join(b, 'metrics.jsonl'), 'utf8').trim().replace('"step":10', '"step":12') + '\n');
     const resumed = await train({ ...opts, out: b, resume: true });
+    // The clock goes on from the interrupted run's last evaluation.
+    const stopped = first.metrics.at(-1)!.elapsed_s;
+    expect(resumed.metrics.find((m) => m.step === 15)!.elapsed_s).toBeGreaterThan(stopped);
+    expect(resumed.seconds).toBeGreaterThan(resumed.metrics.find((m) => m.step === 15)!.elapsed_s);
     expect(resumed.losses).toHaveLength(30);
     expect(resumed.losses).toEqual(full.losses);
     expect(resumed.finalAccuracy).toBe(full.finalAccuracy);
