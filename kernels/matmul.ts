@@ -204,6 +204,12 @@ export function matmulFastOk(o: { M: number; N: number; K: number; transA: boole
 // load is a per-lane loop), an 8-lane FMA ~2.5 cycles and a broadcast ~2: loads, not arithmetic,
 // bound a matmul, and a broadcast is ~15× cheaper than a load. Counting loads per FMA, the v4
 // kernel (4×8 per lane) does 2.7 FMAs per loaded component; this one (16 rows) 10.7.
+// The loads are still ~75% of the time: with its loads replaced by constants this kernel runs
+// at ~50 GFLOP/s at 6400×576×192, against ~11 as it stands. What did not help there (medians of
+// 7, 2.45 GHz Zen 3): 64 columns per workgroup (8 per lane: 8.7–10.0), 32 rows (10.2), unrolling
+// k by 8 or 16 (6–7: the larger body spills the loaded values), reading the operands from
+// workgroup memory instead of storage (12.6–14.9 even without the copy into it: workgroup loads
+// are per-lane loops too, only without the bounds check).
 // Needs subgroups with at least 8 invocations (`subgroupMinSize >= 8`); launchMatmul checks.
 // Loads are vec4 where the operand's contiguous dimension and alignment allow (`aVec`: A along k,
 // `bVec`: B along n for row-major B, along k for transposed B) and scalar otherwise, so any
