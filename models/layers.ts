@@ -40,11 +40,11 @@ export class Params {
   }
 
   /** Creates (on the GPU, from the seeded Philox generator) and registers a parameter. */
-  get(name: string, shape: number[], init: Init, opts: { decay?: boolean; std?: number } = {}): T.Tensor {
+  get(name: string, shape: number[], init: Init, opts: { decay?: boolean; std?: number; fanIn?: number } = {}): T.Tensor {
     const full = this.prefix ? `${this.prefix}.${name}` : name;
     if (this.store.has(full)) throw new Error(`parameter '${full}' is defined twice`);
     const seed = (this.seed.base * 1000003 + this.seed.next++) >>> 0;
-    const t = T.keep(T.noGrad(() => T.scope(() => initTensor(shape, init, seed, opts.std ?? 0.02))));
+    const t = T.keep(T.noGrad(() => T.scope(() => initTensor(shape, init, seed, opts.std ?? 0.02, opts.fanIn))));
     t.requiresGrad = true;
     t.name = full;
     this.store.set(full, { tensor: t, decay: opts.decay ?? shape.length > 1 });
@@ -52,7 +52,7 @@ export class Params {
   }
 }
 
-function initTensor(shape: number[], init: Init, seed: number, std: number): T.Tensor {
+function initTensor(shape: number[], init: Init, seed: number, std: number, fanIn?: number): T.Tensor {
   switch (init) {
     case 'zeros':
       return T.zeros(shape);
@@ -62,8 +62,9 @@ function initTensor(shape: number[], init: Init, seed: number, std: number): T.T
       // timm's trunc_normal_(std=.02) truncates at ±2 (absolute), i.e. at 100σ: a clamp suffices.
       return T.clamp(T.randn(shape, { seed, std }), -2, 2);
     case 'fan_in_uniform': {
-      // PyTorch's default for conv weights: kaiming_uniform(a=√5) = U(±1/√fan_in).
-      const bound = 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
+      // PyTorch's default for conv weights: kaiming_uniform(a=√5) = U(±1/√fan_in); its conv
+      // biases use the same bound with the weight's fan-in (passed as `fanIn`).
+      const bound = 1 / Math.sqrt(fanIn ?? shape.slice(1).reduce((a, b) => a * b, 1));
       return T.rand(shape, { seed, low: -bound, high: bound });
     }
     case 'xavier_uniform': {
@@ -112,8 +113,15 @@ export class PatchEmbed {
   readonly gridSize: [number, number];
   constructor(p: Params, imgSize: number, readonly patchSize: number, inChans: number, embedDim: number) {
     if (imgSize % patchSize !== 0) throw new Error(`PatchEmbed: image size ${imgSize} is not divisible by patch size ${patchSize}`);
+    // timm's init_weights_vit_timm touches only nn.Linear: the patchify conv keeps PyTorch's
+    // Conv2d default, U(±1/√fan_in) for weight and bias. With patch 4 (fan-in 16) that is 7×
+    // the std of trunc_normal(.02), and it is what the reference runs trained from.
     const q = p.pp('proj');
-    this.proj = { weight: q.get('weight', [embedDim, inChans, patchSize, patchSize], 'trunc_normal'), bias: q.get('bias', [embedDim], 'zeros', { decay: false }) };
+    const fanIn = inChans * patchSize * patchSize;
+    this.proj = {
+      weight: q.get('weight', [embedDim, inChans, patchSize, patchSize], 'fan_in_uniform'),
+      bias: q.get('bias', [embedDim], 'fan_in_uniform', { decay: false, fanIn }),
+    };
     this.gridSize = [imgSize / patchSize, imgSize / patchSize];
   }
   get numPatches(): number {
@@ -151,8 +159,9 @@ export class ConvStem {
       c = ch;
       size = Math.floor((size - 1) / 2) + 1; // 3×3, stride 2, padding 1
     });
+    // HybridEmbed's 1×1 projection is an nn.Conv2d too: PyTorch's default for weight and bias.
     const q = p.pp('proj');
-    this.proj = { weight: q.get('weight', [embedDim, c, 1, 1], 'fan_in_uniform'), bias: q.get('bias', [embedDim], 'zeros', { decay: false }) };
+    this.proj = { weight: q.get('weight', [embedDim, c, 1, 1], 'fan_in_uniform'), bias: q.get('bias', [embedDim], 'fan_in_uniform', { decay: false, fanIn: c }) };
     this.gridSize = [size, size];
   }
   get numPatches(): number {

@@ -192,6 +192,38 @@ describe('VisionTransformer (timm layout)', () => {
     m.dispose();
   });
 
+  it('initialisation is timm\'s: Linear and position embedding trunc_normal(.02), the patchify conv and the stem\'s projection PyTorch\'s Conv2d default', async () => {
+    const m = new VisionTransformer(presetConfig('vit-fmnist-p4'), 0);
+    const values = async (name: string): Promise<number[]> => Array.from(await m.params.get(name)!.tensor.data());
+    const stats = (v: number[]): { std: number; maxAbs: number } => {
+      const mean = v.reduce((a, b) => a + b, 0) / v.length;
+      return { std: Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length), maxAbs: v.reduce((a, b) => Math.max(a, Math.abs(b)), 0) };
+    };
+    // init_weights_vit_timm initialises nn.Linear only; the patch-4 conv (fan-in 16) keeps
+    // kaiming_uniform(a=√5) = U(±1/4) for weight and bias: std 0.25/√3 = 0.144. Sample stds of
+    // 1,024 and 64 uniform values are within 1.4% and 5.6% (one σ) of it; 15% and 25% are ≥ 4σ.
+    const w = stats(await values('patch_embed.proj.weight'));
+    expect(w.maxAbs).toBeLessThanOrEqual(0.25);
+    expect(Math.abs(w.std / (0.25 / Math.sqrt(3)) - 1)).toBeLessThan(0.15);
+    const b = stats(await values('patch_embed.proj.bias'));
+    expect(b.maxAbs).toBeLessThanOrEqual(0.25);
+    expect(Math.abs(b.std / (0.25 / Math.sqrt(3)) - 1)).toBeLessThan(0.25);
+    // trunc_normal(std .02): 12,288 qkv weights and 3,264 position-embedding values, σ within 2%.
+    for (const name of ['blocks.0.attn.qkv.weight', 'pos_embed', 'head.weight']) {
+      expect(Math.abs(stats(await values(name)).std / 0.02 - 1), name).toBeLessThan(name === 'head.weight' ? 0.2 : 0.1);
+    }
+    expect(stats(await values('blocks.0.attn.qkv.bias')).maxAbs).toBe(0);
+    expect((await values('blocks.0.norm1.weight')).every((v) => v === 1)).toBe(true);
+    m.dispose();
+    // The conv stem's 1×1 projection (HybridEmbed.proj, an nn.Conv2d from 48 channels): bias
+    // U(±1/√48), 64 values.
+    const stem = new VisionTransformer(presetConfig('vit-fmnist-convstem'), 0);
+    const sb = stats(Array.from(await stem.params.get('patch_embed.proj.bias')!.tensor.data()));
+    expect(sb.maxAbs).toBeLessThanOrEqual(1 / Math.sqrt(48));
+    expect(Math.abs(sb.std / (1 / Math.sqrt(48) / Math.sqrt(3)) - 1)).toBeLessThan(0.25);
+    stem.dispose();
+  });
+
   it('a wrong input shape is named', () => {
     const m = new VisionTransformer({ ...presetConfig('vit-fmnist-tiny'), depth: 1 }, 0);
     expect(() => m.forward(T.zeros([2, 3, 28, 28]), { training: false })).toThrow(/must be \[B, 1, 28, 28\]/);
