@@ -1,7 +1,7 @@
 // The matmul ladder (after llm.c's dev/cuda): every version of the kernel, each checked against
-// a CPU reference and timed at the same shapes. The library uses v6 (subgroups of 8 or more),
-// else v4 (aligned shapes) or v3 (any shape) from kernels/matmul.ts; v1, v2 and v5 live only
-// here, to read and to race.
+// a CPU reference and timed at the same shapes. The library uses v7 (subgroups of 8 or more;
+// v6 where B is too tall for a texture), else v4 (aligned shapes) or v3 (any shape) from
+// kernels/matmul.ts; v1, v2 and v5 live only here, to read and to race.
 //
 // Napkin math for lavapipe (2 cores × 8 AVX2 lanes × 2 FMA units × 2 flops × ~3.7 GHz ≈ 237
 // GFLOP/s): a workgroup runs on one CPU thread, its invocations across the 8 SIMD lanes, so
@@ -11,6 +11,7 @@
 import * as T from '../engine/index.js';
 import { fieldList, grid1d, kernel, type KernelSource, MAIN_1D, memo, putList, stridedOffsets } from '../kernels/common.js';
 import { FAST_TM, FAST_TN, FAST_WG, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, MATMUL_UNIFORMS, matmulFastKernel, matmulKernel, matmulSubgroupKernel, SUBGROUP_LANES, SUBGROUP_TN } from '../kernels/matmul.js';
+import { launchMatmul, useMatmulKernel } from '../engine/ops/matmul.js';
 import { runSuite, type SuiteRow } from './harness.js';
 
 // v1: one output per invocation, K-loop of scalar loads. 2 loads per FMA: bandwidth-bound.
@@ -130,21 +131,40 @@ const LADDER_SHAPES: [number, number, number][] = [
 
 interface Rung {
   name: string;
-  source: () => KernelSource;
-  grid: (M: number, N: number) => [number, number, number];
-  strided: boolean;
+  source?: () => KernelSource;
+  grid?: (M: number, N: number) => [number, number, number];
+  /** Rungs that are more than one dispatch record themselves. */
+  launch?: (a: T.Tensor, b: T.Tensor, c: T.Tensor, M: number, N: number, K: number) => void;
+}
+
+// v7: v6 with B read through textureLoad from an rgba32f texture it is first repacked into (one
+// extra dispatch, timed with the matmul): on lavapipe a texel fetch is a vector gather, where a
+// storage load is a per-lane loop.
+function textureRung(a: T.Tensor, b: T.Tensor, c: T.Tensor, M: number, N: number, K: number): void {
+  useMatmulKernel('texture');
+  try {
+    launchMatmul({
+      a: { t: a, offset: 0, ld: K, batchStrides: [] }, b: { t: b, offset: 0, ld: N, batchStrides: [] }, c: { t: c, offset: 0, ld: N, batchStrides: [] },
+      M, N, K, batchShape: [], transA: false, transB: false, label: 'v7',
+    });
+  } finally {
+    useMatmulKernel('auto');
+  }
 }
 
 export async function ladderSuite(): Promise<SuiteRow[][]> {
   await T.init();
   const rungs: Rung[] = [
-    { name: 'v1 naive', source: naiveKernel, grid: (M, N) => grid1d(M * N, 64), strided: false },
-    { name: 'v2 tiled 16x16 workgroup memory', source: tiledKernel, grid: (M, N) => grid1d(Math.ceil(M / 16) * Math.ceil(N / 16) * 256, 256), strided: false },
-    { name: 'v3 register 4x4 (library, any shape)', source: () => matmulKernel(false, false, false), grid: (M, N) => grid1d(Math.ceil(M / MATMUL_TM) * Math.ceil(N / MATMUL_TN), 64), strided: true },
-    { name: 'v4 vec4 4x8, groups of 8 (library)', source: () => matmulFastKernel(false, false, false), grid: (M, N) => grid1d(Math.ceil(M / FAST_TM) * Math.ceil(N / FAST_TN), FAST_WG), strided: true },
-    { name: 'v5 lane-interleaved 4x4', source: () => matmulLanesKernel(false, false, false, 4, 4), grid: (M, N) => grid1d(Math.ceil(M / 4) * Math.ceil(N / 32) * LANES, LANES), strided: true },
+    { name: 'v1 naive', source: naiveKernel, grid: (M, N) => grid1d(M * N, 64) },
+    { name: 'v2 tiled 16x16 workgroup memory', source: tiledKernel, grid: (M, N) => grid1d(Math.ceil(M / 16) * Math.ceil(N / 16) * 256, 256) },
+    { name: 'v3 register 4x4 (library, any shape)', source: () => matmulKernel(false, false, false), grid: (M, N) => grid1d(Math.ceil(M / MATMUL_TM) * Math.ceil(N / MATMUL_TN), 64) },
+    { name: 'v4 vec4 4x8, groups of 8 (library)', source: () => matmulFastKernel(false, false, false), grid: (M, N) => grid1d(Math.ceil(M / FAST_TM) * Math.ceil(N / FAST_TN), FAST_WG) },
+    { name: 'v5 lane-interleaved 4x4', source: () => matmulLanesKernel(false, false, false, 4, 4), grid: (M, N) => grid1d(Math.ceil(M / 4) * Math.ceil(N / 32) * LANES, LANES) },
     ...(T.subgroupsOf8()
-      ? [16, 24].map((TM) => ({ name: `v6 subgroup broadcast ${TM}x32${TM === 16 ? ' (library)' : ''}`, source: () => matmulSubgroupKernel(false, false, false, true, true, TM), grid: (M: number, N: number) => grid1d(Math.ceil(M / TM) * Math.ceil(N / SUBGROUP_TN) * SUBGROUP_LANES, SUBGROUP_LANES), strided: true }))
+      ? [
+          ...[16, 24].map((TM) => ({ name: `v6 subgroup broadcast ${TM}x32`, source: () => matmulSubgroupKernel(false, false, false, true, true, TM), grid: (M: number, N: number) => grid1d(Math.ceil(M / TM) * Math.ceil(N / SUBGROUP_TN) * SUBGROUP_LANES, SUBGROUP_LANES) })),
+          { name: 'v7 subgroup broadcast 16x32, B from a texture (library)', launch: textureRung },
+        ]
       : []),
   ];
   const all: SuiteRow[][] = [];
@@ -159,7 +179,7 @@ export async function ladderSuite(): Promise<SuiteRow[][]> {
       const uniforms: Record<string, number> = { M, N, K, batch: 1, a_off: 0, b_off: 0, c_off: 0, lda: K, ldb: N, ldc: N };
       putList(uniforms, 'bshape', [1, 1, 1, 1]);
       for (const s of ['ast', 'bst', 'cst']) putList(uniforms, s, [0, 0, 0, 0]);
-      const launch = () => T.rt().run({ source: r.source(), uniforms, buffers: [a.buffer, b.buffer, c.buffer], grid: r.grid(M, N), label: r.name });
+      const launch = r.launch ? () => r.launch!(a, b, c, M, N, K) : () => T.rt().run({ source: r.source!(), uniforms, buffers: [a.buffer, b.buffer, c.buffer], grid: r.grid!(M, N), label: r.name });
       // Check against the CPU at a few entries before timing.
       launch();
       const got = await c.data();

@@ -34,6 +34,18 @@ export interface Launch {
   flops?: number;
   /** Bytes read and written (for GB/s in profiles); defaults to the bound buffers' sizes. */
   bytes?: number;
+  /** Textures in the kernel's declared order (bound after the buffers). */
+  textures?: ScratchTexture[];
+}
+
+/** A runtime-owned rgba32f texture that kernels use as scratch (a matmul operand repacked for
+ * textureLoad). Reused by every launch of the same size; released with the pooled buffers. */
+export interface ScratchTexture {
+  id: number;
+  texture: GPUTexture;
+  view: GPUTextureView;
+  width: number;
+  height: number;
 }
 
 // Measured on lavapipe: ~8.6 µs per dispatch batched in one encoder vs ~16 µs with a submit each,
@@ -42,6 +54,12 @@ export interface Launch {
 const AUTO_FLUSH_DISPATCHES = 512;
 const MAX_UNIFORM_CACHE = 8192;
 const MAX_BIND_GROUP_CACHE = 16384;
+// Scratch textures are kept per size; a training step uses a handful of sizes, so this bound only
+// matters for programs that sweep many shapes.
+const MAX_SCRATCH_TEXTURES = 24;
+const TEXTURE_COPY_DST = 0x2;
+const TEXTURE_BINDING = 0x4;
+const STORAGE_BINDING = 0x8;
 
 export class Runtime {
   readonly device: GPUDevice;
@@ -52,6 +70,8 @@ export class Runtime {
   private layouts = new Map<string, GPUBindGroupLayout>();
   private bindGroups = new Map<string, GPUBindGroup>();
   private uniformBuffers = new Map<string, PooledBuffer>();
+  private scratchTextures = new Map<string, ScratchTexture>();
+  private nextTextureId = 1;
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private pendingDispatches = 0;
@@ -60,7 +80,7 @@ export class Runtime {
   // binding fails the call that waits for its result.
   private checks: Promise<void>[] = [];
   /** Counters for tests and benchmarks. */
-  readonly stats = { dispatches: 0, submits: 0, pipelinesCompiled: 0, bindGroupsCreated: 0, uniformBuffersCreated: 0 };
+  readonly stats = { dispatches: 0, submits: 0, pipelinesCompiled: 0, bindGroupsCreated: 0, uniformBuffersCreated: 0, texturesCreated: 0 };
   /** Print each kernel's WGSL when its pipeline is first built (TESSERA_PRINT_KERNELS=1). */
   printKernels = typeof process !== 'undefined' && process.env?.TESSERA_PRINT_KERNELS === '1';
   /** Set while a profile is recorded (engine/profiler.ts); null costs nothing. */
@@ -82,15 +102,19 @@ export class Runtime {
   // ---- pipelines --------------------------------------------------------------------------
 
   private layoutFor(source: KernelSource): GPUBindGroupLayout {
-    const kinds = (source.uniforms.length ? ['u'] : []).concat(source.buffers.map((b) => (b.access === 'read' ? 'r' : 'w')));
+    const kinds = (source.uniforms.length ? ['u'] : [])
+      .concat(source.buffers.map((b) => (b.access === 'read' ? 'r' : 'w')))
+      .concat(source.textures.map((t) => (t.kind === 'sampled' ? 't' : 's')));
     const key = kinds.join('');
     let layout = this.layouts.get(key);
     if (!layout) {
-      const entries: GPUBindGroupLayoutEntry[] = kinds.map((k, binding) => ({
-        binding,
-        visibility: SHADER_STAGE_COMPUTE,
-        buffer: { type: k === 'u' ? 'uniform' : k === 'r' ? 'read-only-storage' : 'storage' },
-      }));
+      const entries: GPUBindGroupLayoutEntry[] = kinds.map((k, binding) => {
+        const entry: GPUBindGroupLayoutEntry = { binding, visibility: SHADER_STAGE_COMPUTE };
+        if (k === 't') entry.texture = { sampleType: 'unfilterable-float' };
+        else if (k === 's') entry.storageTexture = { access: 'write-only', format: 'rgba32float' };
+        else entry.buffer = { type: k === 'u' ? 'uniform' : k === 'r' ? 'read-only-storage' : 'storage' };
+        return entry;
+      });
       layout = this.device.createBindGroupLayout({ entries, label: key });
       this.layouts.set(key, layout);
     }
@@ -152,16 +176,16 @@ export class Runtime {
     this.bindGroups.clear();
   }
 
-  private bindGroup(p: CachedPipeline, buffers: PooledBuffer[]): GPUBindGroup {
+  private bindGroup(p: CachedPipeline, buffers: PooledBuffer[], textures: ScratchTexture[]): GPUBindGroup {
     let key = `${p.id}`;
     for (const b of buffers) key += `:${b.id}`;
+    for (const t of textures) key += `:t${t.id}`;
     let group = this.bindGroups.get(key);
     if (!group) {
       if (this.bindGroups.size >= MAX_BIND_GROUP_CACHE) this.bindGroups.clear();
-      group = this.device.createBindGroup({
-        layout: p.layout,
-        entries: buffers.map((b, binding) => ({ binding, resource: b.offset === undefined ? { buffer: b.gpu } : { buffer: b.gpu, offset: b.offset, size: b.bytes } })),
-      });
+      const entries: GPUBindGroupEntry[] = buffers.map((b, binding) => ({ binding, resource: b.offset === undefined ? { buffer: b.gpu } : { buffer: b.gpu, offset: b.offset, size: b.bytes } }));
+      textures.forEach((t, i) => entries.push({ binding: buffers.length + i, resource: t.view }));
+      group = this.device.createBindGroup({ layout: p.layout, entries });
       this.bindGroups.set(key, group);
       this.stats.bindGroupsCreated++;
     }
@@ -194,10 +218,14 @@ export class Runtime {
     if (launch.buffers.length !== expected) {
       throw new Error(`${launch.label}: kernel ${source.name} takes ${expected} buffers, got ${launch.buffers.length}`);
     }
+    const textures = launch.textures ?? [];
+    if (textures.length !== source.textures.length) {
+      throw new Error(`${launch.label}: kernel ${source.name} takes ${source.textures.length} textures, got ${textures.length}`);
+    }
     if (grid[0] === 0 || grid[1] === 0 || grid[2] === 0) return;
     const p = this.pipeline(source);
     const all = source.uniforms.length ? [this.uniformBuffer(packUniforms(source.uniforms, launch.uniforms ?? {})), ...launch.buffers] : launch.buffers;
-    const bindGroup = this.bindGroup(p, all);
+    const bindGroup = this.bindGroup(p, all, textures);
     const prof = this.profiler;
     if (prof) {
       if (prof.full) this.flush();
@@ -231,6 +259,54 @@ export class Runtime {
     }
     this.stats.dispatches++;
     if (++this.pendingDispatches >= AUTO_FLUSH_DISPATCHES) this.flush();
+  }
+
+  /** The scratch texture of this size (rgba32f, `width` texels × `height` rows), created on first
+   * use. Launches recorded in order may share it: each one's writes and reads are ordered by the
+   * queue, so a later launch overwriting it cannot disturb an earlier one. */
+  scratchTexture(width: number, height: number): ScratchTexture {
+    const key = `${width}x${height}`;
+    let t = this.scratchTextures.get(key);
+    if (t) {
+      // Most recently used last, so eviction drops the least recently used size.
+      this.scratchTextures.delete(key);
+      this.scratchTextures.set(key, t);
+      return t;
+    }
+    if (this.scratchTextures.size >= MAX_SCRATCH_TEXTURES) {
+      const [oldKey, old] = this.scratchTextures.entries().next().value as [string, ScratchTexture];
+      // Recorded launches may still use it: submit them first (destroy waits for submitted work).
+      this.flush();
+      this.scratchTextures.delete(oldKey);
+      this.bindGroups.clear();
+      old.texture.destroy();
+    }
+    const texture = this.device.createTexture({
+      size: [width, height],
+      format: 'rgba32float',
+      usage: TEXTURE_COPY_DST | TEXTURE_BINDING | STORAGE_BINDING,
+      label: `scratch ${key}`,
+    });
+    t = { id: this.nextTextureId++, texture, view: texture.createView(), width, height };
+    this.scratchTextures.set(key, t);
+    this.stats.texturesCreated++;
+    return t;
+  }
+
+  /** Scratch textures alive now (tests check that loops do not grow it). */
+  get liveTextures(): number {
+    return this.scratchTextures.size;
+  }
+
+  /** Copies `rows` rows of `width` rgba32f texels (row r starting at byte `srcOffset + r ·
+   * bytesPerRow`) into a scratch texture, in order with the recorded dispatches. WebGPU needs
+   * `bytesPerRow` a multiple of 256 and `srcOffset` of 16. */
+  copyToTexture(src: PooledBuffer, srcOffset: number, bytesPerRow: number, dst: ScratchTexture, width: number, rows: number): void {
+    this.commandEncoder().copyBufferToTexture(
+      { buffer: src.gpu, offset: (src.offset ?? 0) + srcOffset, bytesPerRow, rowsPerImage: rows },
+      { texture: dst.texture },
+      [width, rows, 1],
+    );
   }
 
   /** Copies `bytes` between pooled buffers, in order with the recorded dispatches. */
@@ -332,6 +408,8 @@ export class Runtime {
   async releasePooled(): Promise<number> {
     this.flush();
     this.bindGroups.clear();
+    for (const t of this.scratchTextures.values()) t.texture.destroy();
+    this.scratchTextures.clear();
     const n = this.pool.trim() + this.stagingPool.trim();
     this.device.queue.submit([]);
     await gpuWait(this.device.queue.onSubmittedWorkDone());

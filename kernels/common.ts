@@ -18,12 +18,20 @@ export interface BufferDecl {
   type: 'f32' | 'i32' | 'u32' | 'vec4<f32>';
 }
 
+/** A 2-D rgba32f texture bound after the storage buffers: `sampled` is read with textureLoad
+ * (texture_2d<f32>), `write` is written with textureStore (texture_storage_2d<rgba32float, write>). */
+export interface TextureDecl {
+  name: string;
+  kind: 'sampled' | 'write';
+}
+
 /** Everything the dispatcher needs to compile and bind a kernel. */
 export interface KernelSource {
   /** Family name; with the shape it makes the dispatch label. */
   name: string;
   uniforms: UniformField[];
   buffers: BufferDecl[];
+  textures: TextureDecl[];
   /** Invocations per workgroup (x only: kernels here are 1-D or use a 2-D grid of 1-D groups). */
   workgroupSize: number;
   /** Full WGSL text. */
@@ -34,6 +42,7 @@ export interface KernelSpec {
   name: string;
   uniforms?: UniformField[];
   buffers: BufferDecl[];
+  textures?: TextureDecl[];
   workgroupSize: number;
   /** WGSL after the generated preamble: helper functions and `@compute fn main`. */
   body: string;
@@ -45,7 +54,7 @@ export interface KernelSpec {
 // x and y; `global_index()` folds them back into one linear index.
 export const MAX_WORKGROUPS_PER_DIM = 65535;
 
-/** Builds the full WGSL: uniform struct at binding 0 (if any), storage buffers after it. */
+/** Builds the full WGSL: uniform struct at binding 0 (if any), storage buffers after it, then textures. */
 export function kernel(spec: KernelSpec): KernelSource {
   const uniforms = spec.uniforms ?? [];
   const lines: string[] = [];
@@ -58,6 +67,10 @@ export function kernel(spec: KernelSpec): KernelSource {
   for (const b of spec.buffers) {
     lines.push(`@group(0) @binding(${binding++}) var<storage, ${b.access}> ${b.name}: array<${b.type}>;`);
   }
+  const textures = spec.textures ?? [];
+  for (const t of textures) {
+    lines.push(`@group(0) @binding(${binding++}) var ${t.name}: ${t.kind === 'sampled' ? 'texture_2d<f32>' : 'texture_storage_2d<rgba32float, write>'};`);
+  }
   lines.push(`const WG: u32 = ${spec.workgroupSize}u;`);
   lines.push(GLOBAL_INDEX);
   lines.push(spec.body.trim());
@@ -65,6 +78,7 @@ export function kernel(spec: KernelSpec): KernelSource {
     name: spec.name,
     uniforms,
     buffers: spec.buffers,
+    textures,
     workgroupSize: spec.workgroupSize,
     code: lines.join('\n') + '\n',
   };

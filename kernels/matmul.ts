@@ -221,8 +221,11 @@ export const SUBGROUP_TN = 32;
 /** `gelu`: the epilogue also applies the exact GELU, writing the activation to C and the
  * pre-activation (needed by the backward) to Z — one pass instead of a matmul and an
  * elementwise kernel reading it back. */
-export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false): KernelSource {
+export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false): KernelSource {
   if (TM % SUBGROUP_LANES !== 0) throw new Error(`matmulSubgroupKernel: TM ${TM} is not a multiple of ${SUBGROUP_LANES}`);
+  // B repacked by matmulPackBKernel: texel (n / 4, batch·K + k) holds B[k, n .. n + 3] whatever
+  // B's layout, so transB and bVec do not apply.
+  if (bTex) { transB = false; bVec = false; }
   if (aVec && transA) throw new Error('matmulSubgroupKernel: vec4 A loads need row-major A (contiguous along k)');
   const G = TM / SUBGROUP_LANES;
   const c = ['x', 'y', 'z', 'w'];
@@ -236,7 +239,9 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   for (const g of range(G)) {
     load4.push(aVec ? `let a${g} = A4[(ao + ar${g} * P.lda + k) / 4u];` : `let a${g} = vec4<f32>(${range(4).map((kk) => aElem(`ar${g}`, `k + ${kk}u`)).join(', ')});`);
   }
-  if (!transB) {
+  if (bTex) {
+    for (const kk of range(4)) load4.push(`let bk${kk} = textureLoad(Bt, vec2<u32>(bx, brow + k + ${kk}u), 0);`);
+  } else if (!transB) {
     for (const kk of range(4)) {
       load4.push(bVec ? `let bk${kk} = B4[(bo + (k + ${kk}u) * P.ldb + bn) / 4u];` : `let bk${kk} = vec4<f32>(${range(4).map((q) => bElem(`k + ${kk}u`, `bn${q}`)).join(', ')});`);
     }
@@ -257,7 +262,7 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   // One k at a time for K % 4.
   const tail = [
     ...range(G).map((g) => `let t${g} = ${aElem(`ar${g}`, 'k')};`),
-    `let tb = vec4<f32>(${range(4).map((q) => bElem('k', `bn${q}`)).join(', ')});`,
+    bTex ? 'let tb = textureLoad(Bt, vec2<u32>(bx, brow + k), 0);' : `let tb = vec4<f32>(${range(4).map((q) => bElem('k', `bn${q}`)).join(', ')});`,
     ...range(G).flatMap((g) => range(SUBGROUP_LANES).map((i) => `acc${g * SUBGROUP_LANES + i} = fma(vec4<f32>(subgroupBroadcast(t${g}, ${i}u)), tb, acc${g * SUBGROUP_LANES + i});`)),
   ];
   const stores = range(TM).map((i) => `if (m0 + ${i}u < P.M) {
@@ -268,19 +273,20 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
     }).join('\n    ')}
   }`);
   return kernel({
-    name: `matmul_sg_${transA ? 't' : 'n'}${transB ? 't' : 'n'}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}_${TM}`,
+    name: `matmul_sg_${transA ? 't' : 'n'}${bTex ? 'x' : transB ? 't' : 'n'}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}_${TM}`,
     header: gelu ? `enable subgroups;\n${WGSL_MATH}` : 'enable subgroups;',
     uniforms: MATMUL_UNIFORMS,
     buffers: [
       { name: 'A4', access: 'read', type: 'vec4<f32>' },
-      { name: 'B4', access: 'read', type: 'vec4<f32>' },
+      ...(bTex ? [] : [{ name: 'B4', access: 'read' as const, type: 'vec4<f32>' as const }]),
       ...(bias ? [{ name: 'bias', access: 'read' as const, type: 'f32' as const }] : []),
       { name: 'C', access: 'read_write', type: 'f32' },
       ...(gelu ? [{ name: 'Z', access: 'read_write' as const, type: 'f32' as const }] : []),
     ],
+    textures: bTex ? [{ name: 'Bt', kind: 'sampled' }] : [],
     workgroupSize: SUBGROUP_LANES,
     body: `fn ldA(i: u32) -> f32 { return A4[i / 4u][i % 4u]; }
-fn ldB(i: u32) -> f32 { return B4[i / 4u][i % 4u]; }
+${bTex ? '' : 'fn ldB(i: u32) -> f32 { return B4[i / 4u][i % 4u]; }'}
 
 ${MAIN_SUBGROUP} {
   // Everything up to the lane's columns is workgroup-uniform, as subgroupBroadcast requires.
@@ -298,6 +304,8 @@ ${MAIN_SUBGROUP} {
   let bo = P.b_off + bo_;
   ${range(G).map((g) => `let ar${g} = min(m0 + ${g * SUBGROUP_LANES}u + lane, P.M - 1u);`).join('\n  ')}
   ${!transB && bVec ? 'let bn = min(n0, P.N - 4u);' : ''}
+  ${bTex ? 'let bx = min(n0 / 4u, (P.N + 3u) / 4u - 1u);' : ''}
+  ${bTex ? 'let brow = bi * P.K;' : ''}
   ${range(4).map((q) => `let bn${q} = min(n0 + ${q}u, P.N - 1u);`).join('\n  ')}
   ${range(TM).map((i) => `var acc${i} = vec4<f32>(0.0);`).join('\n  ')}
   let k4 = P.K - P.K % 4u;
@@ -324,3 +332,45 @@ export function matmulSubgroupVec(o: { N: number; K: number; transA: boolean; tr
   const bVec = al(o.bOff) && al(o.ldb) && o.bStrides.every(al) && (o.transB ? al(o.K) : al(o.N) && o.N >= 4);
   return { aVec, bVec };
 }
+
+// ---- B repacked into a texture --------------------------------------------------------------------
+// On lavapipe (Mesa 25.0) a storage-buffer load runs as a per-lane loop with a bounds branch per
+// component, while textureLoad of an rgba32f texel is a vector gather: the subgroup kernel reading
+// B from a texture ran 15.2–15.6 GFLOP/s at 6400×576×192 against 10.0 reading it from storage
+// (medians of 6, 2.45 GHz Zen 3; A from a texture as well was slower, 12.1). This kernel writes
+// B — any transpose, offset, stride and batch — as texel (n / 4, bi·K + k) = B[bi][k, n .. n + 3],
+// zero past N, once per matmul; the matmul then reads 4 columns per load.
+
+/** Uniforms: the matmul's (`MATMUL_UNIFORMS`); grid: one invocation per texel. `vec`: row-major
+ * B with N, ldb, offset and batch strides multiples of 4, so a texel is one vec4 load. */
+export const matmulPackBKernel = memo(function matmulPackBKernel(transB: boolean, vec = false): KernelSource {
+  if (vec && transB) throw new Error('matmulPackBKernel: vec4 loads need row-major B');
+  const bAt = transB ? 'bo + n * P.ldb + k' : 'bo + k * P.ldb + n';
+  const load = vec
+    ? 'let v = B[(bo + k * P.ldb) / 4u + x];'
+    : `var v = vec4<f32>(0.0);
+  for (var q = 0u; q < 4u; q++) {
+    let n = 4u * x + q;
+    if (n < P.N) { v[q] = B[${bAt}]; }
+  }`;
+  return kernel({
+    name: `matmul_pack_b_${transB ? 't' : 'n'}${vec ? '_v' : ''}`,
+    uniforms: MATMUL_UNIFORMS,
+    buffers: [{ name: 'B', access: 'read', type: vec ? 'vec4<f32>' : 'f32' }],
+    textures: [{ name: 'Bt', kind: 'write' }],
+    workgroupSize: 64,
+    body: `${MAIN_1D} {
+  let t = global_index(wid, lid, nwg);
+  let w = (P.N + 3u) / 4u;
+  if (t >= w * P.K * P.batch) { return; }
+  let x = t % w;
+  let row = t / w;
+  let bi = row / P.K;
+  let k = row % P.K;
+  ${stridedOffsets(MATMUL_BATCH_RANK, 'bi', 'bshape', ['bst'], ['bo_'])}
+  let bo = P.b_off + bo_;
+  ${load}
+  textureStore(Bt, vec2<u32>(x, row), v);
+}`,
+  });
+});

@@ -3,10 +3,10 @@
 // matmul. Backward is two more matmuls, summed over broadcast batch dimensions. `launchMatmul`
 // is the strided primitive other ops (attention) build on.
 import { grid1d, type KernelSource, putList } from '../../kernels/common.js';
-import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel, matmulSubgroupKernel, matmulSubgroupVec, SUBGROUP_TN } from '../../kernels/matmul.js';
+import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel, matmulPackBKernel, matmulSubgroupKernel, matmulSubgroupVec, SUBGROUP_TN } from '../../kernels/matmul.js';
 import { subgroupsOf8 } from '../device.js';
 import { record } from '../autograd.js';
-import { rt } from '../dispatch.js';
+import { rt, type ScratchTexture } from '../dispatch.js';
 import { broadcastShapes, broadcastStrides } from '../reference/nd.js';
 import { numel, Tensor } from '../tensor.js';
 import { reshape } from './movement.js';
@@ -40,8 +40,9 @@ export interface MatmulLaunch {
 
 /** The matmul kernels: `general` (scalar 4×4 per invocation, any layout), `vec4` (4×8 per
  * invocation, vec4 loads; aligned operands only), `subgroup` (TM×32 per subgroup of 8 with
- * broadcast A; any layout, needs subgroups of at least 8). */
-export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup';
+ * broadcast A; any layout, needs subgroups of at least 8), `texture` (the subgroup kernel reading
+ * B from a texture it is first repacked into; batch·K and N/4 within the texture size limit). */
+export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup' | 'texture';
 
 let forcedMatmul: MatmulKernelKind | 'auto' = 'auto';
 /** Benchmarks and tests: route every matmul through one kernel ('auto' restores the choice).
@@ -73,30 +74,62 @@ export function launchMatmul(l: MatmulLaunch): void {
   putList(uniforms, 'bst', pad(l.b.batchStrides, 0));
   putList(uniforms, 'cst', pad(l.c.batchStrides, 0));
   const shapeInfo = { M: l.M, N: l.N, K: l.K, transA: l.transA, transB: l.transB, aOff: l.a.offset, bOff: l.b.offset, lda: l.a.ld, ldb: l.b.ld, aStrides: l.a.batchStrides, bStrides: l.b.batchStrides };
-  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? 'subgroup' : 'vec4') : forcedMatmul;
-  if (kind === 'subgroup' && !subgroupsOf8()) kind = 'general';
-  if (l.geluPreact && kind !== 'subgroup') throw new Error(`${l.label}: the GELU epilogue needs the subgroup kernel`);
+  // Batched products (attention's per-head matmuls, when not fused) keep B in storage: their
+  // small per-head B would be repacked per call, unmeasured there.
+  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? 'texture' : 'subgroup') : 'vec4') : forcedMatmul;
+  const maxTexture = rt().device.limits.maxTextureDimension2D;
+  if (kind === 'texture' && (batch * l.K > maxTexture || Math.ceil(l.N / 4) > maxTexture)) kind = 'subgroup';
+  if ((kind === 'subgroup' || kind === 'texture') && !subgroupsOf8()) kind = 'general';
+  if (l.geluPreact && kind !== 'subgroup' && kind !== 'texture') throw new Error(`${l.label}: the GELU epilogue needs the subgroup kernel`);
   if (kind === 'vec4' && !matmulFastOk(shapeInfo)) kind = 'general';
   let source: KernelSource;
   let workgroups: number;
-  if (kind === 'subgroup') {
+  let textures: ScratchTexture[] = [];
+  if (kind === 'subgroup' || kind === 'texture') {
     const { aVec, bVec } = matmulSubgroupVec(shapeInfo);
     const TM = subgroupRows(l.M);
-    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM, !!l.geluPreact);
+    const bTex = kind === 'texture';
+    if (bTex) textures = [packB(l, uniforms, batch)];
+    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM, !!l.geluPreact, bTex);
     workgroups = batch * Math.ceil(l.M / TM) * Math.ceil(l.N / SUBGROUP_TN);
   } else {
     const fast = kind === 'vec4';
     source = (fast ? matmulFastKernel : matmulKernel)(l.transA, l.transB, !!l.bias);
     workgroups = Math.ceil((batch * Math.ceil(l.M / (fast ? FAST_TM : MATMUL_TM)) * Math.ceil(l.N / (fast ? FAST_TN : MATMUL_TN))) / source.workgroupSize);
   }
-  const buffers = [l.a.t.buffer, l.b.t.buffer, ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer, ...(l.geluPreact ? [l.geluPreact.buffer] : [])];
+  const buffers = [l.a.t.buffer, ...(textures.length ? [] : [l.b.t.buffer]), ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer, ...(l.geluPreact ? [l.geluPreact.buffer] : [])];
   rt().run({
-    source, uniforms, buffers,
+    source, uniforms, buffers, textures,
     grid: grid1d(workgroups * source.workgroupSize, source.workgroupSize),
     flops: 2 * batch * l.M * l.N * l.K,
     bytes: 4 * (batch * (l.M * l.K + l.K * l.N + l.M * l.N)),
     label: `${l.label} ${batch > 1 ? `${batch}x` : ''}${l.M}x${l.N}x${l.K} ${l.transA ? 't' : 'n'}${l.transB ? 't' : 'n'}`,
   });
+}
+
+/** Records the repacking of B into the scratch texture of its size (see matmulPackBKernel). */
+function packB(l: MatmulLaunch, uniforms: Record<string, number>, batch: number): ScratchTexture {
+  const width = Math.ceil(l.N / 4);
+  const height = batch * l.K;
+  const texture = rt().scratchTexture(width, height);
+  // Row-major B whose rows are whole texels and 256-byte aligned is already the texture's
+  // layout: a copy (a memcpy per row on lavapipe) instead of a kernel.
+  const src = l.b.t.buffer;
+  const rowsContiguous = batch === 1 || l.batchShape.every((_, i) => l.b.batchStrides[i] === l.K * l.N * numel(l.batchShape.slice(i + 1)));
+  if (!l.transB && l.N % 64 === 0 && l.b.ld === l.N && rowsContiguous && ((src.offset ?? 0) + 4 * l.b.offset) % 16 === 0) {
+    rt().copyToTexture(src, 4 * l.b.offset, 4 * l.N, texture, width, height);
+    return texture;
+  }
+  const al = (v: number) => v % 4 === 0;
+  const vec = !l.transB && al(l.N) && al(l.b.ld) && al(l.b.offset) && al((src.offset ?? 0) / 4) && l.b.batchStrides.every(al);
+  const source = matmulPackBKernel(l.transB, vec);
+  rt().run({
+    source, uniforms, buffers: [l.b.t.buffer], textures: [texture],
+    grid: grid1d(width * height, source.workgroupSize),
+    bytes: 4 * batch * l.K * l.N * 2,
+    label: `${l.label}_pack_b ${l.K}x${l.N}${l.transB ? ' t' : ''}`,
+  });
+  return texture;
 }
 
 export interface MatmulOptions {
@@ -201,7 +234,7 @@ function checkLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null 
  * is linear followed by gelu. */
 export function linearGelu(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   checkLinear('linearGelu', x, weight, bias);
-  if (!(forcedMatmul === 'auto' || forcedMatmul === 'subgroup') || !subgroupsOf8()) return gelu(linear(x, weight, bias));
+  if (!(forcedMatmul === 'auto' || forcedMatmul === 'subgroup' || forcedMatmul === 'texture') || !subgroupsOf8()) return gelu(linear(x, weight, bias));
   const preact = Tensor.empty([...x.shape.slice(0, -1), weight.shape[0]!], 'float32', 'linearGelu preactivation');
   const y = matmulForward(x, weight, false, true, bias ?? null, 'linear_gelu', preact);
   const inputs = bias ? [x, weight, bias] : [x, weight];

@@ -75,7 +75,7 @@ describe('dispatch', () => {
   });
 
   it('sync surfaces WebGPU validation errors', async () => {
-    const bad = { name: 'bad', uniforms: [], buffers: [], workgroupSize: 1, code: '@compute @workgroup_size(1) fn main() { let x: f32 = not_defined; }' };
+    const bad = { name: 'bad', uniforms: [], buffers: [], textures: [], workgroupSize: 1, code: '@compute @workgroup_size(1) fn main() { let x: f32 = not_defined; }' };
     T.rt().run({ source: bad, buffers: [], grid: [1, 1, 1], label: 'bad' });
     await expect(T.sync()).rejects.toThrow(/WebGPU error/);
   });

@@ -51,16 +51,23 @@ const SUBGROUP: [number[], number[], boolean, boolean][] = [
   [[3, 19, 12], [12, 40], false, false],
   [[2, 5, 24, 20], [2, 1, 9, 20], false, true],
   [[2176, 64], [192, 64], false, true],
+  // Row-major B of 64-multiple width: the texture kernel copies it instead of repacking.
+  [[37, 23], [23, 64], false, false],
+  [[23, 37], [23, 128], true, false],
+  [[3, 9, 20], [3, 20, 64], false, false],
+  // Row-major B of 4-multiple width (not 64): repacked with vec4 loads.
+  [[37, 23], [23, 36], false, false],
+  [[2, 9, 20], [2, 20, 12], false, false],
 ];
 
-const KERNEL_NAME = { general: 'matmul_', vec4: 'matmul_fast_', subgroup: 'matmul_sg_' } as const;
+const KERNEL_NAME = { general: 'matmul_', vec4: 'matmul_fast_', subgroup: 'matmul_sg_', texture: 'matmul_sg_' } as const;
 
 describe('matmul', () => {
-  for (const kind of ['general', 'vec4', 'subgroup'] as const) {
-    const shapes = kind === 'vec4' ? FAST : kind === 'subgroup' ? [...SHAPES, ...SUBGROUP] : SHAPES;
+  for (const kind of ['general', 'vec4', 'subgroup', 'texture'] as const) {
+    const shapes = kind === 'vec4' ? FAST : kind === 'subgroup' || kind === 'texture' ? [...SHAPES, ...SUBGROUP] : SHAPES;
     for (const [sa, sb, ta, tb] of shapes) {
       it(`${kind} kernel: ${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}`, async () => {
-        if (kind === 'subgroup' && !T.subgroupsOf8()) return;
+        if ((kind === 'subgroup' || kind === 'texture') && !T.subgroupsOf8()) return;
         T.useMatmulKernel(kind);
         try {
           await checkOp({
@@ -76,19 +83,55 @@ describe('matmul', () => {
         } finally {
           T.useMatmulKernel('auto');
         }
-        const prefix = `${KERNEL_NAME[kind]}${ta ? 't' : 'n'}${tb ? 't' : 'n'}`;
+        const prefix = `${KERNEL_NAME[kind]}${ta ? 't' : 'n'}${kind === 'texture' ? 'x' : tb ? 't' : 'n'}`;
         expect(T.compiledKernels().some((k) => k.name.startsWith(prefix))).toBe(true);
+        if (kind === 'texture') expect(T.compiledKernels().some((k) => k.name === `matmul_pack_b_${tb ? 't' : 'n'}`)).toBe(true);
       });
     }
   }
 
-  it('the subgroup kernel is what auto picks when the adapter has subgroups of 8 or more', () => {
+  it('auto picks the subgroup kernel with B repacked into a texture when the adapter has subgroups of 8 or more', () => {
     if (!T.subgroupsOf8()) return;
-    const before = new Set(T.compiledKernels().map((k) => k.name));
-    const c = T.matmul(T.ones([9, 10]), T.ones([10, 11]));
-    const added = T.compiledKernels().map((k) => k.name).filter((n) => !before.has(n) && n.startsWith('matmul'));
-    c.dispose();
-    expect(added.every((n) => n.startsWith('matmul_sg_'))).toBe(true);
+    // A size no other test uses: its scratch texture is new, and the matmul is two dispatches.
+    const [a, b] = [T.ones([9, 1031]), T.ones([1031, 11])];
+    const { dispatches, texturesCreated } = T.rt().stats;
+    const c = T.matmul(a, b);
+    expect(T.rt().stats.dispatches - dispatches).toBe(2);
+    expect(T.rt().stats.texturesCreated - texturesCreated).toBe(1);
+    expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_sg_nx'))).toBe(true);
+    // Row-major, 64-multiple wide B is copied into the texture: one dispatch.
+    const b64 = T.ones([1031, 64]);
+    const before = T.rt().stats.dispatches;
+    const c64 = T.matmul(a, b64);
+    expect(T.rt().stats.dispatches - before).toBe(1);
+    for (const t of [a, b, c, b64, c64]) t.dispose();
+  });
+
+  it('a B taller than the texture size limit falls back to the storage-buffer subgroup kernel', async () => {
+    if (!T.subgroupsOf8()) return;
+    const K = T.rt().device.limits.maxTextureDimension2D + 3;
+    const a = T.ones([2, K]);
+    const b = T.ones([K, 5]);
+    const created = T.rt().stats.texturesCreated;
+    const c = T.matmul(a, b);
+    expect(Array.from(await c.data())).toEqual(new Array(10).fill(K));
+    expect(T.rt().stats.texturesCreated).toBe(created);
+    for (const t of [a, b, c]) t.dispose();
+  });
+
+  it('repeated matmuls reuse one scratch texture per size', async () => {
+    if (!T.subgroupsOf8()) return;
+    const x = T.ones([40, 24]);
+    const w = T.ones([36, 24]);
+    T.linear(x, w).dispose();
+    const live = T.rt().liveTextures;
+    const created = T.rt().stats.texturesCreated;
+    for (let i = 0; i < 20; i++) T.linear(x, w).dispose();
+    await T.sync();
+    expect(T.rt().liveTextures).toBe(live);
+    expect(T.rt().stats.texturesCreated).toBe(created);
+    x.dispose();
+    w.dispose();
   });
 
   it('linear uses the [out, in] weight layout and adds the bias', () =>
@@ -109,10 +152,10 @@ describe('matmul', () => {
 
   // The GELU epilogue (subgroup kernel) and its composed fallback: ragged tiles, K % 4 tail,
   // unaligned widths (scalar loads), with and without bias.
-  for (const kind of ['subgroup', 'general'] as const) {
+  for (const kind of ['subgroup', 'texture', 'general'] as const) {
     for (const [shape, out, withBias] of [[[2, 9, 12], 40, true], [[37, 23], 70, true], [[5, 16], 33, false]] as [number[], number, boolean][]) {
-      it(`linearGelu (${kind === 'subgroup' ? 'GELU in the matmul epilogue' : 'linear then gelu'}) ${JSON.stringify(shape)} → ${out}${withBias ? '' : ', no bias'}`, async () => {
-        if (kind === 'subgroup' && !T.subgroupsOf8()) return;
+      it(`linearGelu (${kind === 'general' ? 'linear then gelu' : `GELU in the ${kind} matmul's epilogue`}) ${JSON.stringify(shape)} → ${out}${withBias ? '' : ', no bias'}`, async () => {
+        if (kind !== 'general' && !T.subgroupsOf8()) return;
         const inF = shape[shape.length - 1]!;
         T.useMatmulKernel(kind);
         try {
@@ -136,7 +179,7 @@ describe('matmul', () => {
         } finally {
           T.useMatmulKernel('auto');
         }
-        if (kind === 'subgroup') expect(T.compiledKernels().some((k) => k.name.startsWith(`matmul_sg_nt${withBias ? '_bias' : ''}_gelu`))).toBe(true);
+        if (kind !== 'general') expect(T.compiledKernels().some((k) => k.name.startsWith(`matmul_sg_n${kind === 'texture' ? 'x' : 't'}${withBias ? '_bias' : ''}_gelu`))).toBe(true);
       });
     }
   }
