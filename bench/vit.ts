@@ -2,6 +2,7 @@
 // written with TensorFlow.js ops and its WebGPU backend, and with jax-js (the whole step under
 // jit) on its webgpu and wasm devices, on the same adapter, batch 128.
 import * as T from '../engine/index.js';
+import { useMatmulKernel } from '../engine/ops/matmul.js';
 import { presetConfig, VisionTransformer } from '../models/vit.js';
 import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
 import { loadJax, loadTf } from './peers/env.js';
@@ -17,29 +18,42 @@ export async function vitSuite(): Promise<SuiteRow[]> {
   const cleanup: (() => void)[] = [];
   // tfjs runs the plain patchify ViT; the other presets are measured for their own throughput.
   const withPeer = new Set(['vit-fmnist-tiny', 'vit-fmnist-p4']);
+  const withStorageB = new Set(['vit-fmnist-p4', 'vit-fmnist-convstem16-w128']);
   for (const preset of ['vit-fmnist-tiny', 'vit-fmnist-p4', 'vit-fmnist-small', 'vit-fmnist-convstem', 'vit-fmnist-convstem16', 'vit-fmnist-convstem16-d4', 'vit-fmnist-convstem16-w128', 'deit-fmnist-tiny-distilled']) {
     const cfg = presetConfig(preset);
     const model = new VisionTransformer(cfg, 0);
     const opt = new T.AdamW(model.paramGroups(0.05), { lr: 1e-4 });
     const x = T.keep(T.randn([B, 1, 28, 28], { seed: 1 }));
     const y = T.keep(T.tensor(Int32Array.from({ length: B }, (_, i) => i % 10), [B]));
-    cases.push({
-      name: `tessera ${preset}`,
-      work: B,
-      run: async () => {
-        const l = T.scope(() => {
-          const out = model.forward(x, { training: true });
-          let loss = T.crossEntropy(out.logits, y);
-          if (out.distLogits) loss = T.mulScalar(T.add(loss, T.crossEntropy(out.distLogits, y)), 0.5);
-          loss.backward();
-          opt.step({ clip: opt.clipGradNorm(1) });
-          opt.zeroGrad();
-          return loss;
-        });
-        await l.item();
-        l.dispose();
-      },
-    });
+    const step = async () => {
+      const l = T.scope(() => {
+        const out = model.forward(x, { training: true });
+        let loss = T.crossEntropy(out.logits, y);
+        if (out.distLogits) loss = T.mulScalar(T.add(loss, T.crossEntropy(out.distLogits, y)), 0.5);
+        loss.backward();
+        opt.step({ clip: opt.clipGradNorm(1) });
+        opt.zeroGrad();
+        return loss;
+      });
+      await l.item();
+      l.dispose();
+    };
+    cases.push({ name: `tessera ${preset}`, work: B, run: step });
+    if (withStorageB.has(preset) && T.subgroupsOf8()) {
+      // The same step with every matmul reading B from storage (v6): what the texture path gains.
+      cases.push({
+        name: `tessera ${preset}, matmul B from storage (v6)`,
+        work: B,
+        run: async () => {
+          useMatmulKernel('subgroup');
+          try {
+            await step();
+          } finally {
+            useMatmulKernel('auto');
+          }
+        },
+      });
+    }
     cleanup.push(() => {
       model.dispose();
       opt.dispose();
