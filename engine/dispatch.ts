@@ -38,14 +38,16 @@ export interface Launch {
   textures?: ScratchTexture[];
 }
 
-/** A runtime-owned rgba32f texture that kernels use as scratch (a matmul operand repacked for
- * textureLoad). Reused by every launch of the same size; released with the pooled buffers. */
+/** A runtime-owned rgba32f 2-D array texture that kernels use as scratch (a matmul operand
+ * repacked for textureLoad, one layer per batch entry). Reused by every launch of the same size;
+ * released with the pooled buffers. */
 export interface ScratchTexture {
   id: number;
   texture: GPUTexture;
   view: GPUTextureView;
   width: number;
   height: number;
+  layers: number;
 }
 
 // Measured on lavapipe: ~8.6 µs per dispatch batched in one encoder vs ~16 µs with a submit each,
@@ -110,8 +112,8 @@ export class Runtime {
     if (!layout) {
       const entries: GPUBindGroupLayoutEntry[] = kinds.map((k, binding) => {
         const entry: GPUBindGroupLayoutEntry = { binding, visibility: SHADER_STAGE_COMPUTE };
-        if (k === 't') entry.texture = { sampleType: 'unfilterable-float' };
-        else if (k === 's') entry.storageTexture = { access: 'write-only', format: 'rgba32float' };
+        if (k === 't') entry.texture = { sampleType: 'unfilterable-float', viewDimension: '2d-array' };
+        else if (k === 's') entry.storageTexture = { access: 'write-only', format: 'rgba32float', viewDimension: '2d-array' };
         else entry.buffer = { type: k === 'u' ? 'uniform' : k === 'r' ? 'read-only-storage' : 'storage' };
         return entry;
       });
@@ -261,11 +263,11 @@ export class Runtime {
     if (++this.pendingDispatches >= AUTO_FLUSH_DISPATCHES) this.flush();
   }
 
-  /** The scratch texture of this size (rgba32f, `width` texels × `height` rows), created on first
-   * use. Launches recorded in order may share it: each one's writes and reads are ordered by the
-   * queue, so a later launch overwriting it cannot disturb an earlier one. */
-  scratchTexture(width: number, height: number): ScratchTexture {
-    const key = `${width}x${height}`;
+  /** The scratch texture of this size (rgba32f, `width` texels × `height` rows × `layers`),
+   * created on first use. Launches recorded in order may share it: each one's writes and reads are
+   * ordered by the queue, so a later launch overwriting it cannot disturb an earlier one. */
+  scratchTexture(width: number, height: number, layers: number): ScratchTexture {
+    const key = `${width}x${height}x${layers}`;
     let t = this.scratchTextures.get(key);
     if (t) {
       // Most recently used last, so eviction drops the least recently used size.
@@ -282,12 +284,12 @@ export class Runtime {
       old.texture.destroy();
     }
     const texture = this.device.createTexture({
-      size: [width, height],
+      size: [width, height, layers],
       format: 'rgba32float',
       usage: TEXTURE_COPY_DST | TEXTURE_BINDING | STORAGE_BINDING,
       label: `scratch ${key}`,
     });
-    t = { id: this.nextTextureId++, texture, view: texture.createView(), width, height };
+    t = { id: this.nextTextureId++, texture, view: texture.createView({ dimension: '2d-array' }), width, height, layers };
     this.scratchTextures.set(key, t);
     this.stats.texturesCreated++;
     return t;
@@ -298,14 +300,14 @@ export class Runtime {
     return this.scratchTextures.size;
   }
 
-  /** Copies `rows` rows of `width` rgba32f texels (row r starting at byte `srcOffset + r ·
-   * bytesPerRow`) into a scratch texture, in order with the recorded dispatches. WebGPU needs
-   * `bytesPerRow` a multiple of 256 and `srcOffset` of 16. */
-  copyToTexture(src: PooledBuffer, srcOffset: number, bytesPerRow: number, dst: ScratchTexture, width: number, rows: number): void {
+  /** Copies `layers` images of `rows` rows of `width` rgba32f texels (row r of layer l starting at
+   * byte `srcOffset + (l · rows + r) · bytesPerRow`) into a scratch texture, in order with the
+   * recorded dispatches. WebGPU needs `bytesPerRow` a multiple of 256 and `srcOffset` of 16. */
+  copyToTexture(src: PooledBuffer, srcOffset: number, bytesPerRow: number, dst: ScratchTexture, width: number, rows: number, layers: number): void {
     this.commandEncoder().copyBufferToTexture(
       { buffer: src.gpu, offset: (src.offset ?? 0) + srcOffset, bytesPerRow, rowsPerImage: rows },
       { texture: dst.texture },
-      [width, rows, 1],
+      [width, rows, layers],
     );
   }
 

@@ -18,8 +18,9 @@ export interface BufferDecl {
   type: 'f32' | 'i32' | 'u32' | 'vec4<f32>';
 }
 
-/** A 2-D rgba32f texture bound after the storage buffers: `sampled` is read with textureLoad
- * (texture_2d<f32>), `write` is written with textureStore (texture_storage_2d<rgba32float, write>). */
+/** A 2-D array rgba32f texture bound after the storage buffers: `sampled` is read with
+ * textureLoad (texture_2d_array<f32>), `write` is written with textureStore
+ * (texture_storage_2d_array<rgba32float, write>). */
 export interface TextureDecl {
   name: string;
   kind: 'sampled' | 'write';
@@ -69,7 +70,7 @@ export function kernel(spec: KernelSpec): KernelSource {
   }
   const textures = spec.textures ?? [];
   for (const t of textures) {
-    lines.push(`@group(0) @binding(${binding++}) var ${t.name}: ${t.kind === 'sampled' ? 'texture_2d<f32>' : 'texture_storage_2d<rgba32float, write>'};`);
+    lines.push(`@group(0) @binding(${binding++}) var ${t.name}: ${t.kind === 'sampled' ? 'texture_2d_array<f32>' : 'texture_storage_2d_array<rgba32float, write>'};`);
   }
   lines.push(`const WG: u32 = ${spec.workgroupSize}u;`);
   lines.push(GLOBAL_INDEX);

@@ -223,8 +223,8 @@ export const SUBGROUP_TN = 32;
  * elementwise kernel reading it back. */
 export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false): KernelSource {
   if (TM % SUBGROUP_LANES !== 0) throw new Error(`matmulSubgroupKernel: TM ${TM} is not a multiple of ${SUBGROUP_LANES}`);
-  // B repacked by matmulPackBKernel: texel (n / 4, batch·K + k) holds B[k, n .. n + 3] whatever
-  // B's layout, so transB and bVec do not apply.
+  // B repacked by matmulPackBKernel: texel (n / 4, k) of layer bi holds B[bi][k, n .. n + 3]
+  // whatever B's layout, so transB and bVec do not apply.
   if (bTex) { transB = false; bVec = false; }
   if (aVec && transA) throw new Error('matmulSubgroupKernel: vec4 A loads need row-major A (contiguous along k)');
   const G = TM / SUBGROUP_LANES;
@@ -240,7 +240,7 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
     load4.push(aVec ? `let a${g} = A4[(ao + ar${g} * P.lda + k) / 4u];` : `let a${g} = vec4<f32>(${range(4).map((kk) => aElem(`ar${g}`, `k + ${kk}u`)).join(', ')});`);
   }
   if (bTex) {
-    for (const kk of range(4)) load4.push(`let bk${kk} = textureLoad(Bt, vec2<u32>(bx, brow + k + ${kk}u), 0);`);
+    for (const kk of range(4)) load4.push(`let bk${kk} = textureLoad(Bt, vec2<u32>(bx, k + ${kk}u), bi, 0);`);
   } else if (!transB) {
     for (const kk of range(4)) {
       load4.push(bVec ? `let bk${kk} = B4[(bo + (k + ${kk}u) * P.ldb + bn) / 4u];` : `let bk${kk} = vec4<f32>(${range(4).map((q) => bElem(`k + ${kk}u`, `bn${q}`)).join(', ')});`);
@@ -262,7 +262,7 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   // One k at a time for K % 4.
   const tail = [
     ...range(G).map((g) => `let t${g} = ${aElem(`ar${g}`, 'k')};`),
-    bTex ? 'let tb = textureLoad(Bt, vec2<u32>(bx, brow + k), 0);' : `let tb = vec4<f32>(${range(4).map((q) => bElem('k', `bn${q}`)).join(', ')});`,
+    bTex ? 'let tb = textureLoad(Bt, vec2<u32>(bx, k), bi, 0);' : `let tb = vec4<f32>(${range(4).map((q) => bElem('k', `bn${q}`)).join(', ')});`,
     ...range(G).flatMap((g) => range(SUBGROUP_LANES).map((i) => `acc${g * SUBGROUP_LANES + i} = fma(vec4<f32>(subgroupBroadcast(t${g}, ${i}u)), tb, acc${g * SUBGROUP_LANES + i});`)),
   ];
   const stores = range(TM).map((i) => `if (m0 + ${i}u < P.M) {
@@ -305,7 +305,6 @@ ${MAIN_SUBGROUP} {
   ${range(G).map((g) => `let ar${g} = min(m0 + ${g * SUBGROUP_LANES}u + lane, P.M - 1u);`).join('\n  ')}
   ${!transB && bVec ? 'let bn = min(n0, P.N - 4u);' : ''}
   ${bTex ? 'let bx = min(n0 / 4u, (P.N + 3u) / 4u - 1u);' : ''}
-  ${bTex ? 'let brow = bi * P.K;' : ''}
   ${range(4).map((q) => `let bn${q} = min(n0 + ${q}u, P.N - 1u);`).join('\n  ')}
   ${range(TM).map((i) => `var acc${i} = vec4<f32>(0.0);`).join('\n  ')}
   let k4 = P.K - P.K % 4u;
@@ -338,7 +337,7 @@ export function matmulSubgroupVec(o: { N: number; K: number; transA: boolean; tr
 // component, while textureLoad of an rgba32f texel is a vector gather: the subgroup kernel reading
 // B from a texture ran 15.2–15.6 GFLOP/s at 6400×576×192 against 10.0 reading it from storage
 // (medians of 6, 2.45 GHz Zen 3; A from a texture as well was slower, 12.1). This kernel writes
-// B — any transpose, offset, stride and batch — as texel (n / 4, bi·K + k) = B[bi][k, n .. n + 3],
+// B — any transpose, offset, stride and batch — as texel (n / 4, k) of layer bi = B[bi][k, n .. n + 3],
 // zero past N, once per matmul; the matmul then reads 4 columns per load.
 
 /** Uniforms: the matmul's (`MATMUL_UNIFORMS`); grid: one invocation per texel. `vec`: row-major
@@ -370,7 +369,7 @@ export const matmulPackBKernel = memo(function matmulPackBKernel(transB: boolean
   ${stridedOffsets(MATMUL_BATCH_RANK, 'bi', 'bshape', ['bst'], ['bo_'])}
   let bo = P.b_off + bo_;
   ${load}
-  textureStore(Bt, vec2<u32>(x, row), v);
+  textureStore(Bt, vec2<u32>(x, k), bi, v);
 }`,
   });
 });

@@ -41,7 +41,8 @@ export interface MatmulLaunch {
 /** The matmul kernels: `general` (scalar 4×4 per invocation, any layout), `vec4` (4×8 per
  * invocation, vec4 loads; aligned operands only), `subgroup` (TM×32 per subgroup of 8 with
  * broadcast A; any layout, needs subgroups of at least 8), `texture` (the subgroup kernel reading
- * B from a texture it is first repacked into; batch·K and N/4 within the texture size limit). */
+ * B from a texture it is first repacked into; K and N/4 within the texture size limit, batch within
+ * its array layers). */
 export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup' | 'texture';
 
 let forcedMatmul: MatmulKernelKind | 'auto' = 'auto';
@@ -77,8 +78,8 @@ export function launchMatmul(l: MatmulLaunch): void {
   // Batched products (attention's per-head matmuls, when not fused) keep B in storage: their
   // small per-head B would be repacked per call, unmeasured there.
   let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? 'texture' : 'subgroup') : 'vec4') : forcedMatmul;
-  const maxTexture = rt().device.limits.maxTextureDimension2D;
-  if (kind === 'texture' && (batch * l.K > maxTexture || Math.ceil(l.N / 4) > maxTexture)) kind = 'subgroup';
+  const limits = rt().device.limits;
+  if (kind === 'texture' && (l.K > limits.maxTextureDimension2D || Math.ceil(l.N / 4) > limits.maxTextureDimension2D || batch > limits.maxTextureArrayLayers)) kind = 'subgroup';
   if ((kind === 'subgroup' || kind === 'texture') && !subgroupsOf8()) kind = 'general';
   if (l.geluPreact && kind !== 'subgroup' && kind !== 'texture') throw new Error(`${l.label}: the GELU epilogue needs the subgroup kernel`);
   if (kind === 'vec4' && !matmulFastOk(shapeInfo)) kind = 'general';
@@ -110,14 +111,13 @@ export function launchMatmul(l: MatmulLaunch): void {
 /** Records the repacking of B into the scratch texture of its size (see matmulPackBKernel). */
 function packB(l: MatmulLaunch, uniforms: Record<string, number>, batch: number): ScratchTexture {
   const width = Math.ceil(l.N / 4);
-  const height = batch * l.K;
-  const texture = rt().scratchTexture(width, height);
+  const texture = rt().scratchTexture(width, l.K, batch);
   // Row-major B whose rows are whole texels and 256-byte aligned is already the texture's
   // layout: a copy (a memcpy per row on lavapipe) instead of a kernel.
   const src = l.b.t.buffer;
   const rowsContiguous = batch === 1 || l.batchShape.every((_, i) => l.b.batchStrides[i] === l.K * l.N * numel(l.batchShape.slice(i + 1)));
   if (!l.transB && l.N % 64 === 0 && l.b.ld === l.N && rowsContiguous && ((src.offset ?? 0) + 4 * l.b.offset) % 16 === 0) {
-    rt().copyToTexture(src, 4 * l.b.offset, 4 * l.N, texture, width, height);
+    rt().copyToTexture(src, 4 * l.b.offset, 4 * l.N, texture, width, l.K, batch);
     return texture;
   }
   const al = (v: number) => v % 4 === 0;
@@ -125,7 +125,7 @@ function packB(l: MatmulLaunch, uniforms: Record<string, number>, batch: number)
   const source = matmulPackBKernel(l.transB, vec);
   rt().run({
     source, uniforms, buffers: [l.b.t.buffer], textures: [texture],
-    grid: grid1d(width * height, source.workgroupSize),
+    grid: grid1d(width * l.K * batch, source.workgroupSize),
     bytes: 4 * batch * l.K * l.N * 2,
     label: `${l.label}_pack_b ${l.K}x${l.N}${l.transB ? ' t' : ''}`,
   });
