@@ -10,7 +10,7 @@ import { ERASE_UNIFORMS, MIX_UNIFORMS } from '../kernels/augment-mix.js';
 import { OP_UNIFORMS } from '../kernels/augment-ops.js';
 import { presetConfig, VisionTransformer } from '../models/vit.js';
 import { AUGMENT_DEFAULTS, augmentBatch } from '../train/augment.js';
-import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
+import { runSuite, trainStep, type BenchCase, type SuiteRow } from './harness.js';
 
 const MEAN = [0.286];
 const STD = [0.353];
@@ -65,16 +65,10 @@ export async function augmentSuite(): Promise<SuiteRow[]> {
   const opt = new T.AdamW(model.paramGroups(0.05), { lr: 1e-4 });
   const step = (augment: boolean) => async () => {
     T.manualSeed(seed++);
-    const l = T.scope(() => {
+    await trainStep(opt, () => {
       const batch = augment ? augmentBatch(x, labels, 10, recipe, norm) : null;
-      const loss = T.crossEntropy(model.forward(batch?.images ?? x, { training: true }).logits, batch?.targets ?? labels);
-      loss.backward();
-      opt.step({ clip: opt.clipGradNorm(1) });
-      opt.zeroGrad();
-      return loss;
+      return T.crossEntropy(model.forward(batch?.images ?? x, { training: true }).logits, batch?.targets ?? labels);
     });
-    await l.item();
-    l.dispose();
   };
   cases.push({ name: 'vit-fmnist-tiny step, no augmentation', work: B, run: step(false) });
   cases.push({ name: 'vit-fmnist-tiny step, with the GPU pipeline', work: B, run: step(true) });

@@ -7,6 +7,7 @@ import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gpuWait } from '../engine/device.js';
+import * as T from '../engine/index.js';
 
 export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'results');
 
@@ -89,4 +90,18 @@ export function describeCpu(): string {
   const model = field('model');
   return `${cpus().length} × ${field('model name') ?? cpus()[0]?.model.trim() ?? 'unknown CPU'}${family ? ` (family ${family} model ${model})` : ''}` +
     `${mhz ? ` @ ${(mhz / 1000).toFixed(2)} GHz` : ''}, ${simd}`;
+}
+
+/** One training step as `tessera train` takes it (backward, clip at norm 1, AdamW), awaited:
+ * `lossOf` builds the loss inside the step's scope. */
+export async function trainStep(opt: T.AdamW, lossOf: () => T.Tensor): Promise<void> {
+  const l = T.scope(() => {
+    const loss = lossOf();
+    loss.backward();
+    opt.step({ clip: opt.clipGradNorm(1) });
+    opt.zeroGrad();
+    return loss;
+  });
+  await l.item();
+  l.dispose();
 }

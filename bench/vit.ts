@@ -4,7 +4,7 @@
 import * as T from '../engine/index.js';
 import { useMatmulKernel } from '../engine/ops/matmul.js';
 import { presetConfig, VisionTransformer } from '../models/vit.js';
-import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
+import { runSuite, trainStep, type BenchCase, type SuiteRow } from './harness.js';
 import { loadJax, loadTf } from './peers/env.js';
 import { jaxVit } from './peers/jax-vit.js';
 import { tfjsVit } from './peers/tfjs-vit.js';
@@ -25,19 +25,12 @@ export async function vitSuite(): Promise<SuiteRow[]> {
     const opt = new T.AdamW(model.paramGroups(0.05), { lr: 1e-4 });
     const x = T.keep(T.randn([B, 1, 28, 28], { seed: 1 }));
     const y = T.keep(T.tensor(Int32Array.from({ length: B }, (_, i) => i % 10), [B]));
-    const step = async () => {
-      const l = T.scope(() => {
+    const step = () =>
+      trainStep(opt, () => {
         const out = model.forward(x, { training: true });
-        let loss = T.crossEntropy(out.logits, y);
-        if (out.distLogits) loss = T.mulScalar(T.add(loss, T.crossEntropy(out.distLogits, y)), 0.5);
-        loss.backward();
-        opt.step({ clip: opt.clipGradNorm(1) });
-        opt.zeroGrad();
-        return loss;
+        const loss = T.crossEntropy(out.logits, y);
+        return out.distLogits ? T.mulScalar(T.add(loss, T.crossEntropy(out.distLogits, y)), 0.5) : loss;
       });
-      await l.item();
-      l.dispose();
-    };
     cases.push({ name: `tessera ${preset}`, work: B, run: step });
     if (withStorageB.has(preset) && T.subgroupsOf8()) {
       // The same step with every matmul reading B from storage (v6): what the texture path gains.
