@@ -1,6 +1,6 @@
 // LayerNorm over the last axis with optional affine γ, β (timm uses eps 1e-6).
 import { grid1d } from '../../kernels/common.js';
-import { LAYERNORM_SG_MAX_COLS, LAYERNORM_SG_ROWS, layerNormGradKernel, layerNormGradSubgroupKernel, layerNormKernel, layerNormParamGradKernel, layerNormSubgroupKernel } from '../../kernels/layernorm.js';
+import { LAYERNORM_SG_MAX_COLS, LAYERNORM_SG_ROWS, layerNormGradKernel, layerNormGradSubgroupKernel, layerNormKernel, layerNormParamGradFinishKernel, layerNormParamGradKernel, layerNormSubgroupKernel } from '../../kernels/layernorm.js';
 import { type KernelSource } from '../../kernels/common.js';
 import { subgroupsOf8 } from '../device.js';
 import { record } from '../autograd.js';
@@ -45,8 +45,17 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
     if (!affine) return [dx];
     const dgamma = Tensor.empty([cols], 'float32', 'layerNorm dweight');
     const dbeta = Tensor.empty([cols], 'float32', 'layerNorm dbias');
-    const k = layerNormParamGradKernel();
-    rt().run({ source: k, uniforms, buffers: [x.buffer, stats.buffer, g.buffer, dgamma.buffer, dbeta.buffer], grid: grid1d(cols, k.workgroupSize), flops: 5 * x.size, bytes: 12 * x.size, label: `layernorm_param_grad ${label}` });
+    // ~64 chunks of at least 64 rows: enough invocations for every core, few partials to add.
+    const chunkRows = Math.max(64, Math.ceil(rows / 64));
+    const chunks = Math.max(1, Math.ceil(rows / chunkRows));
+    const sums = { ...uniforms, chunk_rows: chunkRows, chunks };
+    const partial = Tensor.empty([2, chunks, cols], 'float32', 'layerNorm parameter-gradient partial sums');
+    const vec = cols % 4 === 0;
+    const k = layerNormParamGradKernel(vec);
+    rt().run({ source: k, uniforms: sums, buffers: [x.buffer, stats.buffer, g.buffer, partial.buffer], grid: grid1d((chunks * cols) / (vec ? 4 : 1), k.workgroupSize), flops: 5 * x.size, bytes: 12 * x.size, label: `layernorm_param_grad ${label}` });
+    const fin = layerNormParamGradFinishKernel();
+    rt().run({ source: fin, uniforms: sums, buffers: [partial.buffer, dgamma.buffer, dbeta.buffer], grid: grid1d(cols, fin.workgroupSize), label: `layernorm_param_grad_finish ${label}` });
+    partial.dispose();
     return [dx, dgamma, dbeta];
   });
 }
