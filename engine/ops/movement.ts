@@ -16,9 +16,33 @@ function normAxis(axis: number, rank: number, op: string, t: Tensor): number {
 }
 
 /** Low-level strided copy of `n` words (no autograd). */
-function copyStrided(src: Tensor, dst: Tensor, shape: Shape, srcStrides: number[], dstStrides: number[], srcOff = 0, dstOff = 0, label = 'copy'): void {
-  const n = numel(shape);
+/** The same iteration with size-1 dimensions dropped and neighbours merged where both sides are
+ * contiguous across them: the kernel pays a runtime division per dimension and element (a scalar
+ * division per lane on lavapipe), so the cls-token concat of [128, 49, 64] runs as [128, 3136]. */
+function coalesce(shape: Shape, srcStrides: number[], dstStrides: number[]): [number[], number[], number[]] {
+  const sh: number[] = [];
+  const ss: number[] = [];
+  const ds: number[] = [];
+  shape.forEach((d, i) => {
+    if (d === 1) return;
+    const last = sh.length - 1;
+    if (last >= 0 && ss[last] === srcStrides[i]! * d && ds[last] === dstStrides[i]! * d) {
+      sh[last] = sh[last]! * d;
+      ss[last] = srcStrides[i]!;
+      ds[last] = dstStrides[i]!;
+    } else {
+      sh.push(d);
+      ss.push(srcStrides[i]!);
+      ds.push(dstStrides[i]!);
+    }
+  });
+  return [sh, ss, ds];
+}
+
+function copyStrided(src: Tensor, dst: Tensor, fullShape: Shape, fullSrcStrides: number[], fullDstStrides: number[], srcOff = 0, dstOff = 0, label = 'copy'): void {
+  const n = numel(fullShape);
   if (n === 0) return;
+  const [shape, srcStrides, dstStrides] = coalesce(fullShape, fullSrcStrides, fullDstStrides);
   const rank = Math.max(shape.length, 1);
   const pad = (l: readonly number[], fillv: number) => (l.length ? [...l] : [fillv]);
   const uniforms: Record<string, number> = { n, src_off: srcOff, dst_off: dstOff };
@@ -26,7 +50,7 @@ function copyStrided(src: Tensor, dst: Tensor, shape: Shape, srcStrides: number[
   putList(uniforms, 'sst', pad(srcStrides, 0));
   putList(uniforms, 'dst', pad(dstStrides, 0));
   const source = stridedCopyKernel(rank);
-  rt().run({ source, uniforms, buffers: [src.buffer, dst.buffer], grid: grid1d(n, source.workgroupSize), label: `${label} ${shapeStr(shape)}` });
+  rt().run({ source, uniforms, buffers: [src.buffer, dst.buffer], grid: grid1d(n, source.workgroupSize), label: `${label} ${shapeStr(fullShape)}` });
 }
 
 // ---- views and copies -------------------------------------------------------------------------
