@@ -1,5 +1,5 @@
 // The matmul ladder (after llm.c's dev/cuda): every version of the kernel, each checked against
-// a CPU reference and timed at the same shapes. The library uses v7 (subgroups of 8 or more;
+// a CPU reference and timed at the same shapes. The library uses v8 (subgroups of 8 or more;
 // v6 where B is too tall for a texture), else v4 (aligned shapes) or v3 (any shape) from
 // kernels/matmul.ts; v1, v2 and v5 live only here, to read and to race.
 //
@@ -137,15 +137,29 @@ interface Rung {
   launch?: (a: T.Tensor, b: T.Tensor, c: T.Tensor, M: number, N: number, K: number) => void;
 }
 
-// v7: v6 with B read through textureLoad from an rgba32f texture it is first repacked into (one
-// extra dispatch, timed with the matmul): on lavapipe a texel fetch is a vector gather, where a
-// storage load is a per-lane loop.
+// v7: v6 with B read through textureLoad from an rgba32f texture (one extra dispatch or copy,
+// timed with the matmul): on lavapipe a texel fetch is a vector gather, where a storage load is a
+// per-lane loop. The ladder's shapes have row-major B of 64-multiple width, so B is copied.
 function textureRung(a: T.Tensor, b: T.Tensor, c: T.Tensor, M: number, N: number, K: number): void {
+  const width = N / 4;
+  const texture = T.rt().scratchTexture(width, K, 1);
+  T.rt().copyToTexture(b.buffer, 0, 4 * N, texture, width, K, 1);
+  const uniforms: Record<string, number> = { M, N, K, batch: 1, a_off: 0, b_off: 0, c_off: 0, lda: K, ldb: N, ldc: N };
+  putList(uniforms, 'bshape', [1, 1, 1, 1]);
+  for (const s of ['ast', 'bst', 'cst']) putList(uniforms, s, [0, 0, 0, 0]);
+  const source = matmulSubgroupKernel(false, false, false, true, false, 16, false, true, false, true);
+  T.rt().run({ source, uniforms, buffers: [a.buffer, c.buffer], textures: [texture], grid: grid1d(Math.ceil(M / 16) * Math.ceil(N / SUBGROUP_TN) * SUBGROUP_LANES, SUBGROUP_LANES), label: 'v7' });
+}
+
+// v8 (the library): v7 with each accumulator's 4 FMAs of a k-step taken together (the
+// accumulators live in memory, so this loads and stores each once per step instead of once per
+// FMA), 24-row tiles for tall matrices and vec4 stores.
+function libraryRung(a: T.Tensor, b: T.Tensor, c: T.Tensor, M: number, N: number, K: number): void {
   useMatmulKernel('texture');
   try {
     launchMatmul({
       a: { t: a, offset: 0, ld: K, batchStrides: [] }, b: { t: b, offset: 0, ld: N, batchStrides: [] }, c: { t: c, offset: 0, ld: N, batchStrides: [] },
-      M, N, K, batchShape: [], transA: false, transB: false, label: 'v7',
+      M, N, K, batchShape: [], transA: false, transB: false, label: 'v8',
     });
   } finally {
     useMatmulKernel('auto');
@@ -162,8 +176,9 @@ export async function ladderSuite(): Promise<SuiteRow[][]> {
     { name: 'v5 lane-interleaved 4x4', source: () => matmulLanesKernel(false, false, false, 4, 4), grid: (M, N) => grid1d(Math.ceil(M / 4) * Math.ceil(N / 32) * LANES, LANES) },
     ...(T.subgroupsOf8()
       ? [
-          ...[16, 24].map((TM) => ({ name: `v6 subgroup broadcast ${TM}x32`, source: () => matmulSubgroupKernel(false, false, false, true, true, TM), grid: (M: number, N: number) => grid1d(Math.ceil(M / TM) * Math.ceil(N / SUBGROUP_TN) * SUBGROUP_LANES, SUBGROUP_LANES) })),
-          { name: 'v7 subgroup broadcast 16x32, B from a texture (library)', launch: textureRung },
+          ...[16, 24].map((TM) => ({ name: `v6 subgroup broadcast ${TM}x32`, source: () => matmulSubgroupKernel(false, false, false, true, true, TM, false, false, false, true), grid: (M: number, N: number) => grid1d(Math.ceil(M / TM) * Math.ceil(N / SUBGROUP_TN) * SUBGROUP_LANES, SUBGROUP_LANES) })),
+          { name: 'v7 subgroup broadcast 16x32, B from a texture', launch: textureRung },
+          { name: 'v8 v7 with row-by-row FMAs, 24-row tiles (library)', launch: libraryRung },
         ]
       : []),
   ];

@@ -51,6 +51,9 @@ const SUBGROUP: [number[], number[], boolean, boolean][] = [
   [[3, 19, 12], [12, 40], false, false],
   [[2, 5, 24, 20], [2, 1, 9, 20], false, true],
   [[2176, 64], [192, 64], false, true],
+  // 24-row tiles (M >= 512) with a partial last tile, K % 4 tails and N % 4 != 0 (scalar stores).
+  [[531, 23], [23, 37], false, false],
+  [[23, 531], [37, 23], true, true],
   // Row-major B of 64-multiple width: the texture kernel copies it instead of repacking.
   [[37, 23], [23, 64], false, false],
   [[23, 37], [23, 128], true, false],
