@@ -33,9 +33,9 @@ export async function vitSuite(): Promise<SuiteRow[]> {
       });
     cases.push({ name: `tessera ${preset}`, work: B, run: step });
     if (withStorageB.has(preset) && T.subgroupsOf8()) {
-      // The same step with every matmul reading B from storage (v6): what the texture path gains.
+      // The same step with every matmul reading B from storage: what the texture path gains.
       cases.push({
-        name: `tessera ${preset}, matmul B from storage (v6)`,
+        name: `tessera ${preset}, matmul B from storage`,
         work: B,
         run: async () => {
           useMatmulKernel('subgroup');
