@@ -80,6 +80,10 @@ export function launchMatmul(l: MatmulLaunch): void {
   // small per-head B, repacked per call, gained nothing (unfused attention forward+backward, B32
   // h4, lavapipe: N197 d64 605 vs 602 ms, N65 d32 58 vs 48 ms, N50 d16 31 vs 30 ms).
   let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? 'texture' : 'subgroup') : 'vec4') : forcedMatmul;
+  // A repack reads and writes all of B once; the texture pays it back over M's row tiles. With few
+  // of them storage B wins: the conv stem's weight gradient 64×288×6272 ran 11.1 GFLOP/s from
+  // storage vs 9.3 repacked (medians of 11); a B that is only copied gains at any M.
+  if (forcedMatmul === 'auto' && kind === 'texture' && l.M < 128 && !copiesToTexture(l, batch)) kind = 'subgroup';
   const limits = rt().device.limits;
   if (kind === 'texture' && (l.K > limits.maxTextureDimension2D || Math.ceil(l.N / 4) > limits.maxTextureDimension2D || batch > limits.maxTextureArrayLayers)) kind = 'subgroup';
   if ((kind === 'subgroup' || kind === 'texture') && !subgroupsOf8()) kind = 'general';
@@ -111,6 +115,13 @@ export function launchMatmul(l: MatmulLaunch): void {
   });
 }
 
+/** Whether B is already the texture's layout: row-major with rows that are whole texels and
+ * 256-byte multiples, contiguous batches, 16-byte aligned — one copy instead of a repack. */
+function copiesToTexture(l: MatmulLaunch, batch: number): boolean {
+  const rowsContiguous = batch === 1 || l.batchShape.every((_, i) => l.b.batchStrides[i] === l.K * l.N * numel(l.batchShape.slice(i + 1)));
+  return !l.transB && l.N % 64 === 0 && l.b.ld === l.N && rowsContiguous && ((l.b.t.buffer.offset ?? 0) + 4 * l.b.offset) % 16 === 0;
+}
+
 /** Records the repacking of B into the scratch texture of its size (see matmulPackBKernel). */
 function packB(l: MatmulLaunch, uniforms: Record<string, number>, batch: number): ScratchTexture {
   const width = Math.ceil(l.N / 4);
@@ -118,8 +129,7 @@ function packB(l: MatmulLaunch, uniforms: Record<string, number>, batch: number)
   // Row-major B whose rows are whole texels and 256-byte aligned is already the texture's
   // layout: a copy (a memcpy per row on lavapipe) instead of a kernel.
   const src = l.b.t.buffer;
-  const rowsContiguous = batch === 1 || l.batchShape.every((_, i) => l.b.batchStrides[i] === l.K * l.N * numel(l.batchShape.slice(i + 1)));
-  if (!l.transB && l.N % 64 === 0 && l.b.ld === l.N && rowsContiguous && ((src.offset ?? 0) + 4 * l.b.offset) % 16 === 0) {
+  if (copiesToTexture(l, batch)) {
     rt().copyToTexture(src, 4 * l.b.offset, 4 * l.N, texture, width, l.K, batch);
     return texture;
   }

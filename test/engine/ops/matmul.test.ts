@@ -96,18 +96,26 @@ describe('matmul', () => {
   it('auto picks the subgroup kernel with B repacked into a texture when the adapter has subgroups of 8 or more', () => {
     if (!T.subgroupsOf8()) return;
     // A size no other test uses: its scratch texture is new, and the matmul is two dispatches.
-    const [a, b] = [T.ones([9, 1031]), T.ones([1031, 11])];
+    const [a, b] = [T.ones([130, 1031]), T.ones([1031, 11])];
     const { dispatches, texturesCreated } = T.rt().stats;
     const c = T.matmul(a, b);
     expect(T.rt().stats.dispatches - dispatches).toBe(2);
     expect(T.rt().stats.texturesCreated - texturesCreated).toBe(1);
     expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_sg_nx'))).toBe(true);
-    // Row-major, 64-multiple wide B is copied into the texture: one dispatch.
+    // Row-major, 64-multiple wide B is copied into the texture: one dispatch, at any M.
+    const a9 = T.ones([9, 1031]);
     const b64 = T.ones([1031, 64]);
     const before = T.rt().stats.dispatches;
-    const c64 = T.matmul(a, b64);
+    const c64 = T.matmul(a9, b64);
     expect(T.rt().stats.dispatches - before).toBe(1);
-    for (const t of [a, b, c, b64, c64]) t.dispose();
+    // Few row tiles and a B that would need a repack: B stays in storage, no texture.
+    const b13 = T.ones([1031, 13]);
+    const stats = { ...T.rt().stats };
+    const c13 = T.matmul(a9, b13);
+    expect(T.rt().stats.dispatches - stats.dispatches).toBe(1);
+    expect(T.rt().stats.texturesCreated - stats.texturesCreated).toBe(0);
+    expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_sg_nn'))).toBe(true);
+    for (const t of [a, b, c, a9, b64, c64, b13, c13]) t.dispose();
   });
 
   it('a B taller than the texture size limit falls back to the storage-buffer subgroup kernel', async () => {
