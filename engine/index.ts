@@ -21,7 +21,7 @@ export { concat, copy, expand, gather, indexSelect, pad, permute, reshape, slice
 export { dropout, manualSeed, rand, randn } from './ops/random.js';
 export { max, mean, type ReduceOptions, sum, sumToShape, variance } from './ops/reduce.js';
 export { crossEntropy, type CrossEntropyOptions, jsdLoss, logSoftmax, softmax } from './ops/softmax.js';
-export { attention, type AttentionOptions, type FlashKernelFamily, useFlashKernels } from './ops/attention.js';
+export { attention, type AttentionOptions, type FlashKernelFamily, useFlashKernels, useFlashRowsPerLane } from './ops/attention.js';
 export { launchMatmul, type MatmulLaunch, type Operand } from './ops/matmul.js';
 export { type DType, init, numel, parameter, type Shape, Tensor, tensor, upload } from './tensor.js';
 

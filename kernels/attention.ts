@@ -336,21 +336,24 @@ ${MAIN_1D} {
 // kernels/matmul.ts), so this is the kernel shape that is not load-bound there; on GPUs it reads
 // each K/V row once per 8 query rows, like a tile in shared memory without the barriers.
 // Lanes past the last row compute on a clamped row and skip their stores: every lane must take
-// part in every broadcast.
+// part in every broadcast. With R rows per lane (lane l owns rows r0 + l, r0 + 8 + l, …) each
+// loaded and broadcast value serves 8·R rows: loads and broadcasts, not FMAs, bound these kernels
+// on lavapipe, so R = 2–3 ran 1.1–1.3× faster forward+backward (engine/ops/attention.ts has the
+// figures and the choice of R).
 
-function subgroupPrologue(): string {
+/** Workgroup → (batch, head) and its 8·R rows; lane l owns rows r0 + l, r0 + 8 + l, … (R of them). */
+function subgroupPrologue(R = 1): string {
   return `let w = wid.y * nwg.x + wid.x;
-  let groups = (P.N + 7u) / 8u;
+  let groups = (P.N + ${8 * R - 1}u) / ${8 * R}u;
   if (w >= P.B * P.nh * groups) { return; }
   let bh = w / groups;
-  let r0 = (w % groups) * 8u;
+  let r0 = (w % groups) * ${8 * R}u;
   let h = bh % P.nh;
   let b = bh / P.nh;
-  let mine = r0 + lane;
-  let row = min(mine, P.N - 1u);
-  let live = mine < P.N;`;
+  ${range(R).map((r) => `let mine${r ? r : ''} = r0 + ${8 * r}u + lane;
+  let row${r ? r : ''} = min(mine${r ? r : ''}, P.N - 1u);
+  let live${r ? r : ''} = mine${r ? r : ''} < P.N;`).join('\n  ')}`;
 }
-
 
 /** Loads this lane's share (E = hd/8 values) of a row starting at `base` into `${name}0..`. */
 function shareLoad(name: string, buf: string, base: string, E: number): string {
@@ -368,10 +371,19 @@ function dotSum(terms: string[]): string {
   return parts.map((p) => `(${p})`).join(' + ');
 }
 
-export const flashForwardSubgroupKernel = memo(function flashForwardSubgroupKernel(hd: number, dropout: boolean): KernelSource {
+export const flashForwardSubgroupKernel = memo(function flashForwardSubgroupKernel(hd: number, dropout: boolean, R: number = 1): KernelSource {
   const E = hd / 8;
+  const sfx = (r: number) => (r ? `${r}` : '');
+  const perRow = (r: number) => `let s${sfx(r)} = ${dotSum(range(hd).map((d) => `q${r}_${d} * k${d}`))};
+    let m_new${sfx(r)} = max(m${sfx(r)}, s${sfx(r)});
+    let corr${sfx(r)} = exp(m${sfx(r)} - m_new${sfx(r)});
+    let pj${sfx(r)} = exp(s${sfx(r)} - m_new${sfx(r)});
+    l${sfx(r)} = l${sfx(r)} * corr${sfx(r)} + pj${sfx(r)};
+    let wj${sfx(r)} = pj${sfx(r)} * keep_(bh, row${sfx(r)}, j);
+    ${range(hd).map((d) => `a${r}_${d} = fma(wj${sfx(r)}, v${d}, a${r}_${d} * corr${sfx(r)});`).join('\n    ')}
+    m${sfx(r)} = m_new${sfx(r)};`;
   return kernel({
-    name: `flash_attn_fwd_sg_d${hd}${dropout ? '_dropout' : ''}`,
+    name: `flash_attn_fwd_sg_d${hd}${dropout ? '_dropout' : ''}${R > 1 ? `_r${R}` : ''}`,
     header: 'enable subgroups;',
     uniforms: UNIFORMS,
     buffers: [
@@ -382,39 +394,35 @@ export const flashForwardSubgroupKernel = memo(function flashForwardSubgroupKern
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 ${MAIN_SUBGROUP} {
-  ${subgroupPrologue()}
-  let qo = qkv_at(b, row, 0u, h);
-  ${range(hd).map((d) => `let q${d} = qkv[qo + ${d}u] * P.scale;`).join(' ')}
-  ${range(hd).map((d) => `var a${d} = 0.0;`).join(' ')}
-  var m = -3.0e38;
-  var l = 0.0;
+  ${subgroupPrologue(R)}
+  ${range(R).map((r) => `let qo${sfx(r)} = qkv_at(b, row${sfx(r)}, 0u, h);
+  ${range(hd).map((d) => `let q${r}_${d} = qkv[qo${sfx(r)} + ${d}u] * P.scale;`).join(' ')}
+  ${range(hd).map((d) => `var a${r}_${d} = 0.0;`).join(' ')}
+  var m${sfx(r)} = -3.0e38;
+  var l${sfx(r)} = 0.0;`).join('\n  ')}
   for (var j = 0u; j < P.N; j++) {
     let ko = qkv_at(b, j, 1u, h);
     ${shareLoad('kp', 'qkv', 'ko', E)}
     ${shareLoad('vp', 'qkv', 'ko + P.nh * HD', E)}
-    let s = ${dotSum(range(hd).map((d) => `q${d} * ${shared('kp', d, E)}`))};
-    let m_new = max(m, s);
-    let corr = exp(m - m_new);
-    let pj = exp(s - m_new);
-    l = l * corr + pj;
-    let wj = pj * keep_(bh, row, j);
-    ${range(hd).map((d) => `a${d} = fma(wj, ${shared('vp', d, E)}, a${d} * corr);`).join('\n    ')}
-    m = m_new;
+    ${range(hd).map((d) => `let k${d} = ${shared('kp', d, E)};`).join(' ')}
+    ${range(hd).map((d) => `let v${d} = ${shared('vp', d, E)};`).join(' ')}
+    ${range(R).map(perRow).join('\n    ')}
   }
-  if (live) {
-    let oo = out_at(b, row, h);
-    let inv = 1.0 / l;
-    ${range(hd).map((d) => `out[oo + ${d}u] = a${d} * inv;`).join(' ')}
-    lse[bh * P.N + row] = m + log(l);
-  }
+  ${range(R).map((r) => `if (live${sfx(r)}) {
+    let oo = out_at(b, row${sfx(r)}, h);
+    let inv = 1.0 / l${sfx(r)};
+    ${range(hd).map((d) => `out[oo + ${d}u] = a${r}_${d} * inv;`).join(' ')}
+    lse[bh * P.N + row${sfx(r)}] = m${sfx(r)} + log(l${sfx(r)});
+  }`).join('\n  ')}
 }`,
   });
 });
 
-export const flashBackwardQSubgroupKernel = memo(function flashBackwardQSubgroupKernel(hd: number, dropout: boolean): KernelSource {
+export const flashBackwardQSubgroupKernel = memo(function flashBackwardQSubgroupKernel(hd: number, dropout: boolean, R: number = 1): KernelSource {
   const E = hd / 8;
+  const sfx = (r: number) => (r ? `${r}` : '');
   return kernel({
-    name: `flash_attn_bwd_q_sg_d${hd}${dropout ? '_dropout' : ''}`,
+    name: `flash_attn_bwd_q_sg_d${hd}${dropout ? '_dropout' : ''}${R > 1 ? `_r${R}` : ''}`,
     header: 'enable subgroups;',
     uniforms: UNIFORMS,
     buffers: [
@@ -428,37 +436,39 @@ export const flashBackwardQSubgroupKernel = memo(function flashBackwardQSubgroup
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 ${MAIN_SUBGROUP} {
-  ${subgroupPrologue()}
-  let t = bh * P.N + row;
-  let qo = qkv_at(b, row, 0u, h);
-  let oo = out_at(b, row, h);
-  ${range(hd).map((d) => `let q${d} = qkv[qo + ${d}u] * P.scale;`).join(' ')}
-  ${range(hd).map((d) => `let g${d} = dout[oo + ${d}u];`).join(' ')}
-  let D = ${dotSum(range(hd).map((d) => `g${d} * out[oo + ${d}u]`))};
-  let L = lse[t];
-  ${range(hd).map((d) => `var dq${d} = 0.0;`).join(' ')}
+  ${subgroupPrologue(R)}
+  ${range(R).map((r) => `let t${sfx(r)} = bh * P.N + row${sfx(r)};
+  let qo${sfx(r)} = qkv_at(b, row${sfx(r)}, 0u, h);
+  let oo${sfx(r)} = out_at(b, row${sfx(r)}, h);
+  ${range(hd).map((d) => `let q${r}_${d} = qkv[qo${sfx(r)} + ${d}u] * P.scale;`).join(' ')}
+  ${range(hd).map((d) => `let g${r}_${d} = dout[oo${sfx(r)} + ${d}u];`).join(' ')}
+  let D${sfx(r)} = ${dotSum(range(hd).map((d) => `g${r}_${d} * out[oo${sfx(r)} + ${d}u]`))};
+  let L${sfx(r)} = lse[t${sfx(r)}];
+  ${range(hd).map((d) => `var dq${r}_${d} = 0.0;`).join(' ')}`).join('\n  ')}
   for (var j = 0u; j < P.N; j++) {
     let ko = qkv_at(b, j, 1u, h);
     ${shareLoad('kp', 'qkv', 'ko', E)}
     ${shareLoad('vp', 'qkv', 'ko + P.nh * HD', E)}
     ${range(hd).map((d) => `let k${d} = ${shared('kp', d, E)};`).join(' ')}
-    let s = ${dotSum(range(hd).map((d) => `q${d} * k${d}`))};
-    let dp = ${dotSum(range(hd).map((d) => `g${d} * ${shared('vp', d, E)}`))};
-    let ds = exp(s - L) * (dp * keep_(bh, row, j) - D);
-    ${range(hd).map((d) => `dq${d} = fma(ds, k${d}, dq${d});`).join(' ')}
+    ${range(hd).map((d) => `let v${d} = ${shared('vp', d, E)};`).join(' ')}
+    ${range(R).map((r) => `let s${sfx(r)} = ${dotSum(range(hd).map((d) => `q${r}_${d} * k${d}`))};
+    let dp${sfx(r)} = ${dotSum(range(hd).map((d) => `g${r}_${d} * v${d}`))};
+    let ds${sfx(r)} = exp(s${sfx(r)} - L${sfx(r)}) * (dp${sfx(r)} * keep_(bh, row${sfx(r)}, j) - D${sfx(r)});
+    ${range(hd).map((d) => `dq${r}_${d} = fma(ds${sfx(r)}, k${d}, dq${r}_${d});`).join(' ')}`).join('\n    ')}
   }
-  if (live) {
-    delta[t] = D;
-    ${range(hd).map((d) => `dqkv[qo + ${d}u] = dq${d} * P.scale;`).join(' ')}
-  }
+  ${range(R).map((r) => `if (live${sfx(r)}) {
+    delta[t${sfx(r)}] = D${sfx(r)};
+    ${range(hd).map((d) => `dqkv[qo${sfx(r)} + ${d}u] = dq${r}_${d} * P.scale;`).join(' ')}
+  }`).join('\n  ')}
 }`,
   });
 });
 
-export const flashBackwardKVSubgroupKernel = memo(function flashBackwardKVSubgroupKernel(hd: number, dropout: boolean): KernelSource {
+export const flashBackwardKVSubgroupKernel = memo(function flashBackwardKVSubgroupKernel(hd: number, dropout: boolean, R: number = 1): KernelSource {
   const E = hd / 8;
+  const sfx = (r: number) => (r ? `${r}` : '');
   return kernel({
-    name: `flash_attn_bwd_kv_sg_d${hd}${dropout ? '_dropout' : ''}`,
+    name: `flash_attn_bwd_kv_sg_d${hd}${dropout ? '_dropout' : ''}${R > 1 ? `_r${R}` : ''}`,
     header: 'enable subgroups;',
     uniforms: UNIFORMS,
     buffers: [
@@ -471,12 +481,12 @@ export const flashBackwardKVSubgroupKernel = memo(function flashBackwardKVSubgro
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 ${MAIN_SUBGROUP} {
-  ${subgroupPrologue()}
-  let ko = qkv_at(b, row, 1u, h);
-  let vo = ko + P.nh * HD;
-  ${range(hd).map((d) => `let k${d} = qkv[ko + ${d}u];`).join(' ')}
-  ${range(hd).map((d) => `let v${d} = qkv[vo + ${d}u];`).join(' ')}
-  ${range(hd).map((d) => `var dk${d} = 0.0; var dv${d} = 0.0;`).join(' ')}
+  ${subgroupPrologue(R)}
+  ${range(R).map((r) => `let ko${sfx(r)} = qkv_at(b, row${sfx(r)}, 1u, h);
+  let vo${sfx(r)} = ko${sfx(r)} + P.nh * HD;
+  ${range(hd).map((d) => `let k${r}_${d} = qkv[ko${sfx(r)} + ${d}u];`).join(' ')}
+  ${range(hd).map((d) => `let v${r}_${d} = qkv[vo${sfx(r)} + ${d}u];`).join(' ')}
+  ${range(hd).map((d) => `var dk${r}_${d} = 0.0; var dv${r}_${d} = 0.0;`).join(' ')}`).join('\n  ')}
   // lse and delta of 8 queries at a time, one per lane, shuffled out per query.
   var lse8 = 0.0;
   var delta8 = 0.0;
@@ -495,17 +505,17 @@ ${MAIN_SUBGROUP} {
     ${shareLoad('gp', 'dout', 'oo', E)}
     ${range(hd).map((d) => `let qi${d} = ${shared('qp', d, E)};`).join(' ')}
     ${range(hd).map((d) => `let gi${d} = ${shared('gp', d, E)};`).join(' ')}
-    let s = ${dotSum(range(hd).map((d) => `qi${d} * k${d}`))};
-    let dp = ${dotSum(range(hd).map((d) => `gi${d} * v${d}`))};
-    let pij = exp(s * P.scale - L);
-    let keep = keep_(bh, i, row);
-    let ds = pij * (dp * keep - Di);
-    let pd = pij * keep;
-    ${range(hd).map((d) => `dv${d} = fma(pd, gi${d}, dv${d}); dk${d} = fma(ds, qi${d}, dk${d});`).join('\n    ')}
+    ${range(R).map((r) => `let s${sfx(r)} = ${dotSum(range(hd).map((d) => `qi${d} * k${r}_${d}`))};
+    let dp${sfx(r)} = ${dotSum(range(hd).map((d) => `gi${d} * v${r}_${d}`))};
+    let pij${sfx(r)} = exp(s${sfx(r)} * P.scale - L);
+    let keep${sfx(r)} = keep_(bh, i, row${sfx(r)});
+    let ds${sfx(r)} = pij${sfx(r)} * (dp${sfx(r)} * keep${sfx(r)} - Di);
+    let pd${sfx(r)} = pij${sfx(r)} * keep${sfx(r)};
+    ${range(hd).map((d) => `dv${r}_${d} = fma(pd${sfx(r)}, gi${d}, dv${r}_${d}); dk${r}_${d} = fma(ds${sfx(r)}, qi${d}, dk${r}_${d});`).join('\n    ')}`).join('\n    ')}
   }
-  if (live) {
-    ${range(hd).map((d) => `dqkv[ko + ${d}u] = dk${d} * P.scale; dqkv[vo + ${d}u] = dv${d};`).join('\n    ')}
-  }
+  ${range(R).map((r) => `if (live${sfx(r)}) {
+    ${range(hd).map((d) => `dqkv[ko${sfx(r)} + ${d}u] = dk${r}_${d} * P.scale; dqkv[vo${sfx(r)} + ${d}u] = dv${r}_${d};`).join('\n    ')}
+  }`).join('\n  ')}
 }`,
   });
 });

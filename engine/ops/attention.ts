@@ -71,7 +71,7 @@ export function attention(qkv: Tensor, numHeads: number, opts: AttentionOptions 
  * dims that are multiples of 8, subgroups of 8 or more), `vec4` (one row per invocation in vec4
  * registers; head dims that are multiples of 4), `scalar` (any head dim). */
 export type FlashKernelFamily = 'subgroup' | 'vec4' | 'scalar';
-type FlashFactory = (hd: number, dropout: boolean) => KernelSource;
+type FlashFactory = (hd: number, dropout: boolean, rowsPerLane: number) => KernelSource;
 const FLASH_KERNELS: Record<FlashKernelFamily, [FlashFactory, FlashFactory, FlashFactory]> = {
   subgroup: [flashForwardSubgroupKernel, flashBackwardQSubgroupKernel, flashBackwardKVSubgroupKernel],
   vec4: [flashForwardVec4Kernel, flashBackwardQVec4Kernel, flashBackwardKVVec4Kernel],
@@ -83,6 +83,25 @@ let forcedFlash: FlashKernelFamily | 'auto' = 'auto';
  * choice); a family that cannot take the head dim falls back to the next one that can. */
 export function useFlashKernels(family: FlashKernelFamily | 'auto'): void {
   forcedFlash = family;
+}
+
+/** Rows per lane of the subgroup kernels: every K/V (or Q/dO) row a subgroup loads and
+ * broadcasts serves 8 · R of its rows. Measured forward+backward (B32 h4, medians of 9, R = 1 / 2
+ * / 3): N197 d64 403 / 315 / – ms (R = 3 at d64 takes minutes to compile), N65 d32 38.2 / 33.8 /
+ * 30.3, N50 d16 12.0 / 12.5 / 12.8 (B128: 30.2 / 26.0 / 26.1), B128 N17 d32 12.9 / 12.7 / 10.9. */
+function flashRowsPerLane(hd: number, N: number): number {
+  if (forcedRows !== 'auto') return forcedRows;
+  // GPUs: R rows multiply each lane's registers (at d64, 2·64 query values and accumulators per
+  // row), which costs occupancy there; one row per lane as on a GPU's usual flash kernel.
+  if (!CPU_ADAPTER.test(currentDevice().adapterName)) return 1;
+  if (hd >= 64) return 2;
+  return hd >= 32 || N <= 24 ? 3 : 2;
+}
+
+let forcedRows: number | 'auto' = 'auto';
+/** Tests: rows per lane of the subgroup flash kernels ('auto' restores the choice above). */
+export function useFlashRowsPerLane(rows: number | 'auto'): void {
+  forcedRows = rows;
 }
 
 function flashFamily(hd: number): FlashKernelFamily {
@@ -106,16 +125,17 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
   const lse = Tensor.empty([B, nh, N], 'float32', 'attention lse');
   const family = flashFamily(hd);
   const [fwdKernel, qKernel, kvKernel] = FLASH_KERNELS[family];
-  const fwd = fwdKernel(hd, p > 0);
-  // The subgroup kernels run 8 rows per workgroup (one subgroup); the others one row per invocation.
-  const grid = (k: KernelSource) => (family === 'subgroup' ? grid1d(B * nh * Math.ceil(N / 8) * 8, 8) : grid1d(rows, k.workgroupSize));
+  const R = family === 'subgroup' ? flashRowsPerLane(hd, N) : 1;
+  const fwd = fwdKernel(hd, p > 0, R);
+  // The subgroup kernels run 8·R rows per workgroup (one subgroup); the others one row per invocation.
+  const grid = (k: KernelSource) => (family === 'subgroup' ? grid1d(B * nh * Math.ceil(N / (8 * R)) * 8, 8) : grid1d(rows, k.workgroupSize));
   rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid(fwd), flops, label: `flash_attn_fwd ${tag}` });
   return record('attention', out, [qkv], (g) => {
     const dqkv = Tensor.empty(qkv.shape, 'float32', 'attention dqkv');
     const delta = Tensor.empty([B, nh, N], 'float32', 'attention delta');
-    const kq = qKernel(hd, p > 0);
+    const kq = qKernel(hd, p > 0, R);
     rt().run({ source: kq, uniforms, buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid(kq), flops: 1.5 * flops, label: `flash_attn_bwd_q ${tag}` });
-    const kkv = kvKernel(hd, p > 0);
+    const kkv = kvKernel(hd, p > 0, R);
     rt().run({ source: kkv, uniforms, buffers: [qkv.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid(kkv), flops: 2 * flops, label: `flash_attn_bwd_kv ${tag}` });
     return [dqkv];
   });
