@@ -49,6 +49,8 @@ const BASE: Omit<ViTConfig, 'img_size' | 'patch_size' | 'embed_dim' | 'depth' | 
 /** Presets by name. */
 export const PRESETS: Record<string, ViTConfig> = {
   'vit-fmnist-tiny': { ...BASE, img_size: 28, patch_size: 7, embed_dim: 64, depth: 6, num_heads: 4, mlp_ratio: 2 },
+  // The augmented reference row (patch 7, width 96, 456k parameters).
+  'vit-fmnist-tiny-w96': { ...BASE, img_size: 28, patch_size: 7, embed_dim: 96, depth: 6, num_heads: 4, mlp_ratio: 2 },
   'vit-fmnist-p4': { ...BASE, img_size: 28, patch_size: 4, embed_dim: 64, depth: 6, num_heads: 4, mlp_ratio: 2 },
   'vit-fmnist-small': { ...BASE, img_size: 28, patch_size: 4, embed_dim: 96, depth: 6, num_heads: 4, mlp_ratio: 2, drop_path_rate: 0.05 },
   // Conv stem 28 → 14 → 7: 49 tokens; depth 4 (152k parameters), the recipe that learns fastest

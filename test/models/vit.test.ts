@@ -25,6 +25,10 @@ describe('VisionTransformer (timm layout)', () => {
     // projection 128·128+128 = 16,512, cls + pos 18·128 = 2,304, 4 blocks × 132,480 = 529,920
     // (norms 512, qkv 49,536, proj 16,512, fc1 33,024, fc2 32,896), final norm 256, head 1,290.
     expect(countParams(presetConfig('vit-fmnist-convstem16-w128'))).toBe(643_178);
+    // vit-fmnist-tiny-w96: patch embedding 96·49 + 96 = 4,800, cls + pos 18·96 = 1,728, 6 blocks
+    // × 74,784 (norms 384, qkv 27,936, proj 9,312, fc1 18,624, fc2 18,528), final norm 192, head
+    // 970: 456,394 (the reference table's "456k").
+    expect(countParams(presetConfig('vit-fmnist-tiny-w96'))).toBe(456_394);
     const c = presetConfig('vit-fmnist-tiny');
     expect(countParams(c)).toBe(205_962);
     const m = new VisionTransformer(c, 0);
