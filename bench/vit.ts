@@ -19,7 +19,7 @@ export async function vitSuite(): Promise<SuiteRow[]> {
   // tfjs runs the plain patchify ViT; the other presets are measured for their own throughput.
   const withPeer = new Set(['vit-fmnist-tiny', 'vit-fmnist-p4']);
   const withStorageB = new Set(['vit-fmnist-p4', 'vit-fmnist-convstem16-w128']);
-  for (const preset of ['vit-fmnist-tiny', 'vit-fmnist-p4', 'vit-fmnist-small', 'vit-fmnist-convstem', 'vit-fmnist-convstem16', 'vit-fmnist-convstem16-d4', 'vit-fmnist-convstem16-w128', 'deit-fmnist-tiny-distilled']) {
+  for (const preset of ['vit-fmnist-tiny', 'vit-fmnist-tiny-w96', 'vit-fmnist-p4', 'vit-fmnist-small', 'vit-fmnist-convstem', 'vit-fmnist-convstem16', 'vit-fmnist-convstem16-d4', 'vit-fmnist-convstem16-w128', 'deit-fmnist-tiny-distilled']) {
     const cfg = presetConfig(preset);
     const model = new VisionTransformer(cfg, 0);
     const opt = new T.AdamW(model.paramGroups(0.05), { lr: 1e-4 });
@@ -81,7 +81,7 @@ export async function vitSuite(): Promise<SuiteRow[]> {
     baseline: 'tfjs-webgpu vit-fmnist-p4',
     rateUnit: 'images/s',
     note: 'One training step (forward, backward, optimizer; tessera also clips by global norm) on a 128-image batch, loss read back each step. ' +
-      'vit-fmnist-tiny: patch 7, width 64, depth 6, 4 heads, MLP ×2 (17 tokens); vit-fmnist-p4: the same with patch 4 (50 tokens). ' +
+      'vit-fmnist-tiny: patch 7, width 64, depth 6, 4 heads, MLP ×2 (17 tokens); vit-fmnist-tiny-w96: the same at width 96; vit-fmnist-p4: the same with patch 4 (50 tokens). ' +
       'vit-fmnist-small: width 96, patch 4; vit-fmnist-convstem: conv stem 24/48 channels, depth 4 (49 tokens); vit-fmnist-convstem16: conv stem 24/48/64, depth 6 (16 tokens); vit-fmnist-convstem16-d4 (the npm start default): the same with depth 4; vit-fmnist-convstem16-w128: stem 32/64/128, width 128, depth 4; deit-fmnist-tiny-distilled: tiny with a distillation token and head. ' +
       'jax-js rows: the same model with the whole step (value-and-grad, Adam) under one jit, on its webgpu (same Dawn adapter) and wasm devices. ' +
       'Compare each tessera row with the peer rows of the same preset (peers exist for the two plain presets).',
