@@ -22,6 +22,7 @@ describe('attention from packed qkv: flash and unfused paths against the referen
       [2, 17, 4, 16],
       [3, 13, 2, 8],
       [1, 65, 3, 16],
+      [2, 19, 2, 24],
       [2, 50, 2, 32],
       [1, 197, 1, 64],
     ] as [number, number, number, number][]) {
