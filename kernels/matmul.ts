@@ -220,8 +220,11 @@ export const SUBGROUP_TN = 32;
 
 /** `gelu`: the epilogue also applies the exact GELU, writing the activation to C and the
  * pre-activation (needed by the backward) to Z — one pass instead of a matmul and an
- * elementwise kernel reading it back. */
-export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false, cVec = false, kMajor = false): KernelSource {
+ * elementwise kernel reading it back.
+ * `aSums`: also write the sums over k of A's rows, Σ_k op(A)[m, k], to `Asum[m]` (one batch only):
+ * the bias gradient of a linear layer from its weight-gradient product gᵀ·x, whose A = g the kernel
+ * loads anyway — a vec4 add per k-step instead of a reduction kernel reading g again. */
+export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false, cVec = false, kMajor = false, aSums = false): KernelSource {
   if (TM % SUBGROUP_LANES !== 0) throw new Error(`matmulSubgroupKernel: TM ${TM} is not a multiple of ${SUBGROUP_LANES}`);
   // B repacked by matmulPackBKernel: texel (n / 4, k) of layer bi holds B[bi][k, n .. n + 3]
   // whatever B's layout, so transB and bVec do not apply.
@@ -290,7 +293,7 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   }`);
   const stores = cVec ? [`if (n0 < P.N) {`, ...vecStores, '}'] : scalarStores;
   return kernel({
-    name: `matmul_sg_${transA ? 't' : 'n'}${bTex ? 'x' : transB ? 't' : 'n'}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}${cVec ? '_cv' : ''}${kMajor ? '_km' : ''}_${TM}`,
+    name: `matmul_sg_${transA ? 't' : 'n'}${bTex ? 'x' : transB ? 't' : 'n'}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}${cVec ? '_cv' : ''}${kMajor ? '_km' : ''}${aSums ? '_rs' : ''}_${TM}`,
     header: gelu ? `enable subgroups;\n${WGSL_MATH}` : 'enable subgroups;',
     uniforms: MATMUL_UNIFORMS,
     buffers: [
@@ -299,6 +302,7 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
       ...(bias ? [{ name: 'bias', access: 'read' as const, type: 'f32' as const }] : []),
       { name: cVec ? 'C4' : 'C', access: 'read_write', type: cVec ? 'vec4<f32>' : 'f32' },
       ...(gelu ? [{ name: cVec ? 'Z4' : 'Z', access: 'read_write' as const, type: cVec ? 'vec4<f32>' as const : 'f32' as const }] : []),
+      ...(aSums ? [{ name: 'Asum', access: 'read_write' as const, type: 'f32' as const }] : []),
     ],
     textures: bTex ? [{ name: 'Bt', kind: 'sampled' }] : [],
     workgroupSize: SUBGROUP_LANES,
@@ -324,18 +328,25 @@ ${MAIN_SUBGROUP} {
   ${bTex ? 'let bx = min(n0 / 4u, (P.N + 3u) / 4u - 1u);' : ''}
   ${range(4).map((q) => `let bn${q} = min(n0 + ${q}u, P.N - 1u);`).join('\n  ')}
   ${range(TM).map((i) => `var acc${i} = vec4<f32>(0.0);`).join('\n  ')}
+  ${aSums ? range(G).map((g) => `var as${g} = vec4<f32>(0.0);`).join(' ') : ''}
   let k4 = P.K - P.K % 4u;
   var k = 0u;
   for (; k < k4; k += 4u) {
     ${load4.join('\n    ')}
     ${fma4.join('\n    ')}
+    ${aSums ? range(G).map((g) => `as${g} += a${g};`).join(' ') : ''}
   }
   for (; k < P.K; k++) {
     ${tail.join('\n    ')}
+    ${aSums ? range(G).map((g) => `as${g}.x += t${g};`).join(' ') : ''}
   }
   let co = P.c_off + co_;
   ${bias ? `let bv = vec4<f32>(${range(4).map((q) => `bias[bn${q}]`).join(', ')});` : ''}
   ${stores.join('\n  ')}
+  ${aSums ? `// The first column tile of each row tile writes its rows' sums.
+  if (r % tiles_n == 0u) {
+    ${range(G).map((g) => `if (m0 + ${g * SUBGROUP_LANES}u + lane < P.M) { Asum[m0 + ${g * SUBGROUP_LANES}u + lane] = (as${g}.x + as${g}.y) + (as${g}.z + as${g}.w); }`).join('\n    ')}
+  }` : ''}
 }`,
   });
 });

@@ -145,21 +145,37 @@ describe('matmul', () => {
     w.dispose();
   });
 
-  it('linear uses the [out, in] weight layout and adds the bias', () =>
-    checkOp({
-      name: 'linear',
-      inputs: [{ shape: [2, 5, 12] }, { shape: [7, 12] }, { shape: [7] }],
-      fwd: TOL,
-      bwd: TOL,
-      gpu: (x, w, b) => T.linear(x!, w!, b!),
-      ref: (x, w, b) => binary('add', R.matmul(x!, w!, false, true), b!),
-      vjp: ([x, w, b], g) => {
-        const [gx, gw] = R.matmulVjp(x!, w!, g, false, true);
-        const gb = new Float64Array(7);
-        g.data.forEach((v, i) => (gb[i % 7] = gb[i % 7]! + v));
-        return [gx, gw, { data: gb, shape: [7] }];
-      },
-    }));
+  // The bias gradient comes out of the weight gradient's product (row sums of g) with the
+  // subgroup kernels, from a reduction otherwise: rows with a K % 4 tail (10, 37, 531), partial
+  // 16- and 24-row tiles of the output features (7, 70, 40), several column tiles (in = 70).
+  for (const kind of ['subgroup', 'texture', 'general'] as const) {
+    for (const [shape, out] of [[[2, 5, 12], 7], [[37, 70], 23], [[531, 9], 40]] as [number[], number][]) {
+      it(`linear uses the [out, in] weight layout and adds the bias (${kind} matmul) ${JSON.stringify(shape)} → ${out}`, async () => {
+        if (kind !== 'general' && !T.subgroupsOf8()) return;
+        const inF = shape[shape.length - 1]!;
+        T.useMatmulKernel(kind);
+        try {
+          await checkOp({
+            name: 'linear',
+            inputs: [{ shape }, { shape: [out, inF] }, { shape: [out] }],
+            fwd: TOL,
+            bwd: TOL,
+            gpu: (x, w, b) => T.linear(x!, w!, b!),
+            ref: (x, w, b) => binary('add', R.matmul(x!, w!, false, true), b!),
+            vjp: ([x, w], g) => {
+              const [gx, gw] = R.matmulVjp(x!, w!, g, false, true);
+              const gb = new Float64Array(out);
+              g.data.forEach((v, i) => (gb[i % out] = gb[i % out]! + v));
+              return [gx, gw, { data: gb, shape: [out] }];
+            },
+          });
+        } finally {
+          T.useMatmulKernel('auto');
+        }
+        if (kind !== 'general') expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_sg_t') && k.name.includes('_rs_'))).toBe(true);
+      });
+    }
+  }
 
   // The GELU epilogue (subgroup kernel) and its composed fallback: ragged tiles, K % 4 tail,
   // unaligned widths (scalar loads), with and without bias.
