@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../../engine/index.js';
 import * as R from '../../../engine/reference/matmul.js';
 import { binary, unary, unaryVjp } from '../../../engine/reference/elementwise.js';
+import type { Nd } from '../../../engine/reference/nd.js';
 import { checkOp } from '../../helpers.js';
 
 beforeAll(async () => {
@@ -145,57 +146,37 @@ describe('matmul', () => {
     w.dispose();
   });
 
-  // The bias gradient comes out of the weight gradient's product (row sums of g) with the
-  // subgroup kernels, from a reduction otherwise: rows with a K % 4 tail (10, 37, 531), partial
-  // 16- and 24-row tiles of the output features (7, 70, 40), several column tiles (in = 70).
+  // linear and linearGelu on every matmul kernel. With the subgroup kernels the bias gradient
+  // comes out of the weight gradient's product (row sums of g) and the GELU runs in the forward
+  // product's epilogue; otherwise a reduction and an elementwise kernel do it. Shapes: K % 4 tails
+  // in both products (10, 18, 37, 531 rows; 12, 23 features), partial 16- and 24-row tiles,
+  // several column tiles, unaligned widths (scalar loads), with and without bias.
+  const LINEAR_CASES: ['linear' | 'linearGelu', number[], number, boolean][] = [
+    ['linear', [2, 5, 12], 7, true],
+    ['linear', [37, 70], 23, true],
+    ['linear', [531, 9], 40, true],
+    ['linearGelu', [2, 9, 12], 40, true],
+    ['linearGelu', [37, 23], 70, true],
+    ['linearGelu', [5, 16], 33, false],
+  ];
   for (const kind of ['subgroup', 'texture', 'general'] as const) {
-    for (const [shape, out] of [[[2, 5, 12], 7], [[37, 70], 23], [[531, 9], 40]] as [number[], number][]) {
-      it(`linear uses the [out, in] weight layout and adds the bias (${kind} matmul) ${JSON.stringify(shape)} → ${out}`, async () => {
+    for (const [op, shape, out, withBias] of LINEAR_CASES) {
+      const gelu = op === 'linearGelu';
+      it(`${op} (${kind} matmul${gelu && kind !== 'general' ? ', GELU in its epilogue' : ''}) ${JSON.stringify(shape)} → ${out}${withBias ? '' : ', no bias'}`, async () => {
         if (kind !== 'general' && !T.subgroupsOf8()) return;
         const inF = shape[shape.length - 1]!;
+        const preact = (x: Nd, w: Nd, b: Nd | undefined) => (withBias ? binary('add', R.matmul(x, w, false, true), b!) : R.matmul(x, w, false, true));
         T.useMatmulKernel(kind);
         try {
           await checkOp({
-            name: 'linear',
-            inputs: [{ shape }, { shape: [out, inF] }, { shape: [out] }],
-            fwd: TOL,
-            bwd: TOL,
-            gpu: (x, w, b) => T.linear(x!, w!, b!),
-            ref: (x, w, b) => binary('add', R.matmul(x!, w!, false, true), b!),
-            vjp: ([x, w], g) => {
-              const [gx, gw] = R.matmulVjp(x!, w!, g, false, true);
-              const gb = new Float64Array(out);
-              g.data.forEach((v, i) => (gb[i % out] = gb[i % out]! + v));
-              return [gx, gw, { data: gb, shape: [out] }];
-            },
-          });
-        } finally {
-          T.useMatmulKernel('auto');
-        }
-        if (kind !== 'general') expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_sg_t') && k.name.includes('_rs_'))).toBe(true);
-      });
-    }
-  }
-
-  // The GELU epilogue (subgroup kernel) and its composed fallback: ragged tiles, K % 4 tail,
-  // unaligned widths (scalar loads), with and without bias.
-  for (const kind of ['subgroup', 'texture', 'general'] as const) {
-    for (const [shape, out, withBias] of [[[2, 9, 12], 40, true], [[37, 23], 70, true], [[5, 16], 33, false]] as [number[], number, boolean][]) {
-      it(`linearGelu (${kind === 'general' ? 'linear then gelu' : `GELU in the ${kind} matmul's epilogue`}) ${JSON.stringify(shape)} → ${out}${withBias ? '' : ', no bias'}`, async () => {
-        if (kind !== 'general' && !T.subgroupsOf8()) return;
-        const inF = shape[shape.length - 1]!;
-        T.useMatmulKernel(kind);
-        try {
-          await checkOp({
-            name: 'linearGelu',
+            name: op,
             inputs: [{ shape }, { shape: [out, inF] }, ...(withBias ? [{ shape: [out] }] : [])],
             fwd: TOL,
             bwd: TOL,
-            gpu: (x, w, b) => T.linearGelu(x!, w!, withBias ? b! : null),
-            ref: (x, w, b) => unary('gelu', withBias ? binary('add', R.matmul(x!, w!, false, true), b!) : R.matmul(x!, w!, false, true)),
+            gpu: (x, w, b) => (gelu ? T.linearGelu : T.linear)(x!, w!, withBias ? b! : null),
+            ref: (x, w, b) => (gelu ? unary('gelu', preact(x!, w!, b)) : preact(x!, w!, b)),
             vjp: ([x, w, b], g) => {
-              const z = withBias ? binary('add', R.matmul(x!, w!, false, true), b!) : R.matmul(x!, w!, false, true);
-              const dz = unaryVjp('gelu', z, g);
+              const dz = gelu ? unaryVjp('gelu', preact(x!, w!, b), g) : g;
               const [gx, gw] = R.matmulVjp(x!, w!, dz, false, true);
               if (!withBias) return [gx, gw];
               const gb = new Float64Array(out);
@@ -206,7 +187,10 @@ describe('matmul', () => {
         } finally {
           T.useMatmulKernel('auto');
         }
-        if (kind !== 'general') expect(T.compiledKernels().some((k) => k.name.startsWith(`matmul_sg_n${kind === 'texture' ? 'x' : 't'}${withBias ? '_bias' : ''}_gelu`))).toBe(true);
+        if (kind === 'general') return;
+        const names = T.compiledKernels().map((k) => k.name);
+        if (gelu) expect(names.some((n) => n.startsWith(`matmul_sg_n${kind === 'texture' ? 'x' : 't'}${withBias ? '_bias' : ''}_gelu`))).toBe(true);
+        if (withBias) expect(names.some((n) => n.startsWith('matmul_sg_t') && n.includes('_rs_'))).toBe(true);
       });
     }
   }
