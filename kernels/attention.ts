@@ -371,17 +371,27 @@ function dotSum(terms: string[]): string {
   return parts.map((p) => `(${p})`).join(' + ');
 }
 
+// The running max is a reference, not the exact max: a row rescales its sum and accumulators only
+// when a score exceeds it by more than LAZY_RESCALE (so every exp(s − m) stays below e^8 and the
+// sums far from f32's range), not at every larger score, as in FlashAttention-4. The common path
+// drops a multiply per accumulator and an exp per (row, key): forward 7–8% faster at B128 N50 d16
+// and B32 N65 d32 (medians of 9 interleaved, 12.9 vs 13.9 and 8.1 vs 8.8 ms), no change at N17.
+const LAZY_RESCALE = '8.0';
+
 export const flashForwardSubgroupKernel = memo(function flashForwardSubgroupKernel(hd: number, dropout: boolean, R: number = 1): KernelSource {
   const E = hd / 8;
   const sfx = (r: number) => (r ? `${r}` : '');
   const perRow = (r: number) => `let s${sfx(r)} = ${dotSum(range(hd).map((d) => `q${r}_${d} * k${d}`))};
-    let m_new${sfx(r)} = max(m${sfx(r)}, s${sfx(r)});
-    let corr${sfx(r)} = exp(m${sfx(r)} - m_new${sfx(r)});
-    let pj${sfx(r)} = exp(s${sfx(r)} - m_new${sfx(r)});
-    l${sfx(r)} = l${sfx(r)} * corr${sfx(r)} + pj${sfx(r)};
+    if (s${sfx(r)} > m${sfx(r)} + ${LAZY_RESCALE}) {
+      let corr = exp(m${sfx(r)} - s${sfx(r)});
+      l${sfx(r)} = l${sfx(r)} * corr;
+      ${range(hd).map((d) => `a${r}_${d} = a${r}_${d} * corr;`).join(' ')}
+      m${sfx(r)} = s${sfx(r)};
+    }
+    let pj${sfx(r)} = exp(s${sfx(r)} - m${sfx(r)});
+    l${sfx(r)} = l${sfx(r)} + pj${sfx(r)};
     let wj${sfx(r)} = pj${sfx(r)} * keep_(bh, row${sfx(r)}, j);
-    ${range(hd).map((d) => `a${r}_${d} = fma(wj${sfx(r)}, v${d}, a${r}_${d} * corr${sfx(r)});`).join('\n    ')}
-    m${sfx(r)} = m_new${sfx(r)};`;
+    ${range(hd).map((d) => `a${r}_${d} = fma(wj${sfx(r)}, v${d}, a${r}_${d});`).join('\n    ')}`;
   return kernel({
     name: `flash_attn_fwd_sg_d${hd}${dropout ? '_dropout' : ''}${R > 1 ? `_r${R}` : ''}`,
     header: 'enable subgroups;',

@@ -77,6 +77,33 @@ describe('attention from packed qkv: flash and unfused paths against the referen
     expect(f.y.some((v, i) => v !== 0 && Math.abs(v - u.y[i]!) < 1e-3)).toBe(true);
   });
 
+  // Scores with a spread of tens (inputs ×4: q·k·scale has std ~16 at hd 16), so a later key often
+  // beats the running reference max by more than the forward's lazy-rescale threshold.
+  for (const [N, hd] of [[50, 16], [65, 32]] as const) {
+    it(`flash forward and backward with widely spread scores (rescaling mid-row), N ${N} hd ${hd}`, async () => {
+      const nh = 2;
+      const host = Float32Array.from(await T.randn([2, N, 3 * nh * hd], { seed: 9 }).data(), (v) => 4 * v);
+      const g = T.randn([2, N, nh * hd], { seed: 10 });
+      const run = async (impl: 'flash' | 'unfused') => {
+        const qkv = T.tensor(host, [2, N, 3 * nh * hd]);
+        qkv.requiresGrad = true;
+        const y = T.scope(() => {
+          const o = T.attention(qkv, nh, { impl });
+          o.backward(g);
+          return o;
+        });
+        return { y: await y.data(), dx: await qkv.grad!.data() };
+      };
+      const f = await run('flash');
+      const u = await run('unfused');
+      const ref = R.attention({ data: Float64Array.from(host), shape: [2, N, 3 * nh * hd] }, nh);
+      const { expectClose } = await import('../../helpers.js');
+      // Outputs are convex combinations of V rows of size ~4–12: 5e-4 absolute is ~1e-5 relative.
+      expectClose(f.y, Float32Array.from(ref.data), TOL, 'forward against the reference');
+      expectClose(f.dx, u.dx, TOL, 'backward against the unfused path');
+    });
+  }
+
   it('dropout on the probabilities is the identity outside training and changes values inside', async () => {
     const qkv = T.randn([2, 9, 24], { seed: 2 });
     const a = await T.attention(qkv, 2).data();
