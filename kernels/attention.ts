@@ -529,3 +529,83 @@ ${MAIN_SUBGROUP} {
 }`,
   });
 });
+
+// ---- one-pass backward for short sequences (CPU adapters) ---------------------------------------
+// The two backward kernels above each recompute every score q·k and probability, and both take
+// dO·v: 7·hd FMAs and 2 exps per (query, key) pair. When one subgroup can own all N keys of a
+// head (lane l holds keys l, 8 + l, … : R = ⌈N/8⌉ of them), one pass over the queries does it
+// all with 5·hd FMAs and 1 exp per pair: dK and dV accumulate in the lanes that own the keys,
+// and dQ_i is the subgroup sum of each lane's share, Σ over its keys of dS_ij·k_j. Keys and
+// their accumulators (4·R·hd values a lane) live in memory on a CPU, so this is for CPU
+// adapters only; on a GPU they would spill registers.
+
+/** Uniforms: as the other flash kernels; grid: one workgroup of 8 (one subgroup) per (batch, head). */
+export const flashBackwardOnePassKernel = memo(function flashBackwardOnePassKernel(hd: number, dropout: boolean, R: number): KernelSource {
+  const E = hd / 8;
+  const dots = (x: string, y: (d: number) => string) => dotSum(range(hd).map((d) => `${x}${d} * ${y(d)}`));
+  // Lane l writes elements l·E … l·E + E − 1 of dQ_i: pick them out of the hd subgroup sums.
+  const pick = (e: number) => range(8).reduce((acc, l) => `select(${acc}, t${l * E + e}, lane == ${l}u)`, '0.0');
+  return kernel({
+    name: `flash_attn_bwd_onepass_sg_d${hd}_k${R}${dropout ? '_dropout' : ''}`,
+    header: 'enable subgroups;',
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv', access: 'read', type: 'f32' },
+      { name: 'out', access: 'read', type: 'f32' },
+      { name: 'dout', access: 'read', type: 'f32' },
+      { name: 'lse', access: 'read', type: 'f32' },
+      { name: 'dqkv', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: 8,
+    body: `${helpers(hd, dropout)}
+const RK = ${R}u;
+${MAIN_SUBGROUP} {
+  let bh = wid.y * nwg.x + wid.x;
+  if (bh >= P.B * P.nh) { return; }
+  let h = bh % P.nh;
+  let b = bh / P.nh;
+  var kr: array<array<f32, ${hd}>, ${R}>;
+  var vr: array<array<f32, ${hd}>, ${R}>;
+  var dkr: array<array<f32, ${hd}>, ${R}>;
+  var dvr: array<array<f32, ${hd}>, ${R}>;
+  for (var r = 0u; r < RK; r++) {
+    let ko = qkv_at(b, min(8u * r + lane, P.N - 1u), 1u, h);
+    ${range(hd).map((d) => `kr[r][${d}] = qkv[ko + ${d}u]; vr[r][${d}] = qkv[ko + P.nh * HD + ${d}u]; dkr[r][${d}] = 0.0; dvr[r][${d}] = 0.0;`).join('\n    ')}
+  }
+  var lse8 = 0.0;
+  for (var i = 0u; i < P.N; i++) {
+    let ii = i % 8u;
+    if (ii == 0u) { lse8 = lse[bh * P.N + min(i + lane, P.N - 1u)]; }
+    let L = subgroupShuffle(lse8, ii);
+    let qo = qkv_at(b, i, 0u, h);
+    let oo = out_at(b, i, h);
+    ${shareLoad('qp', 'qkv', 'qo', E)}
+    ${shareLoad('gp', 'dout', 'oo', E)}
+    ${shareLoad('op', 'out', 'oo', E)}
+    let Di = subgroupAdd(${range(E).map((e) => `gp${e} * op${e}`).join(' + ')});
+    ${range(hd).map((d) => `let qi${d} = ${shared('qp', d, E)};`).join(' ')}
+    ${range(hd).map((d) => `let gi${d} = ${shared('gp', d, E)};`).join(' ')}
+    ${range(hd).map((d) => `var dq${d} = 0.0;`).join(' ')}
+    for (var r = 0u; r < RK; r++) {
+      let j = 8u * r + lane;
+      let s = ${dots('qi', (d) => `kr[r][${d}]`)};
+      let dp = ${dots('gi', (d) => `vr[r][${d}]`)};
+      let pij = select(0.0, exp(s * P.scale - L), j < P.N);
+      let keep = keep_(bh, i, min(j, P.N - 1u));
+      let ds = pij * (dp * keep - Di);
+      let pd = pij * keep;
+      ${range(hd).map((d) => `dvr[r][${d}] = fma(pd, gi${d}, dvr[r][${d}]); dkr[r][${d}] = fma(ds, qi${d}, dkr[r][${d}]); dq${d} = fma(ds, kr[r][${d}], dq${d});`).join('\n      ')}
+    }
+    ${range(hd).map((d) => `let t${d} = subgroupAdd(dq${d});`).join(' ')}
+    ${range(E).map((e) => `dqkv[qo + lane * ${E}u + ${e}u] = ${pick(e)} * P.scale;`).join('\n    ')}
+  }
+  for (var r = 0u; r < RK; r++) {
+    let j = 8u * r + lane;
+    if (j < P.N) {
+      let ko = qkv_at(b, j, 1u, h);
+      ${range(hd).map((d) => `dqkv[ko + ${d}u] = dkr[r][${d}] * P.scale; dqkv[ko + P.nh * HD + ${d}u] = dvr[r][${d}];`).join('\n      ')}
+    }
+  }
+}`,
+  });
+});

@@ -7,7 +7,7 @@
 //   the output heads in place, so no permute or slice copies run.
 // Either backward writes dQ, dK, dV into one dqkv buffer.
 import { grid1d, type KernelSource } from '../../kernels/common.js';
-import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
+import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardOnePassKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
 import { isGradEnabled, record } from '../autograd.js';
@@ -98,6 +98,27 @@ function flashRowsPerLane(hd: number, N: number): number {
   return hd >= 32 || N <= 24 ? 3 : 2;
 }
 
+let forcedOnePass: boolean | 'auto' = 'auto';
+/** Tests and benchmarks: force the one-pass backward on (where the family is `subgroup`) or off. */
+export function useFlashOnePass(on: boolean | 'auto'): void {
+  forcedOnePass = on;
+}
+
+/** Whether the one-pass backward takes this head: its compile time grows with keys per lane × head
+ * dim (the compiler unrolls the key loop): ~30 s cold at 9 × 32 on lavapipe, while 25 × 64 (N = 197,
+ * d = 64) ran out of patience after 10 minutes and 5 GB. */
+export function onePassFits(N: number, hd: number): boolean {
+  const keysPerLane = Math.ceil(N / 8);
+  return keysPerLane <= 9 && keysPerLane * hd <= 288;
+}
+
+/** Whether the backward takes one pass (a subgroup owning all keys of a head: kernels/attention.ts):
+ * on CPU adapters where it fits, 1.15–1.5× faster than the two kernels (see README). */
+function useOnePass(N: number, hd: number): boolean {
+  if (forcedOnePass !== 'auto') return forcedOnePass;
+  return CPU_ADAPTER.test(currentDevice().adapterName) && onePassFits(N, hd);
+}
+
 let forcedRows: number | 'auto' = 'auto';
 /** Tests: rows per lane of the subgroup flash kernels ('auto' restores the choice above). */
 export function useFlashRowsPerLane(rows: number | 'auto'): void {
@@ -132,6 +153,11 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
   rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid(fwd), flops, label: `flash_attn_fwd ${tag}` });
   return record('attention', out, [qkv], (g) => {
     const dqkv = Tensor.empty(qkv.shape, 'float32', 'attention dqkv');
+    if (family === 'subgroup' && useOnePass(N, hd)) {
+      const k1 = flashBackwardOnePassKernel(hd, p > 0, Math.ceil(N / 8));
+      rt().run({ source: k1, uniforms, buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, dqkv.buffer], grid: grid1d(B * nh * 8, 8), flops: 2.5 * flops, label: `flash_attn_bwd_onepass ${tag}` });
+      return [dqkv];
+    }
     const delta = Tensor.empty([B, nh, N], 'float32', 'attention delta');
     const kq = qKernel(hd, p > 0, R);
     rt().run({ source: kq, uniforms, buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid(kq), flops: 1.5 * flops, label: `flash_attn_bwd_q ${tag}` });

@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../../engine/index.js';
 import * as R from '../../../engine/reference/attention.js';
+import { onePassFits, useFlashOnePass } from '../../../engine/ops/attention.js';
 import { checkOp } from '../../helpers.js';
 
 beforeAll(async () => {
@@ -11,12 +12,14 @@ beforeAll(async () => {
 const TOL = { atol: 5e-4, rtol: 1e-4 };
 
 describe('attention from packed qkv: flash and unfused paths against the reference', () => {
-  // 'flash subgroup' takes the adapter's rows per lane (2–3 on lavapipe); 'flash subgroup, 1 row'
-  // the one-row-per-lane kernels that GPUs get.
-  for (const variant of ['flash subgroup', 'flash subgroup, 1 row', 'flash vec4', 'flash scalar', 'unfused'] as const) {
+  // 'flash subgroup' takes the adapter's choices (on lavapipe: 2–3 rows per lane, and the one-pass
+  // backward where the head fits it); 'two passes' the R-row backward kernels; '1 row' the
+  // one-row-per-lane kernels that GPUs get.
+  for (const variant of ['flash subgroup', 'flash subgroup, two passes', 'flash subgroup, 1 row', 'flash vec4', 'flash scalar', 'unfused'] as const) {
     const impl = variant === 'unfused' ? 'unfused' : 'flash';
     const family = variant === 'unfused' ? 'auto' : (variant.split(' ')[1]!.replace(',', '') as T.FlashKernelFamily);
     const rows = variant === 'flash subgroup, 1 row' ? 1 : 'auto';
+    const onePass = variant === 'flash subgroup' ? 'auto' : false;
     for (const [B, N, nh, hd] of [
       [1, 1, 1, 4],
       [2, 17, 4, 16],
@@ -29,6 +32,7 @@ describe('attention from packed qkv: flash and unfused paths against the referen
       it(`${variant}: B ${B} N ${N} heads ${nh} hd ${hd}`, async () => {
         T.useFlashKernels(family);
         T.useFlashRowsPerLane(rows);
+        useFlashOnePass(onePass);
         try {
           await checkOp({
           name: `attention ${variant}`,
@@ -43,12 +47,15 @@ describe('attention from packed qkv: flash and unfused paths against the referen
         } finally {
           T.useFlashKernels('auto');
           T.useFlashRowsPerLane('auto');
+          useFlashOnePass('auto');
         }
         // The family ran where it can take the head dim (subgroup: multiples of 8 with subgroups of 8+).
         const ran = (name: string) => T.compiledKernels().some((k) => k.name.startsWith(name));
         if (family === 'subgroup' && hd % 8 === 0 && T.subgroupsOf8()) expect(ran(`flash_attn_fwd_sg_d${hd}`)).toBe(true);
         const cpu = /llvmpipe|lavapipe|swiftshader/i.test(T.currentDevice().adapterName);
-        if (family === 'subgroup' && rows === 'auto' && cpu && hd % 8 === 0 && T.subgroupsOf8()) expect(ran(`flash_attn_bwd_q_sg_d${hd}_r`)).toBe(true);
+        const subgroupOk = family === 'subgroup' && hd % 8 === 0 && T.subgroupsOf8();
+        if (subgroupOk && cpu && onePass === 'auto' && onePassFits(N, hd)) expect(ran(`flash_attn_bwd_onepass_sg_d${hd}_k${Math.ceil(N / 8)}`)).toBe(true);
+        if (subgroupOk && cpu && rows === 'auto' && onePass === false) expect(ran(`flash_attn_bwd_q_sg_d${hd}_r`)).toBe(true);
         if (rows === 1 && hd % 8 === 0 && T.subgroupsOf8()) expect(T.compiledKernels().some((k) => k.name === `flash_attn_bwd_kv_sg_d${hd}`)).toBe(true);
         if (family === 'vec4' && hd % 4 === 0) expect(ran(`flash_attn_fwd_v4_d${hd}`)).toBe(true);
         if (family === 'scalar') expect(ran(`flash_attn_fwd_d${hd}`)).toBe(true);
