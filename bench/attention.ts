@@ -1,6 +1,7 @@
 // Attention: tessera's fused (flash) kernels vs its unfused path (matmul → softmax → matmul) vs
 // the same composition in TensorFlow.js WebGPU, forward and forward+backward (tf.grads).
 import * as T from '../engine/index.js';
+import { onePassFits, useFlashOnePass } from '../engine/ops/attention.js';
 import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
 import { loadTf } from './peers/env.js';
 
@@ -36,12 +37,14 @@ export async function attentionSuite(): Promise<SuiteRow[][]> {
     const tfAttn = (q: import('@tensorflow/tfjs').Tensor3D, k: import('@tensorflow/tfjs').Tensor3D, v: import('@tensorflow/tfjs').Tensor3D) =>
       tf.matMul(tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)), v);
     const tfGrads = tf.grads((q, k, v) => tf.sum(tf.mul(tfAttn(q as never, k as never, v as never), tg)));
-    const ours = (impl: 'flash' | 'unfused', backward: boolean) => async () => {
+    const ours = (impl: 'flash' | 'unfused', backward: boolean, onePass: boolean | 'auto' = 'auto') => async () => {
+      useFlashOnePass(onePass);
       const y = T.scope(() => {
         const o = backward ? T.attention(qkv, nh, { impl }) : T.noGrad(() => T.attention(qkv, nh, { impl }));
         if (backward) o.backward(g);
         return o;
       });
+      useFlashOnePass('auto');
       await (backward ? qkv.grad! : y).data();
       y.dispose();
       qkv.grad?.dispose();
@@ -60,6 +63,8 @@ export async function attentionSuite(): Promise<SuiteRow[][]> {
         },
       },
       { name: 'tessera flash, forward+backward', work: 3.5 * flopsFwd, run: ours('flash', true) },
+      // The adapter's choice above is the one-pass backward where the head fits it (CPU adapters).
+      ...(onePassFits(N, hd) ? [{ name: 'tessera flash, forward+backward, two backward kernels', work: 3.5 * flopsFwd, run: ours('flash', true, false) }] : []),
       { name: 'tessera unfused, forward+backward', work: 3.5 * flopsFwd, run: ours('unfused', true) },
       {
         name: 'tfjs-webgpu composed, forward+backward',
