@@ -92,6 +92,7 @@ export function launchMatmul(l: MatmulLaunch): boolean {
   if ((kind === 'subgroup' || kind === 'texture') && !subgroupsOf8()) kind = 'general';
   if (l.geluPreact && kind !== 'subgroup' && kind !== 'texture') throw new Error(`${l.label}: the GELU epilogue needs the subgroup kernel`);
   if (kind === 'vec4' && !matmulFastOk(shapeInfo)) kind = 'general';
+  const sums = !!l.aSums && batch === 1 && (kind === 'subgroup' || kind === 'texture');
   let source: KernelSource;
   let workgroups: number;
   let textures: ScratchTexture[] = [];
@@ -101,14 +102,13 @@ export function launchMatmul(l: MatmulLaunch): boolean {
     const TM = subgroupRows(l.M);
     const bTex = kind === 'texture';
     if (bTex) textures = [packB(l, uniforms, batch)];
-    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM, !!l.geluPreact, bTex, cVec, false, !!l.aSums && batch === 1);
+    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM, !!l.geluPreact, bTex, cVec, false, sums);
     workgroups = batch * Math.ceil(l.M / TM) * Math.ceil(l.N / SUBGROUP_TN);
   } else {
     const fast = kind === 'vec4';
     source = (fast ? matmulFastKernel : matmulKernel)(l.transA, l.transB, !!l.bias);
     workgroups = Math.ceil((batch * Math.ceil(l.M / (fast ? FAST_TM : MATMUL_TM)) * Math.ceil(l.N / (fast ? FAST_TN : MATMUL_TN))) / source.workgroupSize);
   }
-  const sums = !!l.aSums && batch === 1 && (kind === 'subgroup' || kind === 'texture');
   const buffers = [l.a.t.buffer, ...(textures.length ? [] : [l.b.t.buffer]), ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer, ...(l.geluPreact ? [l.geluPreact.buffer] : []), ...(sums ? [l.aSums!.buffer] : [])];
   rt().run({
     source, uniforms, buffers, textures,
