@@ -10,7 +10,7 @@
 // families: scalar arrays (any head dim), vec4 registers (hd % 4 == 0), and subgroup kernels
 // (hd % 8 == 0) where 8 rows share every K/V load through broadcasts — the default wherever the
 // adapter has subgroups of 8 or more.
-import { kernel, type KernelSource, MAIN_1D, MAIN_SUBGROUP, memo } from './common.js';
+import { type BufferDecl, kernel, type KernelSource, MAIN_1D, MAIN_SUBGROUP, memo } from './common.js';
 import { WGSL_PHILOX } from './random.js';
 
 export const FLASH_WG = 64;
@@ -24,6 +24,11 @@ const UNIFORMS = [
   { name: 'seed', type: 'u32' as const },
   { name: 'stream', type: 'u32' as const },
 ];
+
+/** f32 storage buffers: the `read` ones, then the `read_write` ones. */
+function f32Buffers(read: string[], readWrite: string[]): BufferDecl[] {
+  return [...read.map((name) => ({ name, access: 'read' as const, type: 'f32' as const })), ...readWrite.map((name) => ({ name, access: 'read_write' as const, type: 'f32' as const }))];
+}
 
 /** WGSL helpers shared by the three kernels: row addressing and the dropout mask of (bh, i, j). */
 function helpers(hd: number, dropout: boolean): string {
@@ -47,11 +52,7 @@ export const flashForwardKernel = memo(function flashForwardKernel(hd: number, d
   return kernel({
     name: `flash_attn_fwd_d${hd}${dropout ? '_dropout' : ''}`,
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv', access: 'read', type: 'f32' },
-      { name: 'out', access: 'read_write', type: 'f32' },
-      { name: 'lse', access: 'read_write', type: 'f32' },
-    ],
+    buffers: f32Buffers(['qkv'], ['out', 'lse']),
     workgroupSize: FLASH_WG,
     body: `${helpers(hd, dropout)}
 ${MAIN_1D} {
@@ -93,14 +94,7 @@ export const flashBackwardQKernel = memo(function flashBackwardQKernel(hd: numbe
   return kernel({
     name: `flash_attn_bwd_q_d${hd}${dropout ? '_dropout' : ''}`,
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv', access: 'read', type: 'f32' },
-      { name: 'out', access: 'read', type: 'f32' },
-      { name: 'dout', access: 'read', type: 'f32' },
-      { name: 'lse', access: 'read', type: 'f32' },
-      { name: 'delta', access: 'read_write', type: 'f32' },
-      { name: 'dqkv', access: 'read_write', type: 'f32' },
-    ],
+    buffers: f32Buffers(['qkv', 'out', 'dout', 'lse'], ['delta', 'dqkv']),
     workgroupSize: FLASH_WG,
     body: `${helpers(hd, dropout)}
 ${MAIN_1D} {
@@ -144,13 +138,7 @@ export const flashBackwardKVKernel = memo(function flashBackwardKVKernel(hd: num
   return kernel({
     name: `flash_attn_bwd_kv_d${hd}${dropout ? '_dropout' : ''}`,
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv', access: 'read', type: 'f32' },
-      { name: 'dout', access: 'read', type: 'f32' },
-      { name: 'lse', access: 'read', type: 'f32' },
-      { name: 'delta', access: 'read', type: 'f32' },
-      { name: 'dqkv', access: 'read_write', type: 'f32' },
-    ],
+    buffers: f32Buffers(['qkv', 'dout', 'lse', 'delta'], ['dqkv']),
     workgroupSize: FLASH_WG,
     body: `${helpers(hd, dropout)}
 ${MAIN_1D} {
@@ -396,11 +384,7 @@ export const flashForwardSubgroupKernel = memo(function flashForwardSubgroupKern
     name: `flash_attn_fwd_sg_d${hd}${dropout ? '_dropout' : ''}${R > 1 ? `_r${R}` : ''}`,
     header: 'enable subgroups;',
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv', access: 'read', type: 'f32' },
-      { name: 'out', access: 'read_write', type: 'f32' },
-      { name: 'lse', access: 'read_write', type: 'f32' },
-    ],
+    buffers: f32Buffers(['qkv'], ['out', 'lse']),
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 ${MAIN_SUBGROUP} {
@@ -435,14 +419,7 @@ export const flashBackwardQSubgroupKernel = memo(function flashBackwardQSubgroup
     name: `flash_attn_bwd_q_sg_d${hd}${dropout ? '_dropout' : ''}${R > 1 ? `_r${R}` : ''}`,
     header: 'enable subgroups;',
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv', access: 'read', type: 'f32' },
-      { name: 'out', access: 'read', type: 'f32' },
-      { name: 'dout', access: 'read', type: 'f32' },
-      { name: 'lse', access: 'read', type: 'f32' },
-      { name: 'delta', access: 'read_write', type: 'f32' },
-      { name: 'dqkv', access: 'read_write', type: 'f32' },
-    ],
+    buffers: f32Buffers(['qkv', 'out', 'dout', 'lse'], ['delta', 'dqkv']),
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 ${MAIN_SUBGROUP} {
@@ -481,13 +458,7 @@ export const flashBackwardKVSubgroupKernel = memo(function flashBackwardKVSubgro
     name: `flash_attn_bwd_kv_sg_d${hd}${dropout ? '_dropout' : ''}${R > 1 ? `_r${R}` : ''}`,
     header: 'enable subgroups;',
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv', access: 'read', type: 'f32' },
-      { name: 'dout', access: 'read', type: 'f32' },
-      { name: 'lse', access: 'read', type: 'f32' },
-      { name: 'delta', access: 'read', type: 'f32' },
-      { name: 'dqkv', access: 'read_write', type: 'f32' },
-    ],
+    buffers: f32Buffers(['qkv', 'dout', 'lse', 'delta'], ['dqkv']),
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 ${MAIN_SUBGROUP} {
@@ -549,13 +520,7 @@ export const flashBackwardOnePassKernel = memo(function flashBackwardOnePassKern
     name: `flash_attn_bwd_onepass_sg_d${hd}_k${R}${dropout ? '_dropout' : ''}`,
     header: 'enable subgroups;',
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv', access: 'read', type: 'f32' },
-      { name: 'out', access: 'read', type: 'f32' },
-      { name: 'dout', access: 'read', type: 'f32' },
-      { name: 'lse', access: 'read', type: 'f32' },
-      { name: 'dqkv', access: 'read_write', type: 'f32' },
-    ],
+    buffers: f32Buffers(['qkv', 'out', 'dout', 'lse'], ['dqkv']),
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 const RK = ${R}u;
