@@ -2,6 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { AugPipeline, GridKind } from './augment.js';
+import type { TestTimeAugmentation } from './trainer.js';
 
 const HELP = `tessera — a small WebGPU tensor engine that trains Vision Transformers
 
@@ -229,8 +230,10 @@ Options:
   --limit N           only the first N test images
   --batch-size N      [500]
   --logits FILE       write logits [N, classes] F32 and labels [N] I32 as safetensors
-  --tta flip          test-time augmentation: average the class probabilities of each image and its
-                      mirror image (logits written are then log-probabilities) [none]
+  --tta MODE          test-time augmentation, averaging class probabilities over views of each image
+                      (logits written are then log-probabilities): flip = the image and its mirror
+                      image; flip-shift = those two each also moved one pixel left/right/up/down
+                      (10 views) [none]
   --corruptions       accuracy under each common corruption at severities 1–5 (GPU, ImageNet-C style):
                       gaussian/shot/impulse noise, gaussian/defocus/zoom blur, contrast, brightness, pixelate
   --baseline FILE     with --corruptions: also the baseline checkpoint's errors, CE per corruption and mCE
@@ -258,12 +261,13 @@ async function evalCmd(argv: string[]): Promise<void> {
   if ((values.baseline || values.report) && !values.corruptions) throw new UsageError('--baseline and --report go with --corruptions');
   if (!values.checkpoint) throw new UsageError('tessera eval needs --checkpoint FILE');
   const tta = values.tta ?? 'none';
-  if (tta !== 'none' && tta !== 'flip') throw new UsageError(`--tta: '${tta}' is not one of none, flip`);
   if (tta !== 'none' && values.corruptions) throw new UsageError('--tta does not go with --corruptions');
   const T = await import('../engine/index.js');
   const { modelFromCheckpoint, saveSafetensors } = await import('./checkpoint.js');
   const { loadDataset, normalize, subset, DATASETS } = await import('./data.js');
-  const { evaluate, confusionTable } = await import('./trainer.js');
+  const { evaluate, confusionTable, TTA_MODES } = await import('./trainer.js');
+  const isTta = (m: string): m is TestTimeAugmentation => (TTA_MODES as readonly string[]).includes(m);
+  if (!isTta(tta)) throw new UsageError(`--tta: '${tta}' is not one of ${TTA_MODES.join(', ')}`);
   await T.init();
   const { model, info } = modelFromCheckpoint(values.checkpoint);
   const dataName = (values.data ?? info.metadata.dataset ?? 'fashion-mnist') as keyof typeof DATASETS;
@@ -292,7 +296,7 @@ async function evalCmd(argv: string[]): Promise<void> {
   const t0 = performance.now();
   const r = await evaluate(model, ds, Number(values['batch-size'] ?? 500), { tta });
   const s = (performance.now() - t0) / 1000;
-  console.log(`${values.checkpoint} on ${dataName} (${r.count} images${tta === 'flip' ? ' and their mirror images' : ''}, ${(r.count / s).toFixed(0)} images/s):`);
+  console.log(`${values.checkpoint} on ${dataName} (${r.count} images${tta === 'flip' ? ' and their mirror images' : tta === 'flip-shift' ? ', 10 views each' : ''}, ${(r.count / s).toFixed(0)} images/s):`);
   console.log(`  top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   NLL ${r.nll.toFixed(4)}   ECE ${r.ece.toFixed(4)}`);
   console.log(`\nconfusion matrix (rows: true class, columns: predicted)\n${confusionTable(r.confusion, ds.classNames)}`);
   if (values.logits) {

@@ -88,22 +88,39 @@ export interface EvalResult extends ClassificationMetrics {
   labels: Int32Array;
 }
 
+export type TestTimeAugmentation = 'none' | 'flip' | 'flip-shift';
+export const TTA_MODES: readonly TestTimeAugmentation[] = ['none', 'flip', 'flip-shift'];
+
 export interface EvaluateOptions {
-  /** Test-time augmentation: 'flip' averages the class probabilities of each image and its
-   * mirror image (the reported logits are then the log of the average). */
-  tta?: 'none' | 'flip';
+  /** Test-time augmentation, averaging class probabilities over views of each image (the reported
+   * logits are then the log of the average): 'flip' = the image and its mirror image; 'flip-shift'
+   * = those two, each also moved by one pixel left, right, up and down (10 views; the vacated edge
+   * repeats the border, which is background in these datasets). */
+  tta?: TestTimeAugmentation;
+}
+
+/** Index maps along one axis: `shifted(W, +1)[x] = x − 1` moves the content one pixel towards higher x. */
+function shiftIndex(W: number, by: number): Int32Array {
+  return Int32Array.from({ length: W }, (_, i) => Math.min(W - 1, Math.max(0, i - by)));
 }
 
 /** Runs the model over a dataset in eval mode (no dropout, distilled heads averaged). */
 export async function evaluate(model: VisionTransformer, ds: Dataset, batchSize: number, opts: EvaluateOptions = {}): Promise<EvalResult> {
   const C = model.config.num_classes;
   const W = model.config.img_size;
-  const mirror = opts.tta === 'flip' ? T.keep(T.tensor(Int32Array.from({ length: W }, (_, i) => W - 1 - i), [W])) : null;
+  const tta = opts.tta ?? 'none';
+  const index = (a: Int32Array) => T.keep(T.tensor(a, [a.length]));
+  const mirror = tta === 'none' ? null : index(Int32Array.from({ length: W }, (_, i) => W - 1 - i));
+  // Each shift: the axis (2 = rows, 3 = columns) and its index map.
+  const shifts = tta === 'flip-shift' ? ([[3, 1], [3, -1], [2, 1], [2, -1]] as const).map(([axis, by]) => ({ axis, map: index(shiftIndex(W, by)) })) : [];
   const predict = (x: T.Tensor): T.Tensor => {
     const logits = model.forward(x, { training: false }).logits;
     if (!mirror) return logits;
-    const flipped = model.forward(T.indexSelect(x, 3, mirror), { training: false }).logits;
-    return T.log(T.mulScalar(T.add(T.softmax(logits), T.softmax(flipped)), 0.5));
+    const bases = [x, T.indexSelect(x, 3, mirror)];
+    const views = [...bases, ...bases.flatMap((b) => shifts.map((s) => T.indexSelect(b, s.axis, s.map)))];
+    let sum = T.softmax(logits);
+    for (const v of views.slice(1)) sum = T.add(sum, T.softmax(model.forward(v, { training: false }).logits));
+    return T.log(T.mulScalar(sum, 1 / views.length));
   };
   const logits = new Float32Array(ds.count * C);
   const order = Int32Array.from({ length: ds.count }, (_, i) => i);
@@ -123,6 +140,7 @@ export async function evaluate(model: VisionTransformer, ds: Dataset, batchSize:
   } finally {
     for (const l of loaders) l.dispose();
     mirror?.dispose();
+    for (const s of shifts) s.map.dispose();
   }
   return { ...classificationMetrics(logits, ds.labels, C), logits, labels: ds.labels };
 }

@@ -238,6 +238,54 @@ describe('evaluation', () => {
     expect(differs).toBeGreaterThan(1e-3); // the mirror images do change the prediction
     model.dispose();
   });
+  it('flip-shift test-time augmentation averages the probabilities of ten views', async () => {
+    const model = new VisionTransformer({ ...presetConfig('vit-fmnist-tiny'), depth: 1 }, 5);
+    const count = 5; // batches of 2 and a remainder of 1
+    const images = Float32Array.from({ length: count * 784 }, (_, i) => Math.cos(i * 0.23) * ((i % 28) / 28) + ((i >> 5) % 3) * 0.2);
+    const ds: Dataset = { name: 'synthetic', images, labels: Int32Array.from({ length: count }, (_, i) => i % 10), count, channels: 1, height: 28, width: 28, classes: 10, classNames: [...Array(10).keys()].map(String) };
+    // The views, built on the CPU: source pixel (sy, sx) for output pixel (y, x).
+    const clamp = (v: number) => Math.min(27, Math.max(0, v));
+    const view = (src: (y: number, x: number) => [number, number]) => {
+      const out = new Float32Array(images.length);
+      for (let n = 0; n < count; n++) for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
+        const [sy, sx] = src(y, x);
+        out[n * 784 + y * 28 + x] = images[n * 784 + sy * 28 + sx]!;
+      }
+      return out;
+    };
+    const maps: ((y: number, x: number) => [number, number])[] = [];
+    for (const flip of [false, true]) {
+      const fx = (x: number) => (flip ? 27 - x : x);
+      maps.push((y, x) => [y, fx(x)]);
+      for (const [dy, dx] of [[0, 1], [0, -1], [1, 0], [-1, 0]] as const) maps.push((y, x) => [clamp(y - dy), fx(clamp(x - dx))]);
+    }
+    const before = T.liveBuffers();
+    const perView = [];
+    for (const m of maps) perView.push((await evaluate(model, { ...ds, images: view(m) }, 2)).logits);
+    const tta = await evaluate(model, ds, 2, { tta: 'flip-shift' });
+    expect(T.liveBuffers()).toBe(before);
+    let maxDiff = 0;
+    let fromFlipOnly = 0;
+    const flipOnly = await evaluate(model, ds, 2, { tta: 'flip' });
+    for (let n = 0; n < count; n++) {
+      const avg = new Float64Array(10);
+      for (const l of perView) {
+        const row = [...l.subarray(n * 10, n * 10 + 10)];
+        const mx = Math.max(...row);
+        const e = row.map((v) => Math.exp(v - mx));
+        const z = e.reduce((a, b) => a + b, 0);
+        e.forEach((v, c) => (avg[c] += v / z / perView.length));
+      }
+      for (let c = 0; c < 10; c++) {
+        // As the flip test: f32 softmax, mean and log against float64 — a few ulps near -2.3.
+        maxDiff = Math.max(maxDiff, Math.abs(tta.logits[n * 10 + c]! - Math.log(avg[c]!)));
+        fromFlipOnly = Math.max(fromFlipOnly, Math.abs(tta.logits[n * 10 + c]! - flipOnly.logits[n * 10 + c]!));
+      }
+    }
+    expect(maxDiff).toBeLessThan(1e-5);
+    expect(fromFlipOnly).toBeGreaterThan(1e-4); // the shifted views do change the prediction
+    model.dispose();
+  });
 });
 
 describe('time budget planning', () => {
