@@ -274,7 +274,7 @@ describe('evaluation', () => {
         const mx = Math.max(...row);
         const e = row.map((v) => Math.exp(v - mx));
         const z = e.reduce((a, b) => a + b, 0);
-        e.forEach((v, c) => (avg[c] += v / z / perView.length));
+        e.forEach((v, c) => (avg[c] = avg[c]! + v / z / perView.length));
       }
       for (let c = 0; c < 10; c++) {
         // As the flip test: f32 softmax, mean and log against float64 — a few ulps near -2.3.
