@@ -99,7 +99,7 @@ export interface EvaluateOptions {
   tta?: TestTimeAugmentation;
 }
 
-/** Index maps along one axis: `shifted(W, +1)[x] = x − 1` moves the content one pixel towards higher x. */
+/** Index map along one axis: `shiftIndex(W, 1)[x] = x − 1` (clamped) moves the content one pixel towards higher x. */
 function shiftIndex(W: number, by: number): Int32Array {
   return Int32Array.from({ length: W }, (_, i) => Math.min(W - 1, Math.max(0, i - by)));
 }
