@@ -109,6 +109,8 @@ Options (defaults in brackets):
   --out DIR            run folder [runs/<timestamp>]
   --resume             continue from DIR/last.safetensors
   --teacher FILE       DeiT hard distillation from a classifier checkpoint (distilled presets)
+  --init FILE          fine-tune: start from FILE's weights and model (not its optimizer, schedule
+                       or step count; --preset is ignored)
   --train-limit N      use the first N training images
   --eval-limit N       use the first N test images
 Augmentation on the GPU (see tessera augment to look at it):
@@ -151,6 +153,7 @@ async function train(argv: string[]): Promise<void> {
       out: { type: 'string' },
       resume: { type: 'boolean' },
       teacher: { type: 'string' },
+      init: { type: 'string' },
       'train-limit': { type: 'string' },
       'eval-limit': { type: 'string' },
       aug: { type: 'string' },
@@ -176,6 +179,7 @@ async function train(argv: string[]): Promise<void> {
   const { train: run, TRAIN_DEFAULTS } = await import('./trainer.js');
   const { DATASETS } = await import('./data.js');
   if (values.data && !(values.data in DATASETS)) throw new UsageError(`--data: unknown dataset '${values.data}'; choose ${Object.keys(DATASETS).join(', ')}`);
+  if (values.preset && values.init) throw new UsageError(`--preset and --init both choose the model; --init takes it from the checkpoint, drop one of them`);
   if (values.preset && !(values.preset in PRESETS)) throw new UsageError(`--preset: unknown preset '${values.preset}'; presets: ${Object.keys(PRESETS).join(', ')}`);
   const { AUG_PIPELINES } = await import('./augment.js');
   if (values.aug && !(AUG_PIPELINES as readonly string[]).includes(values.aug)) throw new UsageError(`--aug: unknown pipeline '${values.aug}'; choose ${AUG_PIPELINES.join(', ')}`);
@@ -200,6 +204,7 @@ async function train(argv: string[]): Promise<void> {
       out: values.out,
       resume: values.resume,
       teacher: values.teacher,
+      init: values.init,
       trainLimit: num('train-limit', values['train-limit'], true),
       evalLimit: num('eval-limit', values['eval-limit'], true),
       aug: values.aug as AugPipeline | undefined,

@@ -50,6 +50,9 @@ export interface TrainConfig extends AugmentConfig {
   resume: boolean;
   /** DeiT hard distillation from this classifier checkpoint. */
   teacher?: string;
+  /** Start from this checkpoint's weights and model config (fine-tuning): the optimizer, the
+   * schedule and the step count start afresh, unlike `resume`. */
+  init?: string;
   /** Use only the first N training / test images (quick runs, tests). */
   trainLimit?: number;
   evalLimit?: number;
@@ -184,8 +187,11 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   const resuming = cfg.resume && existsSync(lastPath);
   if (cfg.resume && !resuming) log(`--resume: ${lastPath} does not exist yet; starting a new run`);
   const resumeInfo = resuming ? readCheckpoint(lastPath) : null;
-  const mc: ViTConfig = resumeInfo ? resumeInfo.config : { ...presetConfig(cfg.preset), ...cfg.modelOverrides };
+  // A resumed fine-tuning run takes its weights from its own last checkpoint, not from --init.
+  const initInfo = cfg.init && !resuming ? readCheckpoint(cfg.init) : null;
+  const mc: ViTConfig = resumeInfo?.config ?? initInfo?.config ?? { ...presetConfig(cfg.preset), ...cfg.modelOverrides };
   const model = new VisionTransformer(mc, cfg.seed);
+  const modelName = runModelName(cfg);
   let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
   let testSet = loadDataset(cfg.data, 'test', cfg.dataDir);
   if (trainSet.channels !== mc.in_chans || trainSet.height !== mc.img_size) {
@@ -224,6 +230,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   const teacher = cfg.teacher ? modelFromCheckpoint(cfg.teacher).model : null;
   if (teacher && !mc.distilled) throw new Error(`--teacher needs a distilled preset (a model with dist_token and head_dist); '${cfg.preset}' is not`);
 
+  if (initInfo) loadWeights(model, initInfo, cfg.init!);
   const metricsPath = join(cfg.out, 'metrics.jsonl');
   const lossPath = join(cfg.out, 'loss.jsonl');
   let step = 0;
@@ -250,7 +257,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     writeFileSync(metricsPath, '');
     writeFileSync(lossPath, '');
   }
-  log(`tessera: ${cfg.preset} (${model.numParams().toLocaleString()} parameters) on ${cfg.data}: ${trainSet.count} train / ${testSet.count} test images, ` +
+  log(`tessera: ${modelName} (${model.numParams().toLocaleString()} parameters) on ${cfg.data}: ${trainSet.count} train / ${testSet.count} test images, ` +
     `${budgeted ? `a ${cfg.timeBudget} min budget` : `${formatEpochs(totalSteps / stepsPerEpoch)} epochs`} of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
 
   const params = model.parameters();
@@ -430,7 +437,13 @@ async function withWeights<R>(params: T.Tensor[], weights: T.Tensor[], fn: () =>
   }
 }
 
+/** The model as logs and reports name it: the preset, or the checkpoint a fine-tuning run starts from. */
+function runModelName(cfg: TrainConfig): string {
+  return cfg.init ? `model fine-tuned from ${cfg.init}` : cfg.preset;
+}
+
 async function writeReport(cfg: TrainConfig, mc: ViTConfig, params: number, r: TrainResult, testSet: Dataset): Promise<void> {
+  const modelName = runModelName(cfg);
   const smooth: CurvePoint[] = [];
   const win = Math.max(1, Math.floor(r.losses.length / 200));
   for (let i = 0; i + win <= r.losses.length; i += win) {
@@ -440,7 +453,7 @@ async function writeReport(cfg: TrainConfig, mc: ViTConfig, params: number, r: T
   const acc = r.metrics.map((m) => ({ step: m.step, value: m.test_accuracy, series: 'test accuracy' }));
   const emaAcc = r.metrics.filter((m) => m.ema_accuracy !== undefined).map((m) => ({ step: m.step, value: m.ema_accuracy!, series: 'EMA test accuracy' }));
   try {
-    await renderPng(curvesSpec([...smooth, ...evalLoss], [...acc, ...emaAcc], `${cfg.preset} on ${cfg.data}`), join(cfg.out, 'curves.png'));
+    await renderPng(curvesSpec([...smooth, ...evalLoss], [...acc, ...emaAcc], `${modelName} on ${cfg.data}`), join(cfg.out, 'curves.png'));
   } catch (e) {
     console.error(`tessera: could not render curves.png (${(e as Error).message})`);
   }
@@ -449,7 +462,7 @@ async function writeReport(cfg: TrainConfig, mc: ViTConfig, params: number, r: T
   const rows = r.metrics.map((m) => `| ${m.epoch} | ${m.step} | ${m.train_loss.toFixed(4)} | ${(100 * m.test_accuracy).toFixed(2)} |${emaCell(m)} ${m.test_nll.toFixed(4)} | ${m.test_ece.toFixed(4)} | ${m.images_per_s.toFixed(0)} | ${m.elapsed_s.toFixed(0)} |`);
   const info = T.currentDevice();
   const md = [
-    `# ${cfg.preset} on ${cfg.data}`,
+    `# ${modelName} on ${cfg.data}`,
     '',
     `Final test accuracy **${(100 * r.finalAccuracy).toFixed(2)}%** (best ${(100 * r.bestAccuracy).toFixed(2)}%) on ${testSet.count} test images, ` +
       `${r.seconds.toFixed(0)} s wall clock including evaluation and compilation, ${r.imagesPerSecond.toFixed(0)} training images/s on ${info.adapterName}.`,
