@@ -25,55 +25,86 @@ export interface SuiteRow {
   samples: number;
   rate?: number;
   ratio: number;
+  /** The case's benny median in each round (absent for results written without rounds). */
+  roundMediansMs?: number[];
 }
 
-/** Runs cases with benny (≥ 5 samples each), writes JSON + markdown, returns the rows. */
-export async function runSuite(suite: string, cases: BenchCase[], opts: { baseline: string; rateUnit?: string; rateScale?: number; note?: string; minSamples?: number; maxTime?: number }): Promise<SuiteRow[]> {
-  let rows: SuiteRow[] = [];
-  await b.suite(
-    suite,
-    // Every case, peers included, waits for Dawn without its busy-polling loop (engine/device.ts
-    // gpuWait): the same conditions for all, whoever's promise is pending.
-    ...cases.map((c) => b.add(c.name, async () => gpuWait(Promise.resolve(c.run())))),
-    b.configure({ cases: { minSamples: opts.minSamples ?? 5, maxTime: opts.maxTime ?? 3, delay: 0.05 } }),
-    b.cycle(),
-    b.complete((summary) => {
-      const medians = new Map(summary.results.map((r) => [r.name, r.details.median * 1000]));
-      const base = medians.get(opts.baseline);
-      const baseWork = cases.find((x) => x.name === opts.baseline)?.work;
-      rows = summary.results.map((r) => {
-        const c = cases.find((x) => x.name === r.name)!;
-        const ms = r.details.median * 1000;
-        return {
-          name: r.name,
-          medianMs: ms,
-          samples: r.samples,
-          rate: c.work !== undefined ? (c.work / (ms / 1000)) * (opts.rateScale ?? 1) : undefined,
-          // Cases that state their work compare by rate (they may do different amounts per run).
-          ratio: !base ? NaN : c.work !== undefined && baseWork !== undefined ? (c.work / ms) / (baseWork / base) : base / ms,
-        };
-      });
-    }),
-  );
-  writeResults(suite, rows, opts);
+/** Benny rounds per suite (`BENCH_ROUNDS`, default 3). benny times a case's samples back to back,
+ * so a drift of the host between cases (it runs 2-3× slower under load and drifts by tens of
+ * percent idle) lands in the ratios; rounds with the case order rotated, each case's median taken
+ * over the rounds' medians, spread the drift over every case. */
+export function benchRounds(): number {
+  const r = Number(process.env.BENCH_ROUNDS ?? 3);
+  if (!Number.isInteger(r) || r < 1) throw new Error(`BENCH_ROUNDS=${process.env.BENCH_ROUNDS}: a positive integer`);
+  return r;
+}
+
+const medianOf = (xs: number[]): number => {
+  const s = [...xs].sort((p, q) => p - q);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** Runs cases with benny (≥ 5 samples each) in `benchRounds()` rounds, rotating the case order
+ * each round; writes JSON + markdown with each case's median over the rounds; returns the rows. */
+export async function runSuite(suite: string, cases: BenchCase[], opts: { baseline: string; rateUnit?: string; rateScale?: number; note?: string; minSamples?: number; maxTime?: number; rounds?: number }): Promise<SuiteRow[]> {
+  const rounds = opts.rounds ?? benchRounds();
+  const perCase = new Map<string, { medians: number[]; samples: number }>(cases.map((c) => [c.name, { medians: [], samples: 0 }]));
+  for (let round = 0; round < rounds; round++) {
+    const order = cases.map((_, i) => cases[(i + round) % cases.length]!);
+    await b.suite(
+      rounds > 1 ? `${suite} (round ${round + 1}/${rounds})` : suite,
+      // Every case, peers included, waits for Dawn without its busy-polling loop (engine/device.ts
+      // gpuWait): the same conditions for all, whoever's promise is pending.
+      ...order.map((c) => b.add(c.name, async () => gpuWait(Promise.resolve(c.run())))),
+      b.configure({ cases: { minSamples: opts.minSamples ?? 5, maxTime: opts.maxTime ?? 3, delay: 0.05 } }),
+      b.cycle(),
+      b.complete((summary) => {
+        for (const r of summary.results) {
+          const entry = perCase.get(r.name)!;
+          entry.medians.push(r.details.median * 1000);
+          entry.samples += r.samples;
+        }
+      }),
+    );
+  }
+  const medians = new Map([...perCase].map(([name, e]) => [name, medianOf(e.medians)]));
+  const base = medians.get(opts.baseline);
+  const baseWork = cases.find((x) => x.name === opts.baseline)?.work;
+  const rows: SuiteRow[] = cases.map((c) => {
+    const ms = medians.get(c.name)!;
+    return {
+      name: c.name,
+      medianMs: ms,
+      samples: perCase.get(c.name)!.samples,
+      roundMediansMs: perCase.get(c.name)!.medians,
+      rate: c.work !== undefined ? (c.work / (ms / 1000)) * (opts.rateScale ?? 1) : undefined,
+      // Cases that state their work compare by rate (they may do different amounts per run).
+      ratio: base === undefined ? NaN : c.work !== undefined && baseWork !== undefined ? (c.work / ms) / (baseWork / base) : base / ms,
+    };
+  });
+  writeResults(suite, rows, { ...opts, rounds });
   return rows;
 }
 
-export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: string; rateUnit?: string; note?: string }): void {
+export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: string; rateUnit?: string; note?: string; rounds?: number }): void {
   mkdirSync(RESULTS_DIR, { recursive: true });
   // lavapipe's speed is the CPU's: results from different hosts differ by 2-3x, so each file names its CPU.
   const machine = { date: new Date().toISOString(), node: process.version, platform: `${process.platform} ${process.arch}`, cpu: describeCpu() };
-  writeFileSync(join(RESULTS_DIR, `${suite}.json`), JSON.stringify({ suite, baseline: opts.baseline, machine, rows }, null, 2) + '\n');
+  const rounds = opts.rounds ?? 1;
+  writeFileSync(join(RESULTS_DIR, `${suite}.json`), JSON.stringify({ suite, baseline: opts.baseline, rounds, machine, rows }, null, 2) + '\n');
+  const spread = (r: SuiteRow) => r.roundMediansMs && r.roundMediansMs.length > 1 ? ` ${Math.min(...r.roundMediansMs).toFixed(2)}–${Math.max(...r.roundMediansMs).toFixed(2)} |` : '';
+  const withSpread = rows.some((r) => spread(r) !== '');
   const md = [
     `# ${suite}`,
     '',
     opts.note ?? '',
     '',
-    `Medians of benny samples (≥ 5 after warm-up), ${machine.date}, Node ${machine.node}, ${machine.cpu}. Ratio = case rate / ${opts.baseline} rate where a rate is given, else ${opts.baseline} median / case median (higher is faster).`,
+    `${rounds > 1 ? `Median over ${rounds} rounds (case order rotated each round) of each round's benny median` : 'Medians of benny samples'} (≥ 5 samples after warm-up per round), ${machine.date}, Node ${machine.node}, ${machine.cpu}. Ratio = case rate / ${opts.baseline} rate where a rate is given, else ${opts.baseline} median / case median (higher is faster).`,
     '',
-    `| case | median ms | samples |${opts.rateUnit ? ` ${opts.rateUnit} |` : ''} × ${opts.baseline} |`,
-    `|---|---:|---:|${opts.rateUnit ? '---:|' : ''}---:|`,
-    ...rows.map((r) => `| ${r.name} | ${r.medianMs.toFixed(3)} | ${r.samples} |${opts.rateUnit ? ` ${r.rate?.toFixed(2) ?? ''} |` : ''} ${r.ratio.toFixed(2)} |`),
+    `| case | median ms |${withSpread ? ' round medians, ms |' : ''} samples |${opts.rateUnit ? ` ${opts.rateUnit} |` : ''} × ${opts.baseline} |`,
+    `|---|---:|${withSpread ? '---:|' : ''}---:|${opts.rateUnit ? '---:|' : ''}---:|`,
+    ...rows.map((r) => `| ${r.name} | ${r.medianMs.toFixed(3)} |${withSpread ? spread(r) || ' |' : ''} ${r.samples} |${opts.rateUnit ? ` ${r.rate?.toFixed(2) ?? ''} |` : ''} ${r.ratio.toFixed(2)} |`),
     '',
   ].join('\n');
   writeFileSync(join(RESULTS_DIR, `${suite}.md`), md);
