@@ -6,17 +6,23 @@ import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
 import { loadTf } from './peers/env.js';
 
 export const ATTENTION_SHAPES: [number, number, number, number][] = [
-  // [batch, heads, N, head dim]: batch · heads = 128 throughout
+  // [batch, heads, N, head dim]: batch · heads = 128, then 512 (the first is vit-fmnist-p4's
+  // attention at batch 128)
   [32, 4, 50, 16],
   [32, 4, 65, 32],
   [32, 4, 197, 64],
+  [128, 4, 50, 16],
+  [128, 4, 65, 32],
+  [128, 4, 197, 64],
 ];
 
-export async function attentionSuite(): Promise<SuiteRow[][]> {
+/** `filter` matches the suite name, e.g. /B128-/ for the 512-head shapes. */
+export async function attentionSuite(filter?: RegExp): Promise<SuiteRow[][]> {
   await T.init();
   const tf = await loadTf();
   const all: SuiteRow[][] = [];
   for (const [B, nh, N, hd] of ATTENTION_SHAPES) {
+    if (filter && !filter.test(`attention-B${B}-h${nh}-N${N}-d${hd}`)) continue;
     const D = nh * hd;
     const flopsFwd = 4 * B * nh * N * N * hd;
     const qkv = T.keep(T.randn([B, N, 3 * D], { seed: 1 }));

@@ -9,7 +9,10 @@ import { augmentSuite } from './augment.js';
 import { blockSuite } from './block.js';
 import { optimizerSuite } from './optimizer.js';
 
-const suites: Record<string, () => Promise<unknown>> = { dispatch: dispatchSuite, augment: augmentSuite, attention: attentionSuite, block: blockSuite, optimizer: optimizerSuite, vit: vitSuite, ladder: ladderSuite, matmul: () => matmulSuite(process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : undefined) };
+/** BENCH_FILTER=regex: the matmul and attention suites run only the shapes whose names match. */
+const benchFilter = (): RegExp | undefined => (process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : undefined);
+
+const suites: Record<string, () => Promise<unknown>> = { dispatch: dispatchSuite, augment: augmentSuite, attention: () => attentionSuite(benchFilter()), block: blockSuite, optimizer: optimizerSuite, vit: vitSuite, ladder: ladderSuite, matmul: () => matmulSuite(benchFilter()) };
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(suites)) {
   const run = suites[name];
