@@ -28,6 +28,8 @@ describe('attention from packed qkv: flash and unfused paths against the referen
       [2, 19, 2, 24],
       [2, 50, 2, 32],
       [1, 197, 1, 64],
+      // 257 = 16² + 1 tokens (patch 16 at 256 px): past every key tile and the one-pass backward's limit.
+      [1, 257, 2, 16],
     ] as [number, number, number, number][]) {
       it(`${variant}: B ${B} N ${N} heads ${nh} hd ${hd}`, async () => {
         T.useFlashKernels(family);
