@@ -7,7 +7,7 @@
 //   the output heads in place, so no permute or slice copies run.
 // Either backward writes dQ, dK, dV into one dqkv buffer.
 import { grid1d, type KernelSource } from '../../kernels/common.js';
-import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardOnePassKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
+import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardOnePassKernel, flashBackwardOnePassVecKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardSubgroupVecKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
 import { isGradEnabled, record } from '../autograd.js';
@@ -73,7 +73,8 @@ export function attention(qkv: Tensor, numHeads: number, opts: AttentionOptions 
 export type FlashKernelFamily = 'subgroup' | 'vec4' | 'scalar';
 type FlashFactory = (hd: number, dropout: boolean, rowsPerLane: number) => KernelSource;
 const FLASH_KERNELS: Record<FlashKernelFamily, [FlashFactory, FlashFactory, FlashFactory]> = {
-  subgroup: [flashForwardSubgroupKernel, flashBackwardQSubgroupKernel, flashBackwardKVSubgroupKernel],
+  // Head dims that are multiples of 16 take the forward with vec4 memory access (kernels/attention.ts).
+  subgroup: [(hd, dropout, R) => (hd % 16 === 0 ? flashForwardSubgroupVecKernel : flashForwardSubgroupKernel)(hd, dropout, R), flashBackwardQSubgroupKernel, flashBackwardKVSubgroupKernel],
   vec4: [flashForwardVec4Kernel, flashBackwardQVec4Kernel, flashBackwardKVVec4Kernel],
   scalar: [flashForwardKernel, flashBackwardQKernel, flashBackwardKVKernel],
 };
@@ -154,7 +155,7 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
   return record('attention', out, [qkv], (g) => {
     const dqkv = Tensor.empty(qkv.shape, 'float32', 'attention dqkv');
     if (family === 'subgroup' && useOnePass(N, hd)) {
-      const k1 = flashBackwardOnePassKernel(hd, p > 0, Math.ceil(N / 8));
+      const k1 = (hd % 16 === 0 ? flashBackwardOnePassVecKernel : flashBackwardOnePassKernel)(hd, p > 0, Math.ceil(N / 8));
       rt().run({ source: k1, uniforms, buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, dqkv.buffer], grid: grid1d(B * nh * 8, 8), flops: 2.5 * flops, label: `flash_attn_bwd_onepass ${tag}` });
       return [dqkv];
     }

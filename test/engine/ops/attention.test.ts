@@ -53,10 +53,10 @@ describe('attention from packed qkv: flash and unfused paths against the referen
         }
         // The family ran where it can take the head dim (subgroup: multiples of 8 with subgroups of 8+).
         const ran = (name: string) => T.compiledKernels().some((k) => k.name.startsWith(name));
-        if (family === 'subgroup' && hd % 8 === 0 && T.subgroupsOf8()) expect(ran(`flash_attn_fwd_sg_d${hd}`)).toBe(true);
+        if (family === 'subgroup' && hd % 8 === 0 && T.subgroupsOf8()) expect(ran(`flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}`)).toBe(true);
         const cpu = /llvmpipe|lavapipe|swiftshader/i.test(T.currentDevice().adapterName);
         const subgroupOk = family === 'subgroup' && hd % 8 === 0 && T.subgroupsOf8();
-        if (subgroupOk && cpu && onePass === 'auto' && onePassFits(N, hd)) expect(ran(`flash_attn_bwd_onepass_sg_d${hd}_k${Math.ceil(N / 8)}`)).toBe(true);
+        if (subgroupOk && cpu && onePass === 'auto' && onePassFits(N, hd)) expect(ran(`flash_attn_bwd_onepass_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_k${Math.ceil(N / 8)}`)).toBe(true);
         if (subgroupOk && cpu && rows === 'auto' && onePass === false) expect(ran(`flash_attn_bwd_q_sg_d${hd}_r`)).toBe(true);
         if (rows === 1 && hd % 8 === 0 && T.subgroupsOf8()) expect(T.compiledKernels().some((k) => k.name === `flash_attn_bwd_kv_sg_d${hd}`)).toBe(true);
         if (family === 'vec4' && hd % 4 === 0) expect(ran(`flash_attn_fwd_v4_d${hd}`)).toBe(true);
@@ -65,12 +65,13 @@ describe('attention from packed qkv: flash and unfused paths against the referen
     }
   }
 
-  it('flash and unfused agree with dropout on the probabilities (same Philox mask), forward and backward', async () => {
-    const data = T.randn([2, 21, 48], { seed: 4 });
+  // Head dim 8 takes the subgroup kernels' scalar loads, 16 their vec4 loads.
+  for (const hd of [8, 16]) it(`flash and unfused agree with dropout on the probabilities (same Philox mask), forward and backward, hd ${hd}`, async () => {
+    const data = T.randn([2, 21, 6 * hd], { seed: 4 });
     const run = async (impl: 'flash' | 'unfused') => {
       const qkv = T.copy(data);
       qkv.requiresGrad = true;
-      const g = T.randn([2, 21, 16], { seed: 5 });
+      const g = T.randn([2, 21, 2 * hd], { seed: 5 });
       const y = T.scope(() => {
         const o = T.attention(qkv, 2, { impl, dropout: 0.3, training: true, seed: 77 });
         o.backward(g);
@@ -84,6 +85,7 @@ describe('attention from packed qkv: flash and unfused paths against the referen
     expectClose(f.y, u.y, TOL, 'dropout forward');
     expectClose(f.dx, u.dx, TOL, 'dropout backward');
     expect(f.y.some((v, i) => v !== 0 && Math.abs(v - u.y[i]!) < 1e-3)).toBe(true);
+    if (T.subgroupsOf8()) expect(T.compiledKernels().some((k) => k.name === `flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_dropout_r3`)).toBe(true);
   });
 
   // Scores with a spread of tens (inputs ×4: q·k·scale has std ~16 at hd 16), so a later key often
