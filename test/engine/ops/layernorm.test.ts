@@ -9,7 +9,8 @@ beforeAll(async () => {
 
 // Mean/variance over ≤ 257 entries then a normalisation: ~1e-6 relative forward; the γ/β
 // gradients sum over up to 65 rows: 1e-4.
-// Both kernel families; for the subgroup kernels: widths not a multiple of 8 (13), the model widths (64, 192), a ragged
+// Both kernel families; for the subgroup kernels: widths not a multiple of 4 (13: scalar columns) or of 32 (24, 8: vec4
+// columns with idle lanes), the model widths (64, 192), a ragged
 // last block of 16 rows (37 rows), and 257 (> 256: falls back to one row per invocation).
 describe('layerNorm', () => {
   const withKernel = async (kind: 'rows' | 'subgroup', body: () => Promise<void>) => {
@@ -40,21 +41,25 @@ describe('layerNorm', () => {
           }),
         );
         const sg = kind === 'subgroup' && C <= 256 && T.subgroupsOf8();
-        expect(T.compiledKernels().some((k) => k.name === (sg ? `layernorm_sg_${C}` : 'layernorm'))).toBe(true);
+        expect(T.compiledKernels().some((k) => k.name === (sg ? `layernorm_sg${C % 4 === 0 ? 'v' : ''}_${C}` : 'layernorm'))).toBe(true);
       });
     }
 
-    it(`${kind} kernels without affine parameters`, () =>
-      withKernel(kind, () =>
+    // Width 10 takes the subgroup kernels' scalar columns, 12 their vec4 columns.
+    for (const C of [10, 12]) it(`${kind} kernels without affine parameters, width ${C}`, async () => {
+      await withKernel(kind, () =>
         checkOp({
           name: 'layerNorm plain',
-          inputs: [{ shape: [6, 10] }],
+          inputs: [{ shape: [6, C] }],
           fwd: { atol: 2e-5, rtol: 1e-5 },
           gpu: (x) => T.layerNorm(x!, null, null, 1e-5),
           ref: (x) => R.layerNorm(x!, null, null, 1e-5),
           vjp: ([x], g) => [R.layerNormVjp(x!, null, g, 1e-5).dx],
         }),
-      ));
+      );
+      const sg = kind === 'subgroup' && T.subgroupsOf8();
+      expect(T.compiledKernels().some((k) => k.name === (sg ? `layernorm_sg${C % 4 === 0 ? 'v' : ''}_plain_grad_${C}` : 'layernorm_plain_grad'))).toBe(true);
+    });
   }
 
   it('a weight of the wrong size is refused', () => {
