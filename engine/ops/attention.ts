@@ -90,13 +90,24 @@ export function useFlashKernels(family: FlashKernelFamily | 'auto'): void {
  * broadcasts serves 8 · R of its rows. Measured forward+backward (B32 h4, medians of 9, R = 1 / 2
  * / 3): N197 d64 403 / 315 / – ms (R = 3 at d64 takes minutes to compile), N65 d32 38.2 / 33.8 /
  * 30.3, N50 d16 12.0 / 12.5 / 12.8 (B128: 30.2 / 26.0 / 26.1), B128 N17 d32 12.9 / 12.7 / 10.9. */
-function flashRowsPerLane(hd: number, N: number): number {
+function flashRowsPerLane(hd: number, N: number, pass: 'forward' | 'backward'): number {
   if (forcedRows !== 'auto') return forcedRows;
   // GPUs: R rows multiply each lane's registers (at d64, 2·64 query values and accumulators per
   // row), which costs occupancy there; one row per lane as on a GPU's usual flash kernel.
   if (!CPU_ADAPTER.test(currentDevice().adapterName)) return 1;
   if (hd >= 64) return 2;
-  return hd >= 32 || N <= 24 ? 3 : 2;
+  if (pass === 'backward') return hd >= 32 || N <= 24 ? 3 : 2;
+  // The forward pays a fixed cost per group of 8·R rows (the K/V loads and broadcasts of every
+  // key), so the fewest groups win, then the fewest rows: with the vec4 forward, B128 h4, medians
+  // of 21 interleaved, N50 d16 R = 2 / 4 / 7: 5.18 / 4.54 / 4.45 ms (4 / 2 / 1 groups); N65 d32 R =
+  // 3 / 5 / 9: 11.2 / 13.8 / 12.9 ms (3 / 2 / 1 groups: beyond 3 rows of 32 the registers cost more).
+  const candidates = hd >= 32 ? [2, 3] : [2, 3, 4];
+  const cost = (R: number): [number, number] => [Math.ceil(N / (8 * R)), 8 * R * Math.ceil(N / (8 * R))];
+  return candidates.reduce((best, R) => {
+    const [g, rows] = cost(R);
+    const [bg, brows] = cost(best);
+    return g < bg || (g === bg && rows < brows) ? R : best;
+  });
 }
 
 let forcedOnePass: boolean | 'auto' = 'auto';
@@ -147,11 +158,12 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
   const lse = Tensor.empty([B, nh, N], 'float32', 'attention lse');
   const family = flashFamily(hd);
   const [fwdKernel, qKernel, kvKernel] = FLASH_KERNELS[family];
-  const R = family === 'subgroup' ? flashRowsPerLane(hd, N) : 1;
-  const fwd = fwdKernel(hd, p > 0, R);
+  const Rf = family === 'subgroup' ? flashRowsPerLane(hd, N, 'forward') : 1;
+  const R = family === 'subgroup' ? flashRowsPerLane(hd, N, 'backward') : 1;
+  const fwd = fwdKernel(hd, p > 0, Rf);
   // The subgroup kernels run 8·R rows per workgroup (one subgroup); the others one row per invocation.
-  const grid = (k: KernelSource) => (family === 'subgroup' ? grid1d(B * nh * Math.ceil(N / (8 * R)) * 8, 8) : grid1d(rows, k.workgroupSize));
-  rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid(fwd), flops, label: `flash_attn_fwd ${tag}` });
+  const grid = (k: KernelSource, rowsPerLane = R) => (family === 'subgroup' ? grid1d(B * nh * Math.ceil(N / (8 * rowsPerLane)) * 8, 8) : grid1d(rows, k.workgroupSize));
+  rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid(fwd, Rf), flops, label: `flash_attn_fwd ${tag}` });
   return record('attention', out, [qkv], (g) => {
     const dqkv = Tensor.empty(qkv.shape, 'float32', 'attention dqkv');
     if (family === 'subgroup' && useOnePass(N, hd)) {
