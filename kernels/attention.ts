@@ -375,20 +375,27 @@ function dotSum(terms: string[]): string {
 // and B32 N65 d32 (medians of 9 interleaved, 12.9 vs 13.9 and 8.1 vs 8.8 ms), no change at N17.
 const LAZY_RESCALE = '8.0';
 
+/** One key j for the subgroup forwards' row r (suffix r, 0 → none): score, lazy rescale, running
+ * sum and accumulators, from the broadcast k0…, v0… of the key. */
+function forwardRowStep(hd: number, r: number): string {
+  const x = r ? `${r}` : '';
+  return `let s${x} = ${dotSum(range(hd).map((d) => `q${r}_${d} * k${d}`))};
+    if (s${x} > m${x} + ${LAZY_RESCALE}) {
+      let corr = exp(m${x} - s${x});
+      l${x} = l${x} * corr;
+      ${range(hd).map((d) => `a${r}_${d} = a${r}_${d} * corr;`).join(' ')}
+      m${x} = s${x};
+    }
+    let pj${x} = exp(s${x} - m${x});
+    l${x} = l${x} + pj${x};
+    let wj${x} = pj${x} * keep_(bh, row${x}, j);
+    ${range(hd).map((d) => `a${r}_${d} = fma(wj${x}, v${d}, a${r}_${d});`).join('\n    ')}`;
+}
+
 export const flashForwardSubgroupKernel = memo(function flashForwardSubgroupKernel(hd: number, dropout: boolean, R: number = 1): KernelSource {
   const E = hd / 8;
   const sfx = (r: number) => (r ? `${r}` : '');
-  const perRow = (r: number) => `let s${sfx(r)} = ${dotSum(range(hd).map((d) => `q${r}_${d} * k${d}`))};
-    if (s${sfx(r)} > m${sfx(r)} + ${LAZY_RESCALE}) {
-      let corr = exp(m${sfx(r)} - s${sfx(r)});
-      l${sfx(r)} = l${sfx(r)} * corr;
-      ${range(hd).map((d) => `a${r}_${d} = a${r}_${d} * corr;`).join(' ')}
-      m${sfx(r)} = s${sfx(r)};
-    }
-    let pj${sfx(r)} = exp(s${sfx(r)} - m${sfx(r)});
-    l${sfx(r)} = l${sfx(r)} + pj${sfx(r)};
-    let wj${sfx(r)} = pj${sfx(r)} * keep_(bh, row${sfx(r)}, j);
-    ${range(hd).map((d) => `a${r}_${d} = fma(wj${sfx(r)}, v${d}, a${r}_${d});`).join('\n    ')}`;
+  const perRow = (r: number) => forwardRowStep(hd, r);
   return kernel({
     name: `flash_attn_fwd_sg_d${hd}${dropout ? '_dropout' : ''}${R > 1 ? `_r${R}` : ''}`,
     header: 'enable subgroups;',
@@ -432,17 +439,7 @@ export const flashForwardSubgroupVecKernel = memo(function flashForwardSubgroupV
   // Element d of k (or v) as a broadcast of the lane holding its vec4.
   const kElem = (d: number) => { const m = Math.floor(d / 4); return `subgroupBroadcast(kv${Math.floor(m / 8)}.${c[d % 4]}, ${m % 8}u)`; };
   const vElem = (d: number) => { const m = H4 + Math.floor(d / 4); return `subgroupBroadcast(kv${Math.floor(m / 8)}.${c[d % 4]}, ${m % 8}u)`; };
-  const perRow = (r: number) => `let s${sfx(r)} = ${dotSum(range(hd).map((d) => `q${r}_${d} * k${d}`))};
-    if (s${sfx(r)} > m${sfx(r)} + ${LAZY_RESCALE}) {
-      let corr = exp(m${sfx(r)} - s${sfx(r)});
-      l${sfx(r)} = l${sfx(r)} * corr;
-      ${range(hd).map((d) => `a${r}_${d} = a${r}_${d} * corr;`).join(' ')}
-      m${sfx(r)} = s${sfx(r)};
-    }
-    let pj${sfx(r)} = exp(s${sfx(r)} - m${sfx(r)});
-    l${sfx(r)} = l${sfx(r)} + pj${sfx(r)};
-    let wj${sfx(r)} = pj${sfx(r)} * keep_(bh, row${sfx(r)}, j);
-    ${range(hd).map((d) => `a${r}_${d} = fma(wj${sfx(r)}, v${d}, a${r}_${d});`).join('\n    ')}`;
+  const perRow = (r: number) => forwardRowStep(hd, r);
   return kernel({
     name: `flash_attn_fwd_sgv_d${hd}${dropout ? '_dropout' : ''}${R > 1 ? `_r${R}` : ''}`,
     header: 'enable subgroups;',
@@ -567,6 +564,23 @@ ${MAIN_SUBGROUP} {
   });
 });
 
+/** One key j (the lane's) of the one-pass backward for the current query i: P_ij recomputed from
+ * the saved logsumexp L, then dV_j, dK_j and the lane's share of dQ_i. `k`, `v`, `dk`, `dv` name
+ * element d of the key's rows and accumulators. */
+function onePassKeyStep(hd: number, j: string, k: (d: number) => string, v: (d: number) => string, dk: (d: number) => string, dv: (d: number) => string): string {
+  const dots = (x: string, y: (d: number) => string) => dotSum(range(hd).map((d) => `${x}${d} * ${y(d)}`));
+  return `{
+      let j = ${j};
+      let s = ${dots('qi', k)};
+      let dp = ${dots('gi', v)};
+      let pij = select(0.0, exp(s * P.scale - L), j < P.N);
+      let keep = keep_(bh, i, min(j, P.N - 1u));
+      let ds = pij * (dp * keep - Di);
+      let pd = pij * keep;
+      ${range(hd).map((d) => `${dv(d)} = fma(pd, gi${d}, ${dv(d)}); ${dk(d)} = fma(ds, qi${d}, ${dk(d)}); dq${d} = fma(ds, ${k(d)}, dq${d});`).join('\n      ')}
+    }`;
+}
+
 // ---- one-pass backward for short sequences (CPU adapters) ---------------------------------------
 // The two backward kernels above each recompute every score q·k and probability, and both take
 // dO·v: 7·hd FMAs and 2 exps per (query, key) pair. When one subgroup can own all N keys of a
@@ -579,7 +593,6 @@ ${MAIN_SUBGROUP} {
 /** Uniforms: as the other flash kernels; grid: one workgroup of 8 (one subgroup) per (batch, head). */
 export const flashBackwardOnePassKernel = memo(function flashBackwardOnePassKernel(hd: number, dropout: boolean, R: number): KernelSource {
   const E = hd / 8;
-  const dots = (x: string, y: (d: number) => string) => dotSum(range(hd).map((d) => `${x}${d} * ${y(d)}`));
   // Lane l writes elements l·E … l·E + E − 1 of dQ_i: pick them out of the hd subgroup sums.
   const pick = (e: number) => range(8).reduce((acc, l) => `select(${acc}, t${l * E + e}, lane == ${l}u)`, '0.0');
   return kernel({
@@ -618,14 +631,7 @@ ${MAIN_SUBGROUP} {
     ${range(hd).map((d) => `let gi${d} = ${shared('gp', d, E)};`).join(' ')}
     ${range(hd).map((d) => `var dq${d} = 0.0;`).join(' ')}
     for (var r = 0u; r < RK; r++) {
-      let j = 8u * r + lane;
-      let s = ${dots('qi', (d) => `kr[r][${d}]`)};
-      let dp = ${dots('gi', (d) => `vr[r][${d}]`)};
-      let pij = select(0.0, exp(s * P.scale - L), j < P.N);
-      let keep = keep_(bh, i, min(j, P.N - 1u));
-      let ds = pij * (dp * keep - Di);
-      let pd = pij * keep;
-      ${range(hd).map((d) => `dvr[r][${d}] = fma(pd, gi${d}, dvr[r][${d}]); dkr[r][${d}] = fma(ds, qi${d}, dkr[r][${d}]); dq${d} = fma(ds, kr[r][${d}], dq${d});`).join('\n      ')}
+      ${onePassKeyStep(hd, '8u * r + lane', (d) => `kr[r][${d}]`, (d) => `vr[r][${d}]`, (d) => `dkr[r][${d}]`, (d) => `dvr[r][${d}]`)}
     }
     ${range(hd).map((d) => `let t${d} = subgroupAdd(dq${d});`).join(' ')}
     ${range(E).map((e) => `dqkv[qo + lane * ${E}u + ${e}u] = ${pick(e)} * P.scale;`).join('\n    ')}
@@ -650,7 +656,6 @@ export const flashBackwardOnePassVecKernel = memo(function flashBackwardOnePassV
   const H4 = hd / 4;
   const T = hd / 16;
   const c = ['x', 'y', 'z', 'w'];
-  const dots = (x: string, y: (d: number) => string) => dotSum(range(hd).map((d) => `${x}${d} * ${y(d)}`));
   const qElem = (d: number) => { const m = Math.floor(d / 4); return `subgroupBroadcast(qg${Math.floor(m / 8)}.${c[d % 4]}, ${m % 8}u)`; };
   const gElem = (d: number) => { const m = H4 + Math.floor(d / 4); return `subgroupBroadcast(qg${Math.floor(m / 8)}.${c[d % 4]}, ${m % 8}u)`; };
   // dQ_i's vec4 number w (w = lane + 8u), picked out of the hd subgroup sums.
@@ -659,16 +664,6 @@ export const flashBackwardOnePassVecKernel = memo(function flashBackwardOnePassV
     const v = `vec4<f32>(${range(4).map((e) => `t${4 * w + e}`).join(', ')})`;
     return acc ? `select(${acc}, ${v}, lane == ${l}u)` : v;
   }, '');
-  const perKey = (r: number) => `{
-      let j = ${8 * r}u + lane;
-      let s = ${dots('qi', (d) => `k${r}_${d}`)};
-      let dp = ${dots('gi', (d) => `v${r}_${d}`)};
-      let pij = select(0.0, exp(s * P.scale - L), j < P.N);
-      let keep = keep_(bh, i, min(j, P.N - 1u));
-      let ds = pij * (dp * keep - Di);
-      let pd = pij * keep;
-      ${range(hd).map((d) => `dv${r}_${d} = fma(pd, gi${d}, dv${r}_${d}); dk${r}_${d} = fma(ds, qi${d}, dk${r}_${d}); dq${d} = fma(ds, k${r}_${d}, dq${d});`).join('\n      ')}
-    }`;
   return kernel({
     name: `flash_attn_bwd_onepass_sgv_d${hd}_k${R}${dropout ? '_dropout' : ''}`,
     header: 'enable subgroups;',
@@ -713,7 +708,7 @@ ${MAIN_SUBGROUP} {
     ${range(hd).map((d) => `let qi${d} = ${qElem(d)};`).join(' ')}
     ${range(hd).map((d) => `let gi${d} = ${gElem(d)};`).join(' ')}
     ${range(hd).map((d) => `var dq${d} = 0.0;`).join(' ')}
-    ${range(R).map(perKey).join('\n    ')}
+    ${range(R).map((r) => onePassKeyStep(hd, `${8 * r}u + lane`, (d) => `k${r}_${d}`, (d) => `v${r}_${d}`, (d) => `dk${r}_${d}`, (d) => `dv${r}_${d}`)).join('\n    ')}
     ${range(hd).map((d) => `let t${d} = subgroupAdd(dq${d});`).join(' ')}
     ${range(Math.ceil(H4 / 8)).map((u) => `if (lane + ${8 * u}u < ${H4}u) { dqkv4[qo + lane + ${8 * u}u] = (${pick(u)}) * P.scale; }`).join('\n    ')}
   }

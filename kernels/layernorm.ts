@@ -158,55 +158,57 @@ function laneColumns(cols: number): number[] {
 }
 
 
-/** The workgroup's rows r0..r1 and this lane's columns c{j} (clamped in loads, guarded by ok{j}
- * in stores when cols is not a multiple of 8). */
-function rowBlockPrologue(cols: number): string {
+/** The workgroup's rows r0..r1 and this lane's units c{j} (columns, or vec4s of columns when
+ * `vec`), clamped in loads and guarded by ok{j} in stores where the lanes do not divide them. */
+function rowBlockPrologue(units: number): string {
   return `let w = wid.y * nwg.x + wid.x;
   let r0 = w * ${LAYERNORM_SG_ROWS}u;
   if (r0 >= P.rows) { return; }
   let r1 = min(r0 + ${LAYERNORM_SG_ROWS}u, P.rows);
-  ${laneColumns(cols).map((j) => `let c${j} = min(lane + ${8 * j}u, ${cols - 1}u); let ok${j} = lane + ${8 * j}u < ${cols}u;`).join('\n  ')}`;
+  ${laneColumns(units).map((j) => `let c${j} = min(lane + ${8 * j}u, ${units - 1}u); let ok${j} = lane + ${8 * j}u < ${units}u;`).join('\n  ')}`;
 }
 
-/** Widths that are a multiple of 4 move as vec4: lane l owns vec4 columns l, l + 8, … of each
- * row, so a row of 64 is two loads and two stores a lane instead of eight of each. Lavapipe runs
- * every non-uniform storage access as a loop over the lanes with a per-lane exec-mask test and
- * buffer lookup (kernels/attention.ts), so fewer, wider accesses pay it less often; see
- * engine/ops/layernorm.ts for the measured times. */
-function vecPrologue(cols: number): string {
-  const V = cols / 4;
-  return `let w = wid.y * nwg.x + wid.x;
-  let r0 = w * ${LAYERNORM_SG_ROWS}u;
-  if (r0 >= P.rows) { return; }
-  let r1 = min(r0 + ${LAYERNORM_SG_ROWS}u, P.rows);
-  ${laneColumns(V).map((j) => `let c${j} = min(lane + ${8 * j}u, ${V - 1}u); let ok${j} = lane + ${8 * j}u < ${V}u;`).join('\n  ')}`;
+// Widths that are a multiple of 4 move as vec4: lane l owns vec4 columns l, l + 8, … of each row,
+// so a row of 64 is two loads and two stores a lane instead of eight of each. Lavapipe runs every
+// non-uniform storage access as a loop over the lanes with a per-lane exec-mask test and buffer
+// lookup (kernels/attention.ts), so fewer, wider accesses pay it less often; engine/ops/layernorm.ts
+// has the measured times.
+function unitOps(cols: number) {
+  const vec = cols % 4 === 0;
+  return {
+    vec,
+    units: vec ? cols / 4 : cols,
+    T: vec ? 'vec4<f32>' as const : 'f32' as const,
+    zero: vec ? 'vec4<f32>(0.0)' : '0.0',
+    sum: (v: string) => (vec ? `((${v}.x + ${v}.y) + (${v}.z + ${v}.w))` : v),
+    dot: (a: string, b: string) => (vec ? `dot(${a}, ${b})` : `${a} * ${b}`),
+    tag: vec ? 'sgv' : 'sg',
+  };
 }
-
-const hsum = (v: string) => `((${v}.x + ${v}.y) + (${v}.z + ${v}.w))`;
 
 export const layerNormSubgroupKernel = memo(function layerNormSubgroupKernel(affine: boolean, cols: number): KernelSource {
-  if (cols % 4 === 0) return layerNormSubgroupVecKernel(affine, cols);
-  const J = laneColumns(cols);
+  const u = unitOps(cols);
+  const J = laneColumns(u.units);
   return kernel({
-    name: `layernorm_sg${affine ? '' : '_plain'}_${cols}`,
+    name: `layernorm_${u.tag}${affine ? '' : '_plain'}_${cols}`,
     header: 'enable subgroups;',
     uniforms: ROWS,
     buffers: [
-      { name: 'x', access: 'read', type: 'f32' },
-      ...(affine ? [{ name: 'gamma', access: 'read' as const, type: 'f32' as const }, { name: 'beta', access: 'read' as const, type: 'f32' as const }] : []),
-      { name: 'y', access: 'read_write', type: 'f32' },
+      { name: 'x', access: 'read', type: u.T },
+      ...(affine ? [{ name: 'gamma', access: 'read' as const, type: u.T }, { name: 'beta', access: 'read' as const, type: u.T }] : []),
+      { name: 'y', access: 'read_write', type: u.T },
       { name: 'stats', access: 'read_write', type: 'f32' },
     ],
     workgroupSize: 8,
     body: `${MAIN_SUBGROUP} {
-  ${rowBlockPrologue(cols)}
+  ${rowBlockPrologue(u.units)}
   ${affine ? J.map((j) => `let ga${j} = gamma[c${j}]; let be${j} = beta[c${j}];`).join('\n  ') : ''}
   for (var row = r0; row < r1; row++) {
-    let base = row * ${cols}u;
-    ${J.map((j) => `let x${j} = select(0.0, x[base + c${j}], ok${j});`).join(' ')}
-    let mean = subgroupAdd(${J.map((j) => `x${j}`).join(' + ')}) / ${cols}.0;
-    ${J.map((j) => `let d${j} = select(0.0, x${j} - mean, ok${j});`).join(' ')}
-    let rstd = inverseSqrt(subgroupAdd(${J.map((j) => `d${j} * d${j}`).join(' + ')}) / ${cols}.0 + P.eps);
+    let base = row * ${u.units}u;
+    ${J.map((j) => `let x${j} = select(${u.zero}, x[base + c${j}], ok${j});`).join(' ')}
+    let mean = subgroupAdd(${J.map((j) => u.sum(`x${j}`)).join(' + ')}) / ${cols}.0;
+    ${J.map((j) => `let d${j} = select(${u.zero}, x${j} - mean, ok${j});`).join(' ')}
+    let rstd = inverseSqrt(subgroupAdd(${J.map((j) => u.dot(`d${j}`, `d${j}`)).join(' + ')}) / ${cols}.0 + P.eps);
     ${J.map((j) => `if (ok${j}) { y[base + c${j}] = ${affine ? `fma(d${j} * rstd, ga${j}, be${j})` : `d${j} * rstd`}; }`).join('\n    ')}
     if (lane == 0u) {
       stats[2u * row] = mean;
@@ -218,92 +220,30 @@ export const layerNormSubgroupKernel = memo(function layerNormSubgroupKernel(aff
 });
 
 export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKernel(affine: boolean, cols: number): KernelSource {
-  if (cols % 4 === 0) return layerNormGradSubgroupVecKernel(affine, cols);
-  const J = laneColumns(cols);
+  const u = unitOps(cols);
+  const J = laneColumns(u.units);
   return kernel({
-    name: `layernorm_sg${affine ? '' : '_plain'}_grad_${cols}`,
+    name: `layernorm_${u.tag}${affine ? '' : '_plain'}_grad_${cols}`,
     header: 'enable subgroups;',
     uniforms: ROWS,
     buffers: [
-      { name: 'x', access: 'read', type: 'f32' },
-      ...(affine ? [{ name: 'gamma', access: 'read' as const, type: 'f32' as const }] : []),
+      { name: 'x', access: 'read', type: u.T },
+      ...(affine ? [{ name: 'gamma', access: 'read' as const, type: u.T }] : []),
       { name: 'stats', access: 'read', type: 'f32' },
-      { name: 'g', access: 'read', type: 'f32' },
-      { name: 'dx', access: 'read_write', type: 'f32' },
+      { name: 'g', access: 'read', type: u.T },
+      { name: 'dx', access: 'read_write', type: u.T },
     ],
     workgroupSize: 8,
     body: `${MAIN_SUBGROUP} {
-  ${rowBlockPrologue(cols)}
+  ${rowBlockPrologue(u.units)}
   ${affine ? J.map((j) => `let ga${j} = gamma[c${j}];`).join(' ') : ''}
   for (var row = r0; row < r1; row++) {
-    let base = row * ${cols}u;
+    let base = row * ${u.units}u;
     let mean = stats[2u * row];
     let rstd = stats[2u * row + 1u];
-    ${J.map((j) => `let xh${j} = (x[base + c${j}] - mean) * rstd; let gh${j} = select(0.0, g[base + c${j}]${affine ? ` * ga${j}` : ''}, ok${j});`).join('\n    ')}
-    let m1 = subgroupAdd(${J.map((j) => `gh${j}`).join(' + ')}) / ${cols}.0;
-    let m2 = subgroupAdd(${J.map((j) => `gh${j} * xh${j}`).join(' + ')}) / ${cols}.0;
-    ${J.map((j) => `if (ok${j}) { dx[base + c${j}] = rstd * (gh${j} - m1 - xh${j} * m2); }`).join('\n    ')}
-  }
-}`,
-  });
-});
-
-const layerNormSubgroupVecKernel = memo(function layerNormSubgroupVecKernel(affine: boolean, cols: number): KernelSource {
-  const J = laneColumns(cols / 4);
-  return kernel({
-    name: `layernorm_sgv${affine ? '' : '_plain'}_${cols}`,
-    header: 'enable subgroups;',
-    uniforms: ROWS,
-    buffers: [
-      { name: 'x', access: 'read', type: 'vec4<f32>' },
-      ...(affine ? [{ name: 'gamma', access: 'read' as const, type: 'vec4<f32>' as const }, { name: 'beta', access: 'read' as const, type: 'vec4<f32>' as const }] : []),
-      { name: 'y', access: 'read_write', type: 'vec4<f32>' },
-      { name: 'stats', access: 'read_write', type: 'f32' },
-    ],
-    workgroupSize: 8,
-    body: `${MAIN_SUBGROUP} {
-  ${vecPrologue(cols)}
-  ${affine ? J.map((j) => `let ga${j} = gamma[c${j}]; let be${j} = beta[c${j}];`).join('\n  ') : ''}
-  for (var row = r0; row < r1; row++) {
-    let base = row * ${cols / 4}u;
-    ${J.map((j) => `let x${j} = select(vec4<f32>(0.0), x[base + c${j}], ok${j});`).join(' ')}
-    let mean = subgroupAdd(${J.map((j) => hsum(`x${j}`)).join(' + ')}) / ${cols}.0;
-    ${J.map((j) => `let d${j} = select(vec4<f32>(0.0), x${j} - mean, ok${j});`).join(' ')}
-    let rstd = inverseSqrt(subgroupAdd(${J.map((j) => `dot(d${j}, d${j})`).join(' + ')}) / ${cols}.0 + P.eps);
-    ${J.map((j) => `if (ok${j}) { y[base + c${j}] = ${affine ? `fma(d${j} * rstd, ga${j}, be${j})` : `d${j} * rstd`}; }`).join('\n    ')}
-    if (lane == 0u) {
-      stats[2u * row] = mean;
-      stats[2u * row + 1u] = rstd;
-    }
-  }
-}`,
-  });
-});
-
-const layerNormGradSubgroupVecKernel = memo(function layerNormGradSubgroupVecKernel(affine: boolean, cols: number): KernelSource {
-  const J = laneColumns(cols / 4);
-  return kernel({
-    name: `layernorm_sgv${affine ? '' : '_plain'}_grad_${cols}`,
-    header: 'enable subgroups;',
-    uniforms: ROWS,
-    buffers: [
-      { name: 'x', access: 'read', type: 'vec4<f32>' },
-      ...(affine ? [{ name: 'gamma', access: 'read' as const, type: 'vec4<f32>' as const }] : []),
-      { name: 'stats', access: 'read', type: 'f32' },
-      { name: 'g', access: 'read', type: 'vec4<f32>' },
-      { name: 'dx', access: 'read_write', type: 'vec4<f32>' },
-    ],
-    workgroupSize: 8,
-    body: `${MAIN_SUBGROUP} {
-  ${vecPrologue(cols)}
-  ${affine ? J.map((j) => `let ga${j} = gamma[c${j}];`).join(' ') : ''}
-  for (var row = r0; row < r1; row++) {
-    let base = row * ${cols / 4}u;
-    let mean = stats[2u * row];
-    let rstd = stats[2u * row + 1u];
-    ${J.map((j) => `let xh${j} = (x[base + c${j}] - mean) * rstd; let gh${j} = select(vec4<f32>(0.0), g[base + c${j}]${affine ? ` * ga${j}` : ''}, ok${j});`).join('\n    ')}
-    let m1 = subgroupAdd(${J.map((j) => hsum(`gh${j}`)).join(' + ')}) / ${cols}.0;
-    let m2 = subgroupAdd(${J.map((j) => `dot(gh${j}, xh${j})`).join(' + ')}) / ${cols}.0;
+    ${J.map((j) => `let xh${j} = (x[base + c${j}] - mean) * rstd; let gh${j} = select(${u.zero}, g[base + c${j}]${affine ? ` * ga${j}` : ''}, ok${j});`).join('\n    ')}
+    let m1 = subgroupAdd(${J.map((j) => u.sum(`gh${j}`)).join(' + ')}) / ${cols}.0;
+    let m2 = subgroupAdd(${J.map((j) => u.dot(`gh${j}`, `xh${j}`)).join(' + ')}) / ${cols}.0;
     ${J.map((j) => `if (ok${j}) { dx[base + c${j}] = rstd * (gh${j} - m1 - xh${j} * m2); }`).join('\n    ')}
   }
 }`,
