@@ -181,6 +181,9 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   mkdirSync(cfg.out, { recursive: true });
   const log = (s: string) => cfg.progress && console.log(s);
   await T.init();
+  // Unbatched matmuls take whichever B path this machine runs faster (the results are bit-identical).
+  const tuning = await T.tuneMatmul();
+  if (tuning) log(`matmul: B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'} (tuning round ${tuning.textureMs.toFixed(1)} ms with the texture, ${tuning.storageMs.toFixed(1)} ms from storage)`);
 
   // ---- model, data, optimizer -----------------------------------------------------------------
   const lastPath = join(cfg.out, 'last.safetensors');

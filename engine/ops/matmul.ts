@@ -12,6 +12,7 @@ import { numel, Tensor } from '../tensor.js';
 import { reshape } from './movement.js';
 import { sum, sumToShape } from './reduce.js';
 import { gelu, geluGrad } from './elementwise.js';
+import { zeros } from './creation.js';
 
 /** One operand as the kernel addresses it: element (batch b, row r, col c) lives at
  * `offset + Σ batchStrides·b + r·ld + c` (rows and columns as stored, before any transpose). */
@@ -55,6 +56,50 @@ export function useMatmulKernel(kind: MatmulKernelKind | 'auto'): void {
 }
 
 
+/** Unbatched products read B from a texture unless `tuneMatmul` measured storage faster here. */
+let singleProductKind: 'texture' | 'subgroup' = 'texture';
+
+export interface MatmulTuning {
+  /** Median ms of one round (each shape once) per candidate. */
+  textureMs: number;
+  storageMs: number;
+  choice: 'texture' | 'subgroup';
+}
+
+/** Times the subgroup matmul with B from a texture against B from storage on this machine and
+ * keeps the faster for unbatched products (both give bit-identical results: the same FMAs in the
+ * same order). On lavapipe the answer depends on the CPU behind the same adapter string: the
+ * texture was 1.16–1.52× faster on a Zen 3 host, storage 0.96–1.33× on a Zen 4 host (README).
+ * Storage must win by `margin` (default 1.05) to replace the texture; `margin: Infinity` restores
+ * the texture. Returns null without subgroups of 8. */
+export async function tuneMatmul(opts: { repeats?: number; margin?: number; shapes?: [number, number, number][] } = {}): Promise<MatmulTuning | null> {
+  if (!subgroupsOf8()) return null;
+  const shapes = opts.shapes ?? [[6400, 192, 64], [2048, 192, 192], [512, 512, 512]];
+  const operands = shapes.map(([M, N, K]) => [zeros([M, K]), zeros([N, K])] as const);
+  const times = { texture: [] as number[], subgroup: [] as number[] };
+  const previous = forcedMatmul;
+  try {
+    for (let r = 0; r < (opts.repeats ?? 7) + 1; r++) {
+      for (const kind of ['texture', 'subgroup'] as const) {
+        forcedMatmul = kind;
+        const start = performance.now();
+        for (const [x, w] of operands) linear(x, w).dispose();
+        await rt().sync();
+        // The first round compiles both kernels: not timed.
+        if (r > 0) times[kind].push(performance.now() - start);
+      }
+    }
+  } finally {
+    forcedMatmul = previous;
+    for (const [x, w] of operands) { x.dispose(); w.dispose(); }
+  }
+  const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[xs.length >> 1]!;
+  const textureMs = median(times.texture);
+  const storageMs = median(times.subgroup);
+  singleProductKind = textureMs > storageMs * (opts.margin ?? 1.05) ? 'subgroup' : 'texture';
+  return { textureMs, storageMs, choice: singleProductKind };
+}
+
 /** Rows per subgroup tile: with the row-by-row FMA order, 24 rows ran 2–13% faster than 16 at
  * the ViT shapes (medians of 21 interleaved repeats; 32 no better than 24); 16 wastes less on
  * short matrices (attention's per-head products), 8 for matrices of a few rows. */
@@ -82,7 +127,7 @@ export function launchMatmul(l: MatmulLaunch): boolean {
   // Batched products (attention's per-head matmuls, when not fused) keep B in storage: their
   // small per-head B, repacked per call, gained nothing (unfused attention forward+backward, B32
   // h4, lavapipe: N197 d64 605 vs 602 ms, N65 d32 58 vs 48 ms, N50 d16 31 vs 30 ms).
-  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? 'texture' : 'subgroup') : 'vec4') : forcedMatmul;
+  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? singleProductKind : 'subgroup') : 'vec4') : forcedMatmul;
   // A repack reads and writes all of B once; the texture pays it back over M's row tiles. With few
   // of them storage B wins: the conv stem's weight gradient 64×288×6272 ran 11.1 GFLOP/s from
   // storage vs 9.3 repacked (medians of 11); a B that is only copied gains at any M.

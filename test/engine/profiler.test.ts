@@ -13,10 +13,13 @@ describe('profiler', () => {
     await warm.data();
     const before = T.liveBuffers();
     const t0 = performance.now();
+    // The texture path, whatever `tuneMatmul` chose earlier in this process.
+    if (T.subgroupsOf8()) T.useMatmulKernel('texture');
     T.startProfile();
     const out = T.scope(() => T.sum(T.gelu(T.matmul(a, b))));
     await out.data();
     const { records, profiler } = await T.stopProfile();
+    T.useMatmulKernel('auto');
     const wall = performance.now() - t0;
     out.dispose();
     expect(profiler.timestamps).toBe(T.currentDevice().features.has('timestamp-query'));

@@ -7,6 +7,9 @@ import { checkOp } from '../../helpers.js';
 
 beforeAll(async () => {
   await T.init();
+  // The tests below check what 'auto' picks with the untuned default (B from a texture); a train()
+  // run earlier in this process may have tuned it (margin Infinity keeps the texture).
+  await T.tuneMatmul({ repeats: 1, shapes: [[8, 8, 8]], margin: Infinity });
 });
 
 // A dot product of K f32 terms of size ~1 has error ~sqrt(K)·6e-8·|terms|, worst case K·6e-8:
@@ -200,5 +203,33 @@ describe('matmul', () => {
     const b = T.zeros([5, 6]);
     expect(() => T.matmul(a, b)).toThrow(/matmul\(tensor #\d+ \[3, 4\], tensor #\d+ \[5, 6\]\): inner dimensions differ \(4 vs 5\)/);
     expect(() => T.linear(a, T.zeros([4, 3]))).toThrow(/expects 3 \(\[out, in\]\)/);
+  });
+
+  it('tuneMatmul times B from a texture against B from storage and keeps the faster; the two give bit-identical products', async () => {
+    const r = await T.tuneMatmul({ repeats: 3, shapes: [[512, 64, 64]] });
+    if (!T.subgroupsOf8()) {
+      expect(r).toBeNull();
+      return;
+    }
+    expect(r!.textureMs).toBeGreaterThan(0);
+    expect(r!.storageMs).toBeGreaterThan(0);
+    expect(r!.choice).toBe(r!.textureMs > r!.storageMs * 1.05 ? 'subgroup' : 'texture');
+    // Rows past 128 and a B that is copied into its texture: 'auto' takes the tuned choice here.
+    const x = T.randn([300, 40], { seed: 1 });
+    const w = T.randn([40, 64], { seed: 2 });
+    const bias = T.randn([64], { seed: 3 });
+    const auto = await T.matmul(x, w).data();
+    const autoLinear = await T.linear(x, T.transpose(w, 0, 1), bias).data();
+    try {
+      for (const kind of ['texture', 'subgroup'] as const) {
+        T.useMatmulKernel(kind);
+        expect(await T.matmul(x, w).data()).toEqual(auto);
+        expect(await T.linear(x, T.transpose(w, 0, 1), bias).data()).toEqual(autoLinear);
+      }
+    } finally {
+      T.useMatmulKernel('auto');
+      // Back to the untuned default for the tests that follow.
+      await T.tuneMatmul({ repeats: 1, shapes: [[64, 64, 64]], margin: Infinity });
+    }
   });
 });
