@@ -73,6 +73,7 @@ export class Runtime {
   private bindGroups = new Map<string, GPUBindGroup>();
   private uniformBuffers = new Map<string, PooledBuffer>();
   private scratchTextures = new Map<string, ScratchTexture>();
+  private scratchUniformBuffer: PooledBuffer | null = null;
   private nextTextureId = 1;
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -82,7 +83,7 @@ export class Runtime {
   // binding fails the call that waits for its result.
   private checks: Promise<void>[] = [];
   /** Counters for tests and benchmarks. */
-  readonly stats = { dispatches: 0, submits: 0, pipelinesCompiled: 0, bindGroupsCreated: 0, uniformBuffersCreated: 0, texturesCreated: 0 };
+  readonly stats = { dispatches: 0, submits: 0, pipelinesCompiled: 0, bindGroupsCreated: 0, uniformBuffersCreated: 0, texturesCreated: 0, uniformOperands: 0 };
   /** Print each kernel's WGSL when its pipeline is first built (TESSERA_PRINT_KERNELS=1). */
   printKernels = typeof process !== 'undefined' && process.env?.TESSERA_PRINT_KERNELS === '1';
   /** Set while a profile is recorded (engine/profiler.ts); null costs nothing. */
@@ -105,7 +106,7 @@ export class Runtime {
 
   private layoutFor(source: KernelSource): GPUBindGroupLayout {
     const kinds = (source.uniforms.length ? ['u'] : [])
-      .concat(source.buffers.map((b) => (b.access === 'read' ? 'r' : 'w')))
+      .concat(source.buffers.map((b) => (b.access === 'read' ? 'r' : b.access === 'uniform' ? 'u' : 'w')))
       .concat(source.textures.map((t) => (t.kind === 'sampled' ? 't' : 's')));
     const key = kinds.join('');
     let layout = this.layouts.get(key);
@@ -261,6 +262,18 @@ export class Runtime {
     }
     this.stats.dispatches++;
     if (++this.pendingDispatches >= AUTO_FLUSH_DISPATCHES) this.flush();
+  }
+
+  /** A buffer bound as a uniform array of `maxUniformBufferBindingSize` bytes (at most 64 KiB),
+   * created on first use, that operands are copied into (`copy`) in order with the recorded
+   * dispatches: like a scratch texture, a later copy cannot disturb an earlier launch. */
+  scratchUniform(): PooledBuffer {
+    this.stats.uniformOperands++;
+    if (!this.scratchUniformBuffer) {
+      const bytes = Math.min(65536, this.device.limits.maxUniformBufferBindingSize);
+      this.scratchUniformBuffer = { gpu: this.device.createBuffer({ size: bytes, usage: Usage.UNIFORM | Usage.COPY_DST, label: 'scratch uniform' }), id: -1e9, bytes };
+    }
+    return this.scratchUniformBuffer;
   }
 
   /** The scratch texture of this size (rgba32f, `width` texels × `height` rows × `layers`),

@@ -10,12 +10,16 @@ export interface UniformField {
   type: ScalarType;
 }
 
-export type Access = 'read' | 'read_write';
+/** `uniform`: a fixed-size array in the uniform address space (`length` elements, at most the
+ * device's maxUniformBufferBindingSize), bound like a storage buffer. */
+export type Access = 'read' | 'read_write' | 'uniform';
 
 export interface BufferDecl {
   name: string;
   access: Access;
   type: 'f32' | 'i32' | 'u32' | 'vec4<f32>';
+  /** Elements of a `uniform` array (uniform arrays cannot be runtime-sized). */
+  length?: number;
 }
 
 /** A 2-D array rgba32f texture bound after the storage buffers: `sampled` is read with
@@ -66,7 +70,10 @@ export function kernel(spec: KernelSpec): KernelSource {
     lines.push(`@group(0) @binding(${binding++}) var<uniform> P: Params;`);
   }
   for (const b of spec.buffers) {
-    lines.push(`@group(0) @binding(${binding++}) var<storage, ${b.access}> ${b.name}: array<${b.type}>;`);
+    if (b.access === 'uniform') {
+      if (b.type !== 'vec4<f32>' || !b.length) throw new Error(`kernel ${spec.name}: uniform array ${b.name} needs type vec4<f32> (16-byte stride) and a length`);
+      lines.push(`@group(0) @binding(${binding++}) var<uniform> ${b.name}: array<${b.type}, ${b.length}>;`);
+    } else lines.push(`@group(0) @binding(${binding++}) var<storage, ${b.access}> ${b.name}: array<${b.type}>;`);
   }
   const textures = spec.textures ?? [];
   for (const t of textures) {

@@ -224,11 +224,12 @@ export const SUBGROUP_TN = 32;
  * `aSums`: also write the sums over k of A's rows, Σ_k op(A)[m, k], to `Asum[m]` (one batch only):
  * the bias gradient of a linear layer from its weight-gradient product gᵀ·x, whose A = g the kernel
  * loads anyway — a vec4 add per k-step instead of a reduction kernel reading g again. */
-export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false, cVec = false, kMajor = false, aSums = false): KernelSource {
+export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false, cVec = false, kMajor = false, aSums = false, bUniform: number = 0): KernelSource {
   if (TM % SUBGROUP_LANES !== 0) throw new Error(`matmulSubgroupKernel: TM ${TM} is not a multiple of ${SUBGROUP_LANES}`);
   // B repacked by matmulPackBKernel: texel (n / 4, k) of layer bi holds B[bi][k, n .. n + 3]
   // whatever B's layout, so transB and bVec do not apply.
   if (bTex) { transB = false; bVec = false; }
+  if (bTex && bUniform) throw new Error('matmulSubgroupKernel: B comes from a texture or a uniform array, not both');
   if (aVec && transA) throw new Error('matmulSubgroupKernel: vec4 A loads need row-major A (contiguous along k)');
   const G = TM / SUBGROUP_LANES;
   const c = ['x', 'y', 'z', 'w'];
@@ -293,12 +294,12 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   }`);
   const stores = cVec ? [`if (n0 < P.N) {`, ...vecStores, '}'] : scalarStores;
   return kernel({
-    name: `matmul_sg_${transA ? 't' : 'n'}${bTex ? 'x' : transB ? 't' : 'n'}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}${cVec ? '_cv' : ''}${kMajor ? '_km' : ''}${aSums ? '_rs' : ''}_${TM}`,
+    name: `matmul_sg_${transA ? 't' : 'n'}${bTex ? 'x' : transB ? 't' : 'n'}${bUniform ? '_bu' : ''}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}${cVec ? '_cv' : ''}${kMajor ? '_km' : ''}${aSums ? '_rs' : ''}_${TM}`,
     header: gelu ? `enable subgroups;\n${WGSL_MATH}` : 'enable subgroups;',
     uniforms: MATMUL_UNIFORMS,
     buffers: [
       { name: 'A4', access: 'read', type: 'vec4<f32>' },
-      ...(bTex ? [] : [{ name: 'B4', access: 'read' as const, type: 'vec4<f32>' as const }]),
+      ...(bTex ? [] : [bUniform ? { name: 'B4', access: 'uniform' as const, type: 'vec4<f32>' as const, length: bUniform } : { name: 'B4', access: 'read' as const, type: 'vec4<f32>' as const }]),
       ...(bias ? [{ name: 'bias', access: 'read' as const, type: 'f32' as const }] : []),
       { name: cVec ? 'C4' : 'C', access: 'read_write', type: cVec ? 'vec4<f32>' : 'f32' },
       ...(gelu ? [{ name: cVec ? 'Z4' : 'Z', access: 'read_write' as const, type: cVec ? 'vec4<f32>' as const : 'f32' as const }] : []),

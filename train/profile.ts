@@ -37,6 +37,8 @@ export interface StepProfile {
 
 export async function profileStep(o: StepProfileOptions): Promise<StepProfile> {
   const dev = await T.init();
+  // The matmul forms `tessera train` would pick on this machine.
+  const tuning = await T.tuneMatmul();
   mkdirSync(o.out, { recursive: true });
   let model: VisionTransformer;
   let cfg: ViTConfig;
@@ -93,7 +95,8 @@ export async function profileStep(o: StepProfileOptions): Promise<StepProfile> {
     `Adapter: ${dev.adapterName}. ${n} steps after one warm-up step. Per step: wall ${(wallMs / n).toFixed(1)} ms, ` +
       `GPU kernels ${(gpuMs / n).toFixed(1)} ms (GPU busy ${((100 * gpuMs) / wallMs).toFixed(0)}% of wall time), ` +
       `${(records.length / n).toFixed(0)} dispatches, ${((B * n) / (wallMs / 1000)).toFixed(1)} images/s.` +
-      (dev.features.has('timestamp-query') ? ' Times are GPU timestamps (one compute pass per dispatch while profiling).' : ' No timestamp-query on this adapter: times are missing.'),
+      (dev.features.has('timestamp-query') ? ' Times are GPU timestamps (one compute pass per dispatch while profiling).' : ' No timestamp-query on this adapter: times are missing.') +
+      (tuning ? ` Matmuls as tuned (\`T.tuneMatmul()\`): B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'}${tuning.smallB.uniform ? ', B of at most 64 KiB from a uniform array' : ''}.` : ''),
     '',
     '## Phases',
     '',

@@ -183,7 +183,11 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   await T.init();
   // Unbatched matmuls take whichever B path this machine runs faster (the results are bit-identical).
   const tuning = await T.tuneMatmul();
-  if (tuning) log(`matmul: B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'} (tuning round ${tuning.textureMs.toFixed(1)} ms with the texture, ${tuning.storageMs.toFixed(1)} ms from storage)`);
+  if (tuning) {
+    const { uniformMs, otherMs, uniform } = tuning.smallB;
+    log(`matmul: B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'} (tuning round ${tuning.textureMs.toFixed(1)} ms with the texture, ${tuning.storageMs.toFixed(1)} ms from storage); ` +
+      `B of at most 64 KiB ${uniform ? 'from a uniform array' : 'the same way'} (${uniformMs.toFixed(1)} ms from a uniform array, ${otherMs.toFixed(1)} ms otherwise)`);
+  }
 
   // ---- model, data, optimizer -----------------------------------------------------------------
   const lastPath = join(cfg.out, 'last.safetensors');

@@ -45,8 +45,9 @@ export interface MatmulLaunch {
  * invocation, vec4 loads; aligned operands only), `subgroup` (TM×32 per subgroup of 8 with
  * broadcast A; any layout, needs subgroups of at least 8), `texture` (the subgroup kernel reading
  * B from a texture it is first repacked into; K and N/4 within the texture size limit, batch within
- * its array layers). */
-export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup' | 'texture';
+ * its array layers), `uniform` (the subgroup kernel reading B from a uniform array it is copied
+ * into: one product, B dense and at most 64 KiB). */
+export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup' | 'texture' | 'uniform';
 
 let forcedMatmul: MatmulKernelKind | 'auto' = 'auto';
 /** Benchmarks and tests: route every matmul through one kernel ('auto' restores the choice).
@@ -58,46 +59,91 @@ export function useMatmulKernel(kind: MatmulKernelKind | 'auto'): void {
 
 /** Unbatched products read B from a texture unless `tuneMatmul` measured storage faster here. */
 let singleProductKind: 'texture' | 'subgroup' = 'texture';
+/** Unbatched products whose B fits a uniform array read it from one when `tuneMatmul` measured
+ * that faster here. */
+let smallBUniform = false;
 
 export interface MatmulTuning {
   /** Median ms of one round (each shape once) per candidate. */
   textureMs: number;
   storageMs: number;
   choice: 'texture' | 'subgroup';
+  /** Products with B of at most 64 KiB (the models' linear layers and their input gradients):
+   * median ms of a round with B from a uniform array and with `choice`'s form, and whether the
+   * uniform array is used. */
+  smallB: { uniformMs: number; otherMs: number; uniform: boolean };
 }
 
 /** Times the subgroup matmul with B from a texture against B from storage on this machine and
- * keeps the faster for unbatched products (both give bit-identical results: the same FMAs in the
+ * keeps the faster for unbatched products, then, for products whose B fits 64 KiB, B from a
+ * uniform array against that choice (all forms give bit-identical results: the same FMAs in the
  * same order). On lavapipe the answer depends on the CPU behind the same adapter string: the
- * texture was 1.16–1.52× faster on a Zen 3 host, storage 0.96–1.33× on a Zen 4 host (README).
- * Storage must win by `margin` (default 1.05) to replace the texture; `margin: Infinity` restores
- * the texture. Returns null without subgroups of 8. */
-export async function tuneMatmul(opts: { repeats?: number; margin?: number; shapes?: [number, number, number][] } = {}): Promise<MatmulTuning | null> {
+ * texture was 1.16–1.52× faster on a Zen 3 host, storage 0.96–1.33× on a Zen 4 host, and the
+ * uniform array 1.02–1.21× faster than either there (README). A form must win by a margin in the
+ * median of per-round ratios (each round times both forms back to back, so a machine whose speed
+ * drifts compares like with like): storage by `margin` (default 1.05), the uniform array by
+ * `smallMargin` (default 1.02: on the Zen 4 host it won only 1.04–1.07 in these rounds, medians of
+ * 40, but 1.10–1.13 on whole training steps). `margin: Infinity` restores the untuned default
+ * (texture, no uniform array). Returns null without subgroups of 8. */
+export async function tuneMatmul(opts: { repeats?: number; margin?: number; smallMargin?: number; shapes?: [number, number, number][]; smallShapes?: [number, number, number][] } = {}): Promise<MatmulTuning | null> {
   if (!subgroupsOf8()) return null;
+  const margin = opts.margin ?? 1.05;
+  const smallMargin = opts.smallMargin ?? (opts.margin === undefined ? 1.02 : opts.margin);
+  const repeats = opts.repeats ?? 15;
+  const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[xs.length >> 1]!;
+  const previous = forcedMatmul;
+  // Times `run` under each kind, `repeats` rounds after an untimed one (which compiles).
+  const race = async <K extends MatmulKernelKind>(kinds: [K, K], run: () => void): Promise<[number[], number[]]> => {
+    const times: [number[], number[]] = [[], []];
+    try {
+      for (let r = 0; r < repeats + 1; r++) {
+        for (let i = 0; i < 2; i++) {
+          forcedMatmul = kinds[i]!;
+          const start = performance.now();
+          run();
+          await rt().sync();
+          if (r > 0) times[i]!.push(performance.now() - start);
+        }
+      }
+    } finally {
+      forcedMatmul = previous;
+    }
+    return times;
+  };
+  const ratio = ([a, b]: [number[], number[]]) => median(a.map((t, i) => t / b[i]!));
+
   const shapes = opts.shapes ?? [[6400, 192, 64], [2048, 192, 192], [512, 512, 512]];
   const operands = shapes.map(([M, N, K]) => [zeros([M, K]), zeros([N, K])] as const);
-  const times = { texture: [] as number[], subgroup: [] as number[] };
-  const previous = forcedMatmul;
-  try {
-    for (let r = 0; r < (opts.repeats ?? 7) + 1; r++) {
-      for (const kind of ['texture', 'subgroup'] as const) {
-        forcedMatmul = kind;
-        const start = performance.now();
-        for (const [x, w] of operands) linear(x, w).dispose();
-        await rt().sync();
-        // The first round compiles both kernels: not timed.
-        if (r > 0) times[kind].push(performance.now() - start);
-      }
+  const big = await race(['texture', 'subgroup'], () => {
+    for (const [x, w] of operands) linear(x, w).dispose();
+  }).finally(() => operands.forEach((ts) => ts.forEach((t) => t.dispose())));
+  singleProductKind = ratio(big) > margin ? 'subgroup' : 'texture';
+
+  // Small B: a linear layer (x · wᵀ) and its input gradient (g · w) per shape.
+  const smallShapes = opts.smallShapes ?? [[6400, 192, 64], [6400, 64, 128]];
+  const small = smallShapes.map(([M, N, K]) => [zeros([M, K]), zeros([N, K]), zeros([M, N])] as const);
+  const smallTimes = await race([singleProductKind, 'uniform'], () => {
+    for (const [x, w, g] of small) {
+      linear(x, w).dispose();
+      matmul(g, w).dispose();
     }
-  } finally {
-    forcedMatmul = previous;
-    for (const [x, w] of operands) { x.dispose(); w.dispose(); }
-  }
-  const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[xs.length >> 1]!;
-  const textureMs = median(times.texture);
-  const storageMs = median(times.subgroup);
-  singleProductKind = textureMs > storageMs * (opts.margin ?? 1.05) ? 'subgroup' : 'texture';
-  return { textureMs, storageMs, choice: singleProductKind };
+  }).finally(() => small.forEach((ts) => ts.forEach((t) => t.dispose())));
+  smallBUniform = ratio(smallTimes) > smallMargin;
+  return {
+    textureMs: median(big[0]),
+    storageMs: median(big[1]),
+    choice: singleProductKind,
+    smallB: { uniformMs: median(smallTimes[1]), otherMs: median(smallTimes[0]), uniform: smallBUniform },
+  };
+}
+
+/** Whether B can be read from the scratch uniform array: one product, B dense (its rows
+ * contiguous, as `copy` moves it in one piece), within the array and loadable as vec4. The copy
+ * pays back over M's row tiles: at 300×70×37 the uniform form was slower (0.63 vs 0.52 ms). */
+function fitsUniform(l: MatmulLaunch, batch: number): boolean {
+  const bytes = Math.min(65536, rt().device.limits.maxUniformBufferBindingSize);
+  const dense = l.transB ? l.b.ld === l.K && l.K % 4 === 0 : l.b.ld === l.N && l.N % 4 === 0;
+  return batch === 1 && dense && l.M >= 128 && 4 * l.K * l.N <= bytes;
 }
 
 /** Rows per subgroup tile: with the row-by-row FMA order, 24 rows ran 2–13% faster than 16 at
@@ -127,34 +173,44 @@ export function launchMatmul(l: MatmulLaunch): boolean {
   // Batched products (attention's per-head matmuls, when not fused) keep B in storage: their
   // small per-head B, repacked per call, gained nothing (unfused attention forward+backward, B32
   // h4, lavapipe: N197 d64 605 vs 602 ms, N65 d32 58 vs 48 ms, N50 d16 31 vs 30 ms).
-  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? singleProductKind : 'subgroup') : 'vec4') : forcedMatmul;
+  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? (smallBUniform && fitsUniform(l, batch) ? 'uniform' : singleProductKind) : 'subgroup') : 'vec4') : forcedMatmul;
+  if (kind === 'uniform' && !fitsUniform(l, batch)) kind = 'subgroup';
   // A repack reads and writes all of B once; the texture pays it back over M's row tiles. With few
   // of them storage B wins: the conv stem's weight gradient 64×288×6272 ran 11.1 GFLOP/s from
   // storage vs 9.3 repacked (medians of 11); a B that is only copied gains at any M.
   if (forcedMatmul === 'auto' && kind === 'texture' && l.M < 128 && !copiesToTexture(l, batch)) kind = 'subgroup';
   const limits = rt().device.limits;
   if (kind === 'texture' && (l.K > limits.maxTextureDimension2D || Math.ceil(l.N / 4) > limits.maxTextureDimension2D || batch > limits.maxTextureArrayLayers)) kind = 'subgroup';
-  if ((kind === 'subgroup' || kind === 'texture') && !subgroupsOf8()) kind = 'general';
-  if (l.geluPreact && kind !== 'subgroup' && kind !== 'texture') throw new Error(`${l.label}: the GELU epilogue needs the subgroup kernel`);
+  const subgroupKind = (k: MatmulKernelKind) => k === 'subgroup' || k === 'texture' || k === 'uniform';
+  if (subgroupKind(kind) && !subgroupsOf8()) kind = 'general';
+  if (l.geluPreact && !subgroupKind(kind)) throw new Error(`${l.label}: the GELU epilogue needs the subgroup kernel`);
   if (kind === 'vec4' && !matmulFastOk(shapeInfo)) kind = 'general';
-  const sums = !!l.aSums && batch === 1 && (kind === 'subgroup' || kind === 'texture');
+  const sums = !!l.aSums && batch === 1 && subgroupKind(kind);
   let source: KernelSource;
   let workgroups: number;
   let textures: ScratchTexture[] = [];
-  if (kind === 'subgroup' || kind === 'texture') {
-    const { aVec, bVec } = matmulSubgroupVec(shapeInfo);
+  let bBuffer = l.b.t.buffer;
+  if (subgroupKind(kind)) {
+    const bUniform = kind === 'uniform';
+    if (bUniform) {
+      // B's K·N values, copied in one piece to the front of the scratch uniform array.
+      bBuffer = rt().scratchUniform();
+      rt().copy(l.b.t.buffer, bBuffer, 4 * l.K * l.N, 4 * l.b.offset, 0);
+      uniforms.b_off = 0;
+    }
+    const { aVec, bVec } = matmulSubgroupVec(bUniform ? { ...shapeInfo, bOff: 0 } : shapeInfo);
     const cVec = [l.N, l.c.ld, l.c.offset, ...l.c.batchStrides].every((v) => v % 4 === 0);
     const TM = subgroupRows(l.M);
     const bTex = kind === 'texture';
     if (bTex) textures = [packB(l, uniforms, batch)];
-    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM, !!l.geluPreact, bTex, cVec, false, sums);
+    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM, !!l.geluPreact, bTex, cVec, false, sums, bUniform ? bBuffer.bytes / 16 : 0);
     workgroups = batch * Math.ceil(l.M / TM) * Math.ceil(l.N / SUBGROUP_TN);
   } else {
     const fast = kind === 'vec4';
     source = (fast ? matmulFastKernel : matmulKernel)(l.transA, l.transB, !!l.bias);
     workgroups = Math.ceil((batch * Math.ceil(l.M / (fast ? FAST_TM : MATMUL_TM)) * Math.ceil(l.N / (fast ? FAST_TN : MATMUL_TN))) / source.workgroupSize);
   }
-  const buffers = [l.a.t.buffer, ...(textures.length ? [] : [l.b.t.buffer]), ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer, ...(l.geluPreact ? [l.geluPreact.buffer] : []), ...(sums ? [l.aSums!.buffer] : [])];
+  const buffers = [l.a.t.buffer, ...(textures.length ? [] : [bBuffer]), ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer, ...(l.geluPreact ? [l.geluPreact.buffer] : []), ...(sums ? [l.aSums!.buffer] : [])];
   rt().run({
     source, uniforms, buffers, textures,
     grid: grid1d(workgroups * source.workgroupSize, source.workgroupSize),
@@ -297,7 +353,7 @@ function checkLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null 
  * is linear followed by gelu. */
 export function linearGelu(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   checkLinear('linearGelu', x, weight, bias);
-  if (!(forcedMatmul === 'auto' || forcedMatmul === 'subgroup' || forcedMatmul === 'texture') || !subgroupsOf8()) return gelu(linear(x, weight, bias));
+  if (!(forcedMatmul === 'auto' || forcedMatmul === 'subgroup' || forcedMatmul === 'texture' || forcedMatmul === 'uniform') || !subgroupsOf8()) return gelu(linear(x, weight, bias));
   const preact = Tensor.empty([...x.shape.slice(0, -1), weight.shape[0]!], 'float32', 'linearGelu preactivation');
   const y = matmulForward(x, weight, false, true, bias ?? null, 'linear_gelu', preact);
   const inputs = bias ? [x, weight, bias] : [x, weight];

@@ -9,7 +9,7 @@ beforeAll(async () => {
   await T.init();
   // The tests below check what 'auto' picks with the untuned default (B from a texture); a train()
   // run earlier in this process may have tuned it (margin Infinity keeps the texture).
-  await T.tuneMatmul({ repeats: 1, shapes: [[8, 8, 8]], margin: Infinity });
+  await T.tuneMatmul({ repeats: 1, shapes: [[8, 8, 8]], smallShapes: [[8, 8, 8]], margin: Infinity });
 });
 
 // A dot product of K f32 terms of size ~1 has error ~sqrt(K)·6e-8·|terms|, worst case K·6e-8:
@@ -67,14 +67,27 @@ const SUBGROUP: [number[], number[], boolean, boolean][] = [
   [[2, 9, 20], [2, 20, 12], false, false],
 ];
 
-const KERNEL_NAME = { general: 'matmul_', vec4: 'matmul_fast_', subgroup: 'matmul_sg_', texture: 'matmul_sg_' } as const;
+// B read from the scratch uniform array (one product, M >= 128, B dense with its vec4 dimension
+// a multiple of 4, at most 64 KiB): every transpose, K % 4 tails (23), N = 4 (one vec4 per row),
+// partial 16- and 24-row tiles, a 48 KiB weight. The uniform kernel must run for these.
+const UNIFORM: [number[], number[], boolean, boolean][] = [
+  [[130, 12], [12, 36], false, false],
+  [[131, 23], [23, 40], false, false],
+  [[23, 131], [23, 36], true, false],
+  [[131, 20], [44, 20], false, true],
+  [[20, 131], [44, 20], true, true],
+  [[531, 16], [16, 4], false, false],
+  [[2176, 64], [192, 64], false, true],
+];
+
+const KERNEL_NAME = { general: 'matmul_', vec4: 'matmul_fast_', subgroup: 'matmul_sg_', texture: 'matmul_sg_', uniform: 'matmul_sg_' } as const;
 
 describe('matmul', () => {
-  for (const kind of ['general', 'vec4', 'subgroup', 'texture'] as const) {
-    const shapes = kind === 'vec4' ? FAST : kind === 'subgroup' || kind === 'texture' ? [...SHAPES, ...SUBGROUP] : SHAPES;
+  for (const kind of ['general', 'vec4', 'subgroup', 'texture', 'uniform'] as const) {
+    const shapes = kind === 'vec4' ? FAST : kind === 'uniform' ? [...UNIFORM, ...SHAPES, ...SUBGROUP] : kind === 'subgroup' || kind === 'texture' ? [...SHAPES, ...SUBGROUP] : SHAPES;
     for (const [sa, sb, ta, tb] of shapes) {
       it(`${kind} kernel: ${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}`, async () => {
-        if ((kind === 'subgroup' || kind === 'texture') && !T.subgroupsOf8()) return;
+        if ((kind === 'subgroup' || kind === 'texture' || kind === 'uniform') && !T.subgroupsOf8()) return;
         T.useMatmulKernel(kind);
         try {
           await checkOp({
@@ -93,6 +106,16 @@ describe('matmul', () => {
         const prefix = `${KERNEL_NAME[kind]}${ta ? 't' : 'n'}${kind === 'texture' ? 'x' : tb ? 't' : 'n'}`;
         expect(T.compiledKernels().some((k) => k.name.startsWith(prefix))).toBe(true);
         if (kind === 'texture') expect(T.compiledKernels().some((k) => k.name === `matmul_pack_b_${tb ? 't' : 'n'}`)).toBe(true);
+        if (kind === 'uniform') {
+          // The forward product reads B from the uniform array exactly for the UNIFORM shapes.
+          const [a, b] = [T.randn(sa, { seed: 1 }), T.randn(sb, { seed: 2 })];
+          T.useMatmulKernel('uniform');
+          const before = T.rt().stats.uniformOperands;
+          const c = T.matmul(a, b, { transA: ta, transB: tb });
+          T.useMatmulKernel('auto');
+          expect(T.rt().stats.uniformOperands - before).toBe(UNIFORM.some((u) => JSON.stringify(u) === JSON.stringify([sa, sb, ta, tb])) ? 1 : 0);
+          for (const t of [a, b, c]) t.dispose();
+        }
       });
     }
   }
@@ -161,8 +184,11 @@ describe('matmul', () => {
     ['linearGelu', [2, 9, 12], 40, true],
     ['linearGelu', [37, 23], 70, true],
     ['linearGelu', [5, 16], 33, false],
+    // Where the uniform kernel takes the forward product (M >= 128, in % 4 == 0).
+    ['linear', [2, 80, 12], 40, true],
+    ['linearGelu', [150, 16], 36, true],
   ];
-  for (const kind of ['subgroup', 'texture', 'general'] as const) {
+  for (const kind of ['subgroup', 'texture', 'uniform', 'general'] as const) {
     for (const [op, shape, out, withBias] of LINEAR_CASES) {
       const gelu = op === 'linearGelu';
       it(`${op} (${kind} matmul${gelu && kind !== 'general' ? ', GELU in its epilogue' : ''}) ${JSON.stringify(shape)} → ${out}${withBias ? '' : ', no bias'}`, async () => {
@@ -192,7 +218,7 @@ describe('matmul', () => {
         }
         if (kind === 'general') return;
         const names = T.compiledKernels().map((k) => k.name);
-        if (gelu) expect(names.some((n) => n.startsWith(`matmul_sg_n${kind === 'texture' ? 'x' : 't'}${withBias ? '_bias' : ''}_gelu`))).toBe(true);
+        if (gelu) expect(names.some((n) => n.startsWith(`matmul_sg_n${kind === 'texture' ? 'x' : 't'}`) && n.includes(`${withBias ? '_bias' : ''}_gelu`))).toBe(true);
         if (withBias) expect(names.some((n) => n.startsWith('matmul_sg_t') && n.includes('_rs_'))).toBe(true);
       });
     }
@@ -205,15 +231,32 @@ describe('matmul', () => {
     expect(() => T.linear(a, T.zeros([4, 3]))).toThrow(/expects 3 \(\[out, in\]\)/);
   });
 
-  it('tuneMatmul times B from a texture against B from storage and keeps the faster; the two give bit-identical products', async () => {
-    const r = await T.tuneMatmul({ repeats: 3, shapes: [[512, 64, 64]] });
+  it('tuneMatmul times B from a texture against B from storage, then small B from a uniform array against that, and keeps the faster; all give bit-identical products', async () => {
+    const r = await T.tuneMatmul({ repeats: 3, shapes: [[512, 64, 64]], smallShapes: [[512, 64, 64]] });
     if (!T.subgroupsOf8()) {
       expect(r).toBeNull();
       return;
     }
     expect(r!.textureMs).toBeGreaterThan(0);
     expect(r!.storageMs).toBeGreaterThan(0);
-    expect(r!.choice).toBe(r!.textureMs > r!.storageMs * 1.05 ? 'subgroup' : 'texture');
+    expect(r!.smallB.uniformMs).toBeGreaterThan(0);
+    expect(r!.smallB.otherMs).toBeGreaterThan(0);
+    // margin 0: any ratio wins, so 'auto' takes storage and the uniform array; Infinity: neither.
+    const probe = async (margin: number) => {
+      const t = await T.tuneMatmul({ repeats: 1, shapes: [[64, 64, 64]], smallShapes: [[256, 64, 64]], margin });
+      const [x, w, wide] = [T.zeros([300, 40]), T.zeros([64, 40]), T.zeros([40, 1100])];
+      const before = T.rt().stats.uniformOperands;
+      T.linear(x, w).dispose();
+      T.matmul(x, wide).dispose(); // B of 176 KB: never the uniform array
+      const used = { uniform: T.rt().stats.uniformOperands - before };
+      for (const z of [x, w, wide]) z.dispose();
+      return { t: t!, used };
+    };
+    const eager = await probe(0);
+    expect([eager.t.choice, eager.t.smallB.uniform, eager.used.uniform]).toEqual(['subgroup', true, 1]);
+    const strict = await probe(Infinity);
+    expect([strict.t.choice, strict.t.smallB.uniform, strict.used.uniform]).toEqual(['texture', false, 0]);
+    await T.tuneMatmul({ repeats: 3, shapes: [[512, 64, 64]], smallShapes: [[512, 64, 64]] });
     // Rows past 128 and a B that is copied into its texture: 'auto' takes the tuned choice here.
     const x = T.randn([300, 40], { seed: 1 });
     const w = T.randn([40, 64], { seed: 2 });
@@ -221,7 +264,7 @@ describe('matmul', () => {
     const auto = await T.matmul(x, w).data();
     const autoLinear = await T.linear(x, T.transpose(w, 0, 1), bias).data();
     try {
-      for (const kind of ['texture', 'subgroup'] as const) {
+      for (const kind of ['texture', 'subgroup', 'uniform'] as const) {
         T.useMatmulKernel(kind);
         expect(await T.matmul(x, w).data()).toEqual(auto);
         expect(await T.linear(x, T.transpose(w, 0, 1), bias).data()).toEqual(autoLinear);
@@ -229,7 +272,29 @@ describe('matmul', () => {
     } finally {
       T.useMatmulKernel('auto');
       // Back to the untuned default for the tests that follow.
-      await T.tuneMatmul({ repeats: 1, shapes: [[64, 64, 64]], margin: Infinity });
+      await T.tuneMatmul({ repeats: 1, shapes: [[64, 64, 64]], smallShapes: [[64, 64, 64]], margin: Infinity });
     }
+  });
+
+  it('products recorded together each read their own B through the one scratch uniform array', async () => {
+    if (!T.subgroupsOf8()) return;
+    const x = T.randn([200, 16], { seed: 4 });
+    const ws = [5, 6, 7].map((seed) => T.randn([24, 16], { seed }));
+    T.useMatmulKernel('uniform');
+    const before = T.rt().stats.uniformOperands;
+    // No readback in between: the three copies into the array and the three products are recorded
+    // in one submission, so each product must see the B copied just before it.
+    const ys = ws.map((w) => T.linear(x, w));
+    T.useMatmulKernel('auto');
+    expect(T.rt().stats.uniformOperands - before).toBe(3);
+    const xs = await x.data();
+    for (let i = 0; i < 3; i++) {
+      const [w, y] = [await ws[i]!.data(), await ys[i]!.data()];
+      const ref = R.matmul({ data: Float64Array.from(xs), shape: [200, 16] }, { data: Float64Array.from(w), shape: [24, 16] }, false, true);
+      let err = 0;
+      y.forEach((v, j) => (err = Math.max(err, Math.abs(v - ref.data[j]!))));
+      expect(err).toBeLessThan(1e-4); // K = 16 terms of size ~1: f32 rounding ~1e-6
+    }
+    for (const t of [x, ...ws, ...ys]) t.dispose();
   });
 });
