@@ -34,6 +34,11 @@ function cpuMatmul(a: Float32Array, b: Float32Array, M: number, N: number, K: nu
 
 export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
   await T.init();
+  // The library's choice on this machine, as `tessera train` makes it: B from a texture or from
+  // storage for unbatched products. The other form is measured too.
+  const tuning = await T.tuneMatmul();
+  const otherForm = tuning && (tuning.choice === 'subgroup' ? 'texture' : 'subgroup');
+  const tuned = tuning ? ` tessera runs as tuned by \`T.tuneMatmul()\`: B from ${tuning.choice === 'subgroup' ? 'storage' : 'a texture'} (texture ${tuning.textureMs.toFixed(1)} ms, storage ${tuning.storageMs.toFixed(1)} ms a tuning round).` : '';
   const tf = await loadTf();
   const { jax, devices } = await loadJax();
   const np = jax.numpy;
@@ -62,6 +67,17 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
           c.dispose();
         },
       },
+      ...(otherForm ? [{
+        name: `tessera, B from ${otherForm === 'subgroup' ? 'storage' : 'a texture'}`,
+        work: flops,
+        run: async () => {
+          useMatmulKernel(otherForm);
+          const c = T.matmul(a, b);
+          useMatmulKernel('auto');
+          await c.data();
+          c.dispose();
+        },
+      }] : []),
       {
         name: 'tessera general kernel',
         work: flops,
@@ -96,7 +112,7 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
       baseline: 'tfjs-webgpu',
       rateUnit: 'GFLOP/s',
       rateScale: 1e-9,
-      note: `C[${M}x${N}] = A[${M}x${K}] · B[${K}x${N}], full product read back each repeat. Machine ceiling: ~${LAVAPIPE_PEAK_GFLOPS} GFLOP/s (lavapipe AVX2 FMA lanes, 2 cores).`,
+      note: `C[${M}x${N}] = A[${M}x${K}] · B[${K}x${N}], full product read back each repeat. Machine ceiling: ~${LAVAPIPE_PEAK_GFLOPS} GFLOP/s (lavapipe AVX2 FMA lanes, 2 cores).${tuned}`,
     });
     all.push(rows);
     a.dispose();

@@ -11,6 +11,10 @@ import { tfjsVit } from './peers/tfjs-vit.js';
 
 export async function vitSuite(): Promise<SuiteRow[]> {
   await T.init();
+  // As `tessera train` does: B from a texture or from storage, whichever is faster here. Two
+  // presets also run with the other form.
+  const tuning = await T.tuneMatmul();
+  const otherForm = tuning && (tuning.choice === 'subgroup' ? 'texture' : 'subgroup');
   const tf = await loadTf();
   const { jax, devices } = await loadJax();
   const B = 128;
@@ -18,7 +22,7 @@ export async function vitSuite(): Promise<SuiteRow[]> {
   const cleanup: (() => void)[] = [];
   // tfjs runs the plain patchify ViT; the other presets are measured for their own throughput.
   const withPeer = new Set(['vit-fmnist-tiny', 'vit-fmnist-p4']);
-  const withStorageB = new Set(['vit-fmnist-p4', 'vit-fmnist-convstem16-w128']);
+  const withOtherForm = new Set(['vit-fmnist-p4', 'vit-fmnist-convstem16-w128']);
   for (const preset of ['vit-fmnist-tiny', 'vit-fmnist-tiny-w96', 'vit-fmnist-p4', 'vit-fmnist-small', 'vit-fmnist-convstem', 'vit-fmnist-convstem16', 'vit-fmnist-convstem16-d4', 'vit-fmnist-convstem16-w128', 'deit-fmnist-tiny-distilled']) {
     const cfg = presetConfig(preset);
     const model = new VisionTransformer(cfg, 0);
@@ -32,13 +36,13 @@ export async function vitSuite(): Promise<SuiteRow[]> {
         return out.distLogits ? T.mulScalar(T.add(loss, T.crossEntropy(out.distLogits, y)), 0.5) : loss;
       });
     cases.push({ name: `tessera ${preset}`, work: B, run: step });
-    if (withStorageB.has(preset) && T.subgroupsOf8()) {
-      // The same step with every matmul reading B from storage: what the texture path gains.
+    if (withOtherForm.has(preset) && otherForm) {
+      // The same step with every unbatched matmul reading B the other way: what the tuning gains.
       cases.push({
-        name: `tessera ${preset}, matmul B from storage`,
+        name: `tessera ${preset}, matmul B from ${otherForm === 'subgroup' ? 'storage' : 'a texture'}`,
         work: B,
         run: async () => {
-          useMatmulKernel('subgroup');
+          useMatmulKernel(otherForm);
           try {
             await step();
           } finally {
@@ -84,7 +88,8 @@ export async function vitSuite(): Promise<SuiteRow[]> {
       'vit-fmnist-tiny: patch 7, width 64, depth 6, 4 heads, MLP ×2 (17 tokens); vit-fmnist-tiny-w96: the same at width 96; vit-fmnist-p4: the same with patch 4 (50 tokens). ' +
       'vit-fmnist-small: width 96, patch 4; vit-fmnist-convstem: conv stem 24/48 channels, depth 4 (49 tokens); vit-fmnist-convstem16: conv stem 24/48/64, depth 6 (16 tokens); vit-fmnist-convstem16-d4 (the npm start default): the same with depth 4; vit-fmnist-convstem16-w128: stem 32/64/128, width 128, depth 4; deit-fmnist-tiny-distilled: tiny with a distillation token and head. ' +
       'jax-js rows: the same model with the whole step (value-and-grad, Adam) under one jit, on its webgpu (same Dawn adapter) and wasm devices. ' +
-      'Compare each tessera row with the peer rows of the same preset (peers exist for the two plain presets).',
+      'Compare each tessera row with the peer rows of the same preset (peers exist for the two plain presets).' +
+      (tuning ? ` tessera rows run as tuned by \`T.tuneMatmul()\` (as \`tessera train\` does): B from ${tuning.choice === 'subgroup' ? 'storage' : 'a texture'} (texture ${tuning.textureMs.toFixed(1)} ms, storage ${tuning.storageMs.toFixed(1)} ms a tuning round).` : ''),
     minSamples: 5,
     maxTime: 8,
   });
