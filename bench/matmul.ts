@@ -34,11 +34,15 @@ function cpuMatmul(a: Float32Array, b: Float32Array, M: number, N: number, K: nu
 
 export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
   await T.init();
-  // The library's choice on this machine, as `tessera train` makes it: B from a texture or from
-  // storage for unbatched products. The other form is measured too.
+  // The library's choice on this machine, as `tessera train` makes it: B from a texture, from
+  // storage or (B of at most 64 KiB) from a uniform array for unbatched products. The forms not
+  // chosen are measured too.
   const tuning = await T.tuneMatmul();
-  const otherForm = tuning && (tuning.choice === 'subgroup' ? 'texture' : 'subgroup');
-  const tuned = tuning ? ` tessera runs as tuned by \`T.tuneMatmul()\`: B from ${tuning.choice === 'subgroup' ? 'storage' : 'a texture'} (texture ${tuning.textureMs.toFixed(1)} ms, storage ${tuning.storageMs.toFixed(1)} ms a tuning round).` : '';
+  const tuned = tuning
+    ? ` tessera runs as tuned by \`T.tuneMatmul()\`: B from ${tuning.choice === 'subgroup' ? 'storage' : 'a texture'} (texture ${tuning.textureMs.toFixed(1)} ms, storage ${tuning.storageMs.toFixed(1)} ms a tuning round)` +
+      `${tuning.smallB.uniform ? ', B of at most 64 KiB from a uniform array' : ''} (uniform array ${tuning.smallB.uniformMs.toFixed(1)} ms, otherwise ${tuning.smallB.otherMs.toFixed(1)} ms a round).`
+    : '';
+  const FORM_NAME = { texture: 'a texture', subgroup: 'storage', uniform: 'a uniform array' } as const;
   const tf = await loadTf();
   const { jax, devices } = await loadJax();
   const np = jax.numpy;
@@ -57,6 +61,10 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
     for (const dev of ['webgpu', 'wasm'].filter((d) => devices.includes(d))) {
       jaxArrays[dev] = [np.array(ha, { device: dev } as never).reshape([M, K]), np.array(hb, { device: dev } as never).reshape([K, N])];
     }
+    // The forms this product can take (the uniform array: B row-major, N % 4 == 0, ≤ 64 KiB, M ≥ 128).
+    const fitsUniform = N % 4 === 0 && 4 * K * N <= 65536 && M >= 128;
+    const chosen = tuning ? (fitsUniform && tuning.smallB.uniform ? 'uniform' : tuning.choice) : null;
+    const otherForms = chosen ? (['texture', 'subgroup', 'uniform'] as const).filter((f) => f !== chosen && (f !== 'uniform' || fitsUniform)) : [];
     const cases: BenchCase[] = [
       {
         name: 'tessera',
@@ -67,17 +75,17 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
           c.dispose();
         },
       },
-      ...(otherForm ? [{
-        name: `tessera, B from ${otherForm === 'subgroup' ? 'storage' : 'a texture'}`,
+      ...otherForms.map((form) => ({
+        name: `tessera, B from ${FORM_NAME[form]}`,
         work: flops,
         run: async () => {
-          useMatmulKernel(otherForm);
+          useMatmulKernel(form);
           const c = T.matmul(a, b);
           useMatmulKernel('auto');
           await c.data();
           c.dispose();
         },
-      }] : []),
+      })),
       {
         name: 'tessera general kernel',
         work: flops,

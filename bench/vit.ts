@@ -14,7 +14,11 @@ export async function vitSuite(): Promise<SuiteRow[]> {
   // As `tessera train` does: B from a texture or from storage, whichever is faster here. Two
   // presets also run with the other form.
   const tuning = await T.tuneMatmul();
-  const otherForm = tuning && (tuning.choice === 'subgroup' ? 'texture' : 'subgroup');
+  // Each forced form is one tuned configuration: texture; storage; storage with small B from a
+  // uniform array. The two that tuning did not pick are measured on two presets.
+  const tunedForm = tuning ? (tuning.choice === 'texture' ? 'texture' : tuning.smallB.uniform ? 'uniform' : 'subgroup') : null;
+  const otherForms = tunedForm ? (['texture', 'subgroup', 'uniform'] as const).filter((f) => f !== tunedForm) : [];
+  const FORM_NAME = { texture: 'B from a texture', subgroup: 'B from storage', uniform: 'B from storage, small B from a uniform array' } as const;
   const tf = await loadTf();
   const { jax, devices } = await loadJax();
   const B = 128;
@@ -36,13 +40,13 @@ export async function vitSuite(): Promise<SuiteRow[]> {
         return out.distLogits ? T.mulScalar(T.add(loss, T.crossEntropy(out.distLogits, y)), 0.5) : loss;
       });
     cases.push({ name: `tessera ${preset}`, work: B, run: step });
-    if (withOtherForm.has(preset) && otherForm) {
-      // The same step with every unbatched matmul reading B the other way: what the tuning gains.
+    for (const form of withOtherForm.has(preset) ? otherForms : []) {
+      // The same step with every matmul reading B another way: what the tuning gains.
       cases.push({
-        name: `tessera ${preset}, matmul B from ${otherForm === 'subgroup' ? 'storage' : 'a texture'}`,
+        name: `tessera ${preset}, matmul ${FORM_NAME[form]}`,
         work: B,
         run: async () => {
-          useMatmulKernel(otherForm);
+          useMatmulKernel(form);
           try {
             await step();
           } finally {
@@ -89,7 +93,7 @@ export async function vitSuite(): Promise<SuiteRow[]> {
       'vit-fmnist-small: width 96, patch 4; vit-fmnist-convstem: conv stem 24/48 channels, depth 4 (49 tokens); vit-fmnist-convstem16: conv stem 24/48/64, depth 6 (16 tokens); vit-fmnist-convstem16-d4 (the npm start default): the same with depth 4; vit-fmnist-convstem16-w128: stem 32/64/128, width 128, depth 4; deit-fmnist-tiny-distilled: tiny with a distillation token and head. ' +
       'jax-js rows: the same model with the whole step (value-and-grad, Adam) under one jit, on its webgpu (same Dawn adapter) and wasm devices. ' +
       'Compare each tessera row with the peer rows of the same preset (peers exist for the two plain presets).' +
-      (tuning ? ` tessera rows run as tuned by \`T.tuneMatmul()\` (as \`tessera train\` does): B from ${tuning.choice === 'subgroup' ? 'storage' : 'a texture'} (texture ${tuning.textureMs.toFixed(1)} ms, storage ${tuning.storageMs.toFixed(1)} ms a tuning round).` : ''),
+      (tunedForm ? ` tessera rows run as tuned by \`T.tuneMatmul()\` (as \`tessera train\` does): ${FORM_NAME[tunedForm]}.` : ''),
     minSamples: 5,
     maxTime: 8,
   });
