@@ -73,7 +73,10 @@ export class Runtime {
   private bindGroups = new Map<string, GPUBindGroup>();
   private uniformBuffers = new Map<string, PooledBuffer>();
   private scratchTextures = new Map<string, ScratchTexture>();
-  private scratchUniformBuffer: PooledBuffer | null = null;
+  private scratchUniformBuffer: { whole: PooledBuffer; chunks: PooledBuffer[] } | null = null;
+  // Ids of scratch uniform buffers and their chunks: far below the uniform-parameter buffers' (also
+  // negative), so bind-group keys stay distinct.
+  private nextScratchId = -1e9;
   private nextTextureId = 1;
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -264,16 +267,28 @@ export class Runtime {
     if (++this.pendingDispatches >= AUTO_FLUSH_DISPATCHES) this.flush();
   }
 
-  /** A buffer bound as a uniform array of `maxUniformBufferBindingSize` bytes (at most 64 KiB),
-   * created on first use, that operands are copied into (`copy`) in order with the recorded
-   * dispatches: like a scratch texture, a later copy cannot disturb an earlier launch. */
-  scratchUniform(): PooledBuffer {
+  /** A buffer of `chunks` × `chunkBytes` that operands are copied or repacked into (`whole`, bound
+   * as storage) and read from as uniform arrays (`chunks`: one binding each), created on first use.
+   * Copies and repacks are ordered with the recorded dispatches: like a scratch texture, a later
+   * one cannot disturb an earlier launch. Each call counts in `stats.uniformOperands`. */
+  scratchUniform(chunks: number, chunkBytes: number): { whole: PooledBuffer; chunks: PooledBuffer[] } {
     this.stats.uniformOperands++;
-    if (!this.scratchUniformBuffer) {
-      const bytes = Math.min(65536, this.device.limits.maxUniformBufferBindingSize);
-      this.scratchUniformBuffer = { gpu: this.device.createBuffer({ size: bytes, usage: Usage.UNIFORM | Usage.COPY_DST, label: 'scratch uniform' }), id: -1e9, bytes };
+    if (chunkBytes > this.device.limits.maxUniformBufferBindingSize) throw new Error(`scratchUniform: ${chunkBytes} bytes exceed maxUniformBufferBindingSize`);
+    const have = this.scratchUniformBuffer;
+    if (!have || have.chunks.length < chunks || have.chunks[0]!.bytes !== chunkBytes) {
+      if (have) {
+        this.flush();
+        this.bindGroups.clear();
+        have.whole.gpu.destroy();
+      }
+      const bytes = chunks * chunkBytes;
+      const gpu = this.device.createBuffer({ size: bytes, usage: Usage.UNIFORM | Usage.STORAGE | Usage.COPY_DST, label: 'scratch uniform' });
+      this.scratchUniformBuffer = {
+        whole: { gpu, id: this.nextScratchId--, bytes },
+        chunks: Array.from({ length: chunks }, (_, c) => ({ gpu, id: this.nextScratchId--, offset: c * chunkBytes, bytes: chunkBytes })),
+      };
     }
-    return this.scratchUniformBuffer;
+    return this.scratchUniformBuffer!;
   }
 
   /** The scratch texture of this size (rgba32f, `width` texels × `height` rows × `layers`),

@@ -210,6 +210,14 @@ export function matmulFastOk(o: { M: number; N: number; K: number; transA: boole
 // k by 8 or 16 (6–7: the larger body spills the loaded values), reading the operands from
 // workgroup memory instead of storage (12.6–14.9 even without the copy into it: workgroup loads
 // are per-lane loops too, only without the bounds check).
+// B may also come from uniform arrays (`bChunks`): gallivm loads a uniform value at a per-lane
+// address as one vector gather with one bounds mask, not a per-lane loop, so a B of at most 64 KiB
+// copied into one ran 1.02–1.21× faster than from storage or a texture (Zen 4). A binding holds at
+// most 64 KiB, so a larger B is split along k over up to UNIFORM_B_MAX_CHUNKS arrays of
+// `chunkRows` rows each, row-major [k][n], each with its own copy of the k loop (a switch on the
+// chunk inside one loop ate the gain: 1.01–1.03 at 6400×192·192×{192,576}). Speed against storage,
+// medians of 25 paired rounds: 3 arrays (192×192) 1.07–1.10, 4 (256×256, 128×512) 1.02, 7 and 10
+// (192×576, 768×192) 0.86–1.01, hence at most 4.
 // Needs subgroups with at least 8 invocations (`subgroupMinSize >= 8`); launchMatmul checks.
 // Loads are vec4 where the operand's contiguous dimension and alignment allow (`aVec`: A along k,
 // `bVec`: B along n for row-major B, along k for transposed B) and scalar otherwise, so any
@@ -217,6 +225,11 @@ export function matmulFastOk(o: { M: number; N: number; K: number; transA: boole
 // on store.
 export const SUBGROUP_LANES = 8;
 export const SUBGROUP_TN = 32;
+/** vec4s of one uniform array of B (64 KiB, WebGPU's guaranteed maxUniformBufferBindingSize). */
+export const UNIFORM_B_VEC4 = 4096;
+/** Uniform arrays for B (WebGPU guarantees 12 uniform buffers per stage; the parameters take one):
+ * more were no faster than storage (see the subgroup kernel). */
+export const UNIFORM_B_MAX_CHUNKS = 4;
 
 /** `gelu`: the epilogue also applies the exact GELU, writing the activation to C and the
  * pre-activation (needed by the backward) to Z — one pass instead of a matmul and an
@@ -224,12 +237,16 @@ export const SUBGROUP_TN = 32;
  * `aSums`: also write the sums over k of A's rows, Σ_k op(A)[m, k], to `Asum[m]` (one batch only):
  * the bias gradient of a linear layer from its weight-gradient product gᵀ·x, whose A = g the kernel
  * loads anyway — a vec4 add per k-step instead of a reduction kernel reading g again. */
-export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false, cVec = false, kMajor = false, aSums = false, bUniform: number = 0): KernelSource {
+export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false, cVec = false, kMajor = false, aSums = false, bChunks: number = 0, chunkRows: number = 0): KernelSource {
   if (TM % SUBGROUP_LANES !== 0) throw new Error(`matmulSubgroupKernel: TM ${TM} is not a multiple of ${SUBGROUP_LANES}`);
   // B repacked by matmulPackBKernel: texel (n / 4, k) of layer bi holds B[bi][k, n .. n + 3]
   // whatever B's layout, so transB and bVec do not apply.
   if (bTex) { transB = false; bVec = false; }
-  if (bTex && bUniform) throw new Error('matmulSubgroupKernel: B comes from a texture or a uniform array, not both');
+  if (bTex && bChunks) throw new Error('matmulSubgroupKernel: B comes from a texture or uniform arrays, not both');
+  // Several chunks: B row-major [k][n] in chunks of chunkRows rows (a multiple of 4, so a 4-k step
+  // and the K % 4 tail never straddle two), addressed from each chunk's start.
+  const chunked = bChunks > 1;
+  if (chunked && (transB || !bVec || chunkRows <= 0 || chunkRows % 4 !== 0)) throw new Error('matmulSubgroupKernel: chunked uniform B must be row-major with vec4 rows and chunks of a multiple of 4 rows');
   if (aVec && transA) throw new Error('matmulSubgroupKernel: vec4 A loads need row-major A (contiguous along k)');
   const G = TM / SUBGROUP_LANES;
   const c = ['x', 'y', 'z', 'w'];
@@ -245,6 +262,9 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   }
   if (bTex) {
     for (const kk of range(4)) load4.push(`let bk${kk} = textureLoad(Bt, vec2<u32>(bx, k + ${kk}u), bi, 0);`);
+  } else if (chunked) {
+    // Loaded per chunk in the chunk's own loop (below); CHUNK stands for its index.
+    for (const kk of range(4)) load4.push(`let bk${kk} = B4_CHUNK[((k - CHUNK_START + ${kk}u) * P.ldb + bn) / 4u];`);
   } else if (!transB) {
     for (const kk of range(4)) {
       load4.push(bVec ? `let bk${kk} = B4[(bo + (k + ${kk}u) * P.ldb + bn) / 4u];` : `let bk${kk} = vec4<f32>(${range(4).map((q) => bElem(`k + ${kk}u`, `bn${q}`)).join(', ')});`);
@@ -271,7 +291,7 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   // One k at a time for K % 4.
   const tail = [
     ...range(G).map((g) => `let t${g} = ${aElem(`ar${g}`, 'k')};`),
-    bTex ? 'let tb = textureLoad(Bt, vec2<u32>(bx, k), bi, 0);' : `let tb = vec4<f32>(${range(4).map((q) => bElem('k', `bn${q}`)).join(', ')});`,
+    bTex ? 'let tb = textureLoad(Bt, vec2<u32>(bx, k), bi, 0);' : chunked ? 'let tb = ldBRow(k, bn);' : `let tb = vec4<f32>(${range(4).map((q) => bElem('k', `bn${q}`)).join(', ')});`,
     ...range(G).flatMap((g) => range(SUBGROUP_LANES).map((i) => `acc${g * SUBGROUP_LANES + i} = fma(vec4<f32>(subgroupBroadcast(t${g}, ${i}u)), tb, acc${g * SUBGROUP_LANES + i});`)),
   ];
   // vec4 stores (`cVec`: N, ldc, C's offset and batch strides multiples of 4, so a lane's 4
@@ -294,12 +314,12 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   }`);
   const stores = cVec ? [`if (n0 < P.N) {`, ...vecStores, '}'] : scalarStores;
   return kernel({
-    name: `matmul_sg_${transA ? 't' : 'n'}${bTex ? 'x' : transB ? 't' : 'n'}${bUniform ? '_bu' : ''}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}${cVec ? '_cv' : ''}${kMajor ? '_km' : ''}${aSums ? '_rs' : ''}_${TM}`,
+    name: `matmul_sg_${transA ? 't' : 'n'}${bTex ? 'x' : transB ? 't' : 'n'}${bChunks ? `_bu${chunked ? `${bChunks}x${chunkRows}` : ''}` : ''}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}${cVec ? '_cv' : ''}${kMajor ? '_km' : ''}${aSums ? '_rs' : ''}_${TM}`,
     header: gelu ? `enable subgroups;\n${WGSL_MATH}` : 'enable subgroups;',
     uniforms: MATMUL_UNIFORMS,
     buffers: [
       { name: 'A4', access: 'read', type: 'vec4<f32>' },
-      ...(bTex ? [] : [bUniform ? { name: 'B4', access: 'uniform' as const, type: 'vec4<f32>' as const, length: bUniform } : { name: 'B4', access: 'read' as const, type: 'vec4<f32>' as const }]),
+      ...(bTex ? [] : chunked ? range(bChunks).map((ci) => ({ name: `B4_${ci}`, access: 'uniform' as const, type: 'vec4<f32>' as const, length: UNIFORM_B_VEC4 })) : [bChunks ? { name: 'B4', access: 'uniform' as const, type: 'vec4<f32>' as const, length: UNIFORM_B_VEC4 } : { name: 'B4', access: 'read' as const, type: 'vec4<f32>' as const }]),
       ...(bias ? [{ name: 'bias', access: 'read' as const, type: 'f32' as const }] : []),
       { name: cVec ? 'C4' : 'C', access: 'read_write', type: cVec ? 'vec4<f32>' : 'f32' },
       ...(gelu ? [{ name: cVec ? 'Z4' : 'Z', access: 'read_write' as const, type: cVec ? 'vec4<f32>' as const : 'f32' as const }] : []),
@@ -308,7 +328,12 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
     textures: bTex ? [{ name: 'Bt', kind: 'sampled' }] : [],
     workgroupSize: SUBGROUP_LANES,
     body: `fn ldA(i: u32) -> f32 { return A4[i / 4u][i % 4u]; }
-${bTex ? '' : 'fn ldB(i: u32) -> f32 { return B4[i / 4u][i % 4u]; }'}
+${bTex ? '' : chunked ? `// Row k's 4 columns from n of chunked B (n % 4 == 0).
+fn ldBRow(k: u32, n: u32) -> vec4<f32> {
+  switch (k / ${chunkRows}u) {
+    ${range(bChunks).map((ci) => `${ci === bChunks - 1 ? 'default' : `case ${ci}u`}: { return B4_${ci}[((k - ${ci * chunkRows}u) * P.ldb + n) / 4u]; }`).join('\n    ')}
+  }
+}` : 'fn ldB(i: u32) -> f32 { return B4[i / 4u][i % 4u]; }'}
 
 ${MAIN_SUBGROUP} {
   // Everything up to the lane's columns is workgroup-uniform, as subgroupBroadcast requires.
@@ -332,11 +357,11 @@ ${MAIN_SUBGROUP} {
   ${aSums ? range(G).map((g) => `var as${g} = vec4<f32>(0.0);`).join(' ') : ''}
   let k4 = P.K - P.K % 4u;
   var k = 0u;
-  for (; k < k4; k += 4u) {
-    ${load4.join('\n    ')}
+  ${(chunked ? range(bChunks) : [-1]).map((ci) => `for (; k < ${ci < 0 || ci === bChunks - 1 ? 'k4' : `min(k4, ${(ci + 1) * chunkRows}u)`}; k += 4u) {
+    ${load4.join('\n    ').replaceAll('B4_CHUNK', `B4_${ci}`).replaceAll('CHUNK_START', `${ci * chunkRows}u`)}
     ${fma4.join('\n    ')}
     ${aSums ? range(G).map((g) => `as${g} += a${g};`).join(' ') : ''}
-  }
+  }`).join('\n  ')}
   for (; k < P.K; k++) {
     ${tail.join('\n    ')}
     ${aSums ? range(G).map((g) => `as${g}.x += t${g};`).join(' ') : ''}
@@ -399,6 +424,34 @@ export const matmulPackBKernel = memo(function matmulPackBKernel(transB: boolean
   let bo = P.b_off + bo_;
   ${load}
   textureStore(Bt, vec2<u32>(x, k), bi, v);
+}`,
+  });
+});
+
+// ---- transposed B repacked into uniform arrays -----------------------------------------------------
+// For a transposed B (a linear layer's weight) that is larger than one uniform array or not read
+// as stored: writes B[k, n .. n + 3] = Bᵀ-as-stored[n .. n + 3, k] (any offset and leading
+// dimension; one product) as vec4 (k − c·rows)·N/4 + n/4 of chunk c = k / rows, each chunk
+// `UNIFORM_B_VEC4` vec4s long, into the scratch buffer the matmul then binds chunk by chunk as
+// uniform arrays. N % 4 == 0. (A row-major B is copied instead.)
+
+/** Uniforms: the matmul's (`MATMUL_UNIFORMS`); grid: one invocation per vec4 of B. */
+export const matmulPackBUniformKernel = memo(function matmulPackBUniformKernel(rows: number): KernelSource {
+  const bAt = (q: number) => `P.b_off + (n + ${q}u) * P.ldb + k`;
+  return kernel({
+    name: `matmul_pack_b_uniform_t_${rows}`,
+    uniforms: MATMUL_UNIFORMS,
+    buffers: [{ name: 'B', access: 'read', type: 'f32' }, { name: 'Bu', access: 'read_write', type: 'vec4<f32>' }],
+    workgroupSize: 64,
+    body: `${MAIN_1D} {
+  let t = global_index(wid, lid, nwg);
+  let w = P.N / 4u;
+  if (t >= w * P.K) { return; }
+  let x = t % w;
+  let k = t / w;
+  let n = 4u * x;
+  let c = k / ${rows}u;
+  Bu[c * ${UNIFORM_B_VEC4}u + (k - c * ${rows}u) * w + x] = vec4<f32>(${[0, 1, 2, 3].map((q) => `B[${bAt(q)}]`).join(', ')});
 }`,
   });
 });

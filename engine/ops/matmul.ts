@@ -3,10 +3,11 @@
 // matmul. Backward is two more matmuls, summed over broadcast batch dimensions. `launchMatmul`
 // is the strided primitive other ops (attention) build on.
 import { grid1d, type KernelSource, putList } from '../../kernels/common.js';
-import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel, matmulPackBKernel, matmulSubgroupKernel, matmulSubgroupVec, SUBGROUP_TN } from '../../kernels/matmul.js';
+import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel, matmulPackBKernel, matmulPackBUniformKernel, matmulSubgroupKernel, matmulSubgroupVec, SUBGROUP_TN, UNIFORM_B_MAX_CHUNKS, UNIFORM_B_VEC4 } from '../../kernels/matmul.js';
 import { subgroupsOf8 } from '../device.js';
 import { record } from '../autograd.js';
 import { rt, type ScratchTexture } from '../dispatch.js';
+import type { PooledBuffer } from '../memory.js';
 import { broadcastShapes, broadcastStrides } from '../reference/nd.js';
 import { numel, Tensor } from '../tensor.js';
 import { reshape } from './movement.js';
@@ -45,8 +46,9 @@ export interface MatmulLaunch {
  * invocation, vec4 loads; aligned operands only), `subgroup` (TM×32 per subgroup of 8 with
  * broadcast A; any layout, needs subgroups of at least 8), `texture` (the subgroup kernel reading
  * B from a texture it is first repacked into; K and N/4 within the texture size limit, batch within
- * its array layers), `uniform` (the subgroup kernel reading B from a uniform array it is copied
- * into: one product, B dense and at most 64 KiB). */
+ * its array layers), `uniform` (the subgroup kernel reading B from uniform
+ * arrays it is copied or repacked into: one product, M ≥ 128, B within 4 arrays of 64 KiB; see
+ * uniformPlan). */
 export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup' | 'texture' | 'uniform';
 
 let forcedMatmul: MatmulKernelKind | 'auto' = 'auto';
@@ -68,15 +70,15 @@ export interface MatmulTuning {
   textureMs: number;
   storageMs: number;
   choice: 'texture' | 'subgroup';
-  /** Products with B of at most 64 KiB (the models' linear layers and their input gradients):
-   * median ms of a round with B from a uniform array and with `choice`'s form, and whether the
-   * uniform array is used. */
+  /** Products whose B fits the uniform arrays (at most 256 KiB: the small models' linear layers
+   * and their input gradients): median ms of a round with B from uniform arrays and with `choice`'s
+   * form, and whether the uniform arrays are used. */
   smallB: { uniformMs: number; otherMs: number; uniform: boolean };
 }
 
 /** Times the subgroup matmul with B from a texture against B from storage on this machine and
- * keeps the faster for unbatched products, then, for products whose B fits 64 KiB, B from a
- * uniform array against that choice (all forms give bit-identical results: the same FMAs in the
+ * keeps the faster for unbatched products, then, for products whose B fits 256 KiB, B from
+ * uniform arrays against that choice (all forms give bit-identical results: the same FMAs in the
  * same order). On lavapipe the answer depends on the CPU behind the same adapter string: the
  * texture was 1.16–1.52× faster on a Zen 3 host, storage 0.96–1.33× on a Zen 4 host, and the
  * uniform array 1.02–1.21× faster than either there (README). A form must win by a margin in the
@@ -120,7 +122,7 @@ export async function tuneMatmul(opts: { repeats?: number; margin?: number; smal
   singleProductKind = ratio(big) > margin ? 'subgroup' : 'texture';
 
   // Small B: a linear layer (x · wᵀ) and its input gradient (g · w) per shape.
-  const smallShapes = opts.smallShapes ?? [[6400, 192, 64], [6400, 64, 128]];
+  const smallShapes = opts.smallShapes ?? [[6400, 192, 64], [6400, 64, 128], [2048, 192, 192]];
   const small = smallShapes.map(([M, N, K]) => [zeros([M, K]), zeros([N, K]), zeros([M, N])] as const);
   const smallTimes = await race([singleProductKind, 'uniform'], () => {
     for (const [x, w, g] of small) {
@@ -137,13 +139,47 @@ export async function tuneMatmul(opts: { repeats?: number; margin?: number; smal
   };
 }
 
-/** Whether B can be read from the scratch uniform array: one product, B dense (its rows
- * contiguous, as `copy` moves it in one piece), within the array and loadable as vec4. The copy
- * pays back over M's row tiles: at 300×70×37 the uniform form was slower (0.63 vs 0.52 ms). */
-function fitsUniform(l: MatmulLaunch, batch: number): boolean {
-  const bytes = Math.min(65536, rt().device.limits.maxUniformBufferBindingSize);
-  const dense = l.transB ? l.b.ld === l.K && l.K % 4 === 0 : l.b.ld === l.N && l.N % 4 === 0;
-  return batch === 1 && dense && l.M >= 128 && 4 * l.K * l.N <= bytes;
+/** How B is read from uniform arrays, or null where it cannot be: one product, M ≥ 128 (the copy
+ * pays back over M's row tiles: at 300×70×37 the uniform form was slower, 0.63 vs 0.52 ms). A
+ * dense B of at most 64 KiB is copied whole and read as stored (`asIs`: a transposed weight too,
+ * as four vec4 of its rows per 4-k step); otherwise a dense row-major B is copied, a transposed
+ * one repacked, into `chunks` arrays of `rows` rows each, row-major (N % 4 == 0). */
+interface UniformPlan { asIs: boolean; chunks: number; rows: number }
+function uniformPlan(l: MatmulLaunch, batch: number): UniformPlan | null {
+  if (batch !== 1 || l.M < 128) return null;
+  const one = l.K * l.N <= 4 * UNIFORM_B_VEC4;
+  if (one && (l.transB ? l.b.ld === l.K && l.K % 4 === 0 : l.b.ld === l.N && l.N % 4 === 0)) return { asIs: true, chunks: 1, rows: l.K };
+  // A row-major B that is not dense would need a repack of its own: it stays where it is.
+  if (l.N % 4 !== 0 || (!l.transB && l.b.ld !== l.N)) return null;
+  const rows = Math.floor((4 * UNIFORM_B_VEC4) / l.N / 4) * 4;
+  const maxChunks = Math.min(UNIFORM_B_MAX_CHUNKS, rt().device.limits.maxUniformBuffersPerShaderStage - 1);
+  if (rows < 4 || Math.ceil(l.K / rows) > maxChunks) return null;
+  return { asIs: false, chunks: Math.ceil(l.K / rows), rows };
+}
+
+/** Records B's move into the scratch uniform arrays for `plan`; returns the chunks to bind. */
+function stageUniformB(l: MatmulLaunch, plan: UniformPlan, uniforms: Record<string, number>): PooledBuffer[] {
+  const maxChunks = Math.min(UNIFORM_B_MAX_CHUNKS, rt().device.limits.maxUniformBuffersPerShaderStage - 1);
+  const scratch = rt().scratchUniform(maxChunks, 16 * UNIFORM_B_VEC4);
+  const src = l.b.t.buffer;
+  if (plan.asIs) {
+    rt().copy(src, scratch.chunks[0]!, 4 * l.K * l.N, 4 * l.b.offset, 0);
+  } else if (!l.transB) {
+    // Row-major and dense: each chunk's rows are one contiguous run.
+    for (let c = 0; c < plan.chunks; c++) {
+      const rows = Math.min(plan.rows, l.K - c * plan.rows);
+      rt().copy(src, scratch.chunks[c]!, 4 * rows * l.N, 4 * (l.b.offset + c * plan.rows * l.N), 0);
+    }
+  } else {
+    const source = matmulPackBUniformKernel(plan.rows);
+    rt().run({
+      source, uniforms, buffers: [src, scratch.whole],
+      grid: grid1d((l.N / 4) * l.K, source.workgroupSize),
+      bytes: 8 * l.K * l.N,
+      label: `${l.label}_pack_b_uniform ${l.K}x${l.N}${l.transB ? ' t' : ''}`,
+    });
+  }
+  return scratch.chunks.slice(0, plan.chunks);
 }
 
 /** Rows per subgroup tile: with the row-by-row FMA order, 24 rows ran 2–13% faster than 16 at
@@ -173,8 +209,9 @@ export function launchMatmul(l: MatmulLaunch): boolean {
   // Batched products (attention's per-head matmuls, when not fused) keep B in storage: their
   // small per-head B, repacked per call, gained nothing (unfused attention forward+backward, B32
   // h4, lavapipe: N197 d64 605 vs 602 ms, N65 d32 58 vs 48 ms, N50 d16 31 vs 30 ms).
-  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? (smallBUniform && fitsUniform(l, batch) ? 'uniform' : singleProductKind) : 'subgroup') : 'vec4') : forcedMatmul;
-  if (kind === 'uniform' && !fitsUniform(l, batch)) kind = 'subgroup';
+  const plan = uniformPlan(l, batch);
+  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? (smallBUniform && plan ? 'uniform' : singleProductKind) : 'subgroup') : 'vec4') : forcedMatmul;
+  if (kind === 'uniform' && !plan) kind = 'subgroup';
   // A repack reads and writes all of B once; the texture pays it back over M's row tiles. With few
   // of them storage B wins: the conv stem's weight gradient 64×288×6272 ran 11.1 GFLOP/s from
   // storage vs 9.3 repacked (medians of 11); a B that is only copied gains at any M.
@@ -189,28 +226,34 @@ export function launchMatmul(l: MatmulLaunch): boolean {
   let source: KernelSource;
   let workgroups: number;
   let textures: ScratchTexture[] = [];
-  let bBuffer = l.b.t.buffer;
+  let bBuffers = [l.b.t.buffer];
   if (subgroupKind(kind)) {
-    const bUniform = kind === 'uniform';
-    if (bUniform) {
-      // B's K·N values, copied in one piece to the front of the scratch uniform array.
-      bBuffer = rt().scratchUniform();
-      rt().copy(l.b.t.buffer, bBuffer, 4 * l.K * l.N, 4 * l.b.offset, 0);
+    const uniformB = kind === 'uniform' ? plan : null;
+    let transB = l.transB;
+    let vec = matmulSubgroupVec(shapeInfo);
+    if (uniformB) {
+      bBuffers = stageUniformB(l, uniformB, uniforms);
       uniforms.b_off = 0;
+      if (uniformB.asIs) vec = matmulSubgroupVec({ ...shapeInfo, bOff: 0 });
+      else {
+        // Repacked or copied row-major, N wide.
+        transB = false;
+        uniforms.ldb = l.N;
+        vec = { aVec: vec.aVec, bVec: true };
+      }
     }
-    const { aVec, bVec } = matmulSubgroupVec(bUniform ? { ...shapeInfo, bOff: 0 } : shapeInfo);
     const cVec = [l.N, l.c.ld, l.c.offset, ...l.c.batchStrides].every((v) => v % 4 === 0);
     const TM = subgroupRows(l.M);
     const bTex = kind === 'texture';
     if (bTex) textures = [packB(l, uniforms, batch)];
-    source = matmulSubgroupKernel(l.transA, l.transB, !!l.bias, aVec, bVec, TM, !!l.geluPreact, bTex, cVec, false, sums, bUniform ? bBuffer.bytes / 16 : 0);
+    source = matmulSubgroupKernel(l.transA, transB, !!l.bias, vec.aVec, vec.bVec, TM, !!l.geluPreact, bTex, cVec, false, sums, uniformB?.chunks ?? 0, uniformB && uniformB.chunks > 1 ? uniformB.rows : 0);
     workgroups = batch * Math.ceil(l.M / TM) * Math.ceil(l.N / SUBGROUP_TN);
   } else {
     const fast = kind === 'vec4';
     source = (fast ? matmulFastKernel : matmulKernel)(l.transA, l.transB, !!l.bias);
     workgroups = Math.ceil((batch * Math.ceil(l.M / (fast ? FAST_TM : MATMUL_TM)) * Math.ceil(l.N / (fast ? FAST_TN : MATMUL_TN))) / source.workgroupSize);
   }
-  const buffers = [l.a.t.buffer, ...(textures.length ? [] : [bBuffer]), ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer, ...(l.geluPreact ? [l.geluPreact.buffer] : []), ...(sums ? [l.aSums!.buffer] : [])];
+  const buffers = [l.a.t.buffer, ...(textures.length ? [] : bBuffers), ...(l.bias ? [l.bias.buffer] : []), l.c.t.buffer, ...(l.geluPreact ? [l.geluPreact.buffer] : []), ...(sums ? [l.aSums!.buffer] : [])];
   rt().run({
     source, uniforms, buffers, textures,
     grid: grid1d(workgroups * source.workgroupSize, source.workgroupSize),

@@ -67,9 +67,11 @@ const SUBGROUP: [number[], number[], boolean, boolean][] = [
   [[2, 9, 20], [2, 20, 12], false, false],
 ];
 
-// B read from the scratch uniform array (one product, M >= 128, B dense with its vec4 dimension
-// a multiple of 4, at most 64 KiB): every transpose, K % 4 tails (23), N = 4 (one vec4 per row),
-// partial 16- and 24-row tiles, a 48 KiB weight. The uniform kernel must run for these.
+// B read from the scratch uniform arrays (one product, M >= 128, N % 4 == 0): every transpose, K
+// % 4 tails (23, 203, 150), N = 4 (one vec4 per row), partial 16- and 24-row tiles, a 48 KiB weight
+// read as stored; a transposed B with K % 4 != 0 repacked into one array; B over 64 KiB in 2 and 4
+// arrays, copied (row-major) or repacked (transposed), with the tail in the last array. The
+// uniform kernel must run for these.
 const UNIFORM: [number[], number[], boolean, boolean][] = [
   [[130, 12], [12, 36], false, false],
   [[131, 23], [23, 40], false, false],
@@ -78,6 +80,12 @@ const UNIFORM: [number[], number[], boolean, boolean][] = [
   [[20, 131], [44, 20], true, true],
   [[531, 16], [16, 4], false, false],
   [[2176, 64], [192, 64], false, true],
+  [[131, 23], [40, 23], false, true],
+  [[140, 203], [203, 88], false, false],
+  [[150, 131], [150, 120], true, false],
+  [[131, 150], [120, 150], false, true],
+  [[128, 256], [256, 256], false, false],
+  [[256, 130], [256, 256], true, true],
 ];
 
 const KERNEL_NAME = { general: 'matmul_', vec4: 'matmul_fast_', subgroup: 'matmul_sg_', texture: 'matmul_sg_', uniform: 'matmul_sg_' } as const;
@@ -244,10 +252,10 @@ describe('matmul', () => {
     // margin 0: any ratio wins, so 'auto' takes storage and the uniform array; Infinity: neither.
     const probe = async (margin: number) => {
       const t = await T.tuneMatmul({ repeats: 1, shapes: [[64, 64, 64]], smallShapes: [[256, 64, 64]], margin });
-      const [x, w, wide] = [T.zeros([300, 40]), T.zeros([64, 40]), T.zeros([40, 1100])];
+      const [x, w, wide] = [T.zeros([300, 40]), T.zeros([64, 40]), T.zeros([40, 1102])];
       const before = T.rt().stats.uniformOperands;
       T.linear(x, w).dispose();
-      T.matmul(x, wide).dispose(); // B of 176 KB: never the uniform array
+      T.matmul(x, wide).dispose(); // N % 4 != 0: never the uniform arrays
       const used = { uniform: T.rt().stats.uniformOperands - before };
       for (const z of [x, w, wide]) z.dispose();
       return { t: t!, used };
