@@ -23,6 +23,8 @@ export function blockFlops(B: number, N: number, D: number, mlp: number): number
 
 export async function blockSuite(): Promise<SuiteRow[][]> {
   await T.init();
+  // As `tessera train` runs: the matmul forms measured fastest on this machine.
+  const tuning = await T.tuneMatmul();
   const tf = await loadTf();
   const all: SuiteRow[][] = [];
   for (const s of BLOCK_SHAPES) {
@@ -67,7 +69,8 @@ export async function blockSuite(): Promise<SuiteRow[][]> {
         rateUnit: 'GFLOP/s',
         rateScale: 1e-9,
         note: `One ViT block (timm Block: pre-norm attention with ${s.heads} heads and MLP ×${s.mlp}, exact-erf GELU) on (${s.B}, ${s.N}, ${s.D}) tokens, ` +
-          'forward and backward to the input and every parameter, the input gradient read back. FLOPs counted as 3× the forward multiply-adds × 2.',
+          'forward and backward to the input and every parameter, the input gradient read back. FLOPs counted as 3× the forward multiply-adds × 2.' +
+          (tuning ? ` tessera's matmuls as tuned by \`T.tuneMatmul()\`: B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'}${tuning.smallB.uniform ? ', B of at most 256 KiB from uniform arrays' : ''}.` : ''),
         minSamples: 5,
         maxTime: 6,
       }),
