@@ -70,7 +70,7 @@ export async function blockSuite(): Promise<SuiteRow[][]> {
         rateScale: 1e-9,
         note: `One ViT block (timm Block: pre-norm attention with ${s.heads} heads and MLP ×${s.mlp}, exact-erf GELU) on (${s.B}, ${s.N}, ${s.D}) tokens, ` +
           'forward and backward to the input and every parameter, the input gradient read back. FLOPs counted as 3× the forward multiply-adds × 2.' +
-          (tuning ? ` tessera's matmuls as tuned by \`T.tuneMatmul()\`: B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'}${tuning.smallB.uniform ? ', B of at most 256 KiB from uniform arrays' : ''}.` : ''),
+          (tuning ? ` tessera's matmuls as tuned by \`T.tuneMatmul()\`: B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'}${tuning.smallB.uniform ? ', B of at most 192 KiB from uniform arrays' : ''}.` : ''),
         minSamples: 5,
         maxTime: 6,
       }),

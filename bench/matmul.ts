@@ -35,12 +35,12 @@ function cpuMatmul(a: Float32Array, b: Float32Array, M: number, N: number, K: nu
 export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
   await T.init();
   // The library's choice on this machine, as `tessera train` makes it: B from a texture, from
-  // storage or (B of at most 256 KiB) from uniform arrays for unbatched products. The forms not
+  // storage or (B of at most 192 KiB) from uniform arrays for unbatched products. The forms not
   // chosen are measured too.
   const tuning = await T.tuneMatmul();
   const tuned = tuning
     ? ` tessera runs as tuned by \`T.tuneMatmul()\`: B from ${tuning.choice === 'subgroup' ? 'storage' : 'a texture'} (texture ${tuning.textureMs.toFixed(1)} ms, storage ${tuning.storageMs.toFixed(1)} ms a tuning round)` +
-      `${tuning.smallB.uniform ? ', B of at most 256 KiB from uniform arrays' : ''} (uniform arrays ${tuning.smallB.uniformMs.toFixed(1)} ms, otherwise ${tuning.smallB.otherMs.toFixed(1)} ms a round).`
+      `${tuning.smallB.uniform ? ', B of at most 192 KiB from uniform arrays' : ''} (uniform arrays ${tuning.smallB.uniformMs.toFixed(1)} ms, otherwise ${tuning.smallB.otherMs.toFixed(1)} ms a round).`
     : '';
   const FORM_NAME = { texture: 'a texture', subgroup: 'storage', uniform: 'uniform arrays' } as const;
   const tf = await loadTf();
@@ -61,9 +61,9 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
     for (const dev of ['webgpu', 'wasm'].filter((d) => devices.includes(d))) {
       jaxArrays[dev] = [np.array(ha, { device: dev } as never).reshape([M, K]), np.array(hb, { device: dev } as never).reshape([K, N])];
     }
-    // The forms this product can take (uniform arrays: N % 4 == 0, M ≥ 128, B within 4 arrays of
+    // The forms this product can take (uniform arrays: N % 4 == 0, M ≥ 128, B within 3 arrays of
     // 64 KiB of whole rows).
-    const fitsUniform = N % 4 === 0 && M >= 128 && (4 * K * N <= 65536 || Math.ceil(K / (Math.floor(16384 / N / 4) * 4)) <= 4);
+    const fitsUniform = N % 4 === 0 && M >= 128 && (4 * K * N <= 65536 || Math.ceil(K / (Math.floor(16384 / N / 4) * 4)) <= 3);
     const chosen = tuning ? (fitsUniform && tuning.smallB.uniform ? 'uniform' : tuning.choice) : null;
     const otherForms = chosen ? (['texture', 'subgroup', 'uniform'] as const).filter((f) => f !== chosen && (f !== 'uniform' || fitsUniform)) : [];
     const cases: BenchCase[] = [

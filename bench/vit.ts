@@ -18,7 +18,7 @@ export async function vitSuite(): Promise<SuiteRow[]> {
   // uniform array. The two that tuning did not pick are measured on two presets.
   const tunedForm = tuning ? (tuning.choice === 'texture' ? 'texture' : tuning.smallB.uniform ? 'uniform' : 'subgroup') : null;
   const otherForms = tunedForm ? (['texture', 'subgroup', 'uniform'] as const).filter((f) => f !== tunedForm) : [];
-  const FORM_NAME = { texture: 'B from a texture', subgroup: 'B from storage', uniform: 'B from storage, B of at most 256 KiB from uniform arrays' } as const;
+  const FORM_NAME = { texture: 'B from a texture', subgroup: 'B from storage', uniform: 'B from storage, B of at most 192 KiB from uniform arrays' } as const;
   const tf = await loadTf();
   const { jax, devices } = await loadJax();
   const B = 128;

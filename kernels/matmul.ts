@@ -217,7 +217,8 @@ export function matmulFastOk(o: { M: number; N: number; K: number; transA: boole
 // `chunkRows` rows each, row-major [k][n], each with its own copy of the k loop (a switch on the
 // chunk inside one loop ate the gain: 1.01–1.03 at 6400×192·192×{192,576}). Speed against storage,
 // medians of 25 paired rounds: 3 arrays (192×192) 1.07–1.10, 4 (256×256, 128×512) 1.02, 7 and 10
-// (192×576, 768×192) 0.86–1.01, hence at most 4.
+// (192×576, 768×192) 0.86–1.01; the convstem16-w128 training step, whose qkv weight takes 4, ran
+// 0.96× with it (medians of 31 interleaved steps): hence at most 3.
 // Needs subgroups with at least 8 invocations (`subgroupMinSize >= 8`); launchMatmul checks.
 // Loads are vec4 where the operand's contiguous dimension and alignment allow (`aVec`: A along k,
 // `bVec`: B along n for row-major B, along k for transposed B) and scalar otherwise, so any
@@ -229,7 +230,7 @@ export const SUBGROUP_TN = 32;
 export const UNIFORM_B_VEC4 = 4096;
 /** Uniform arrays for B (WebGPU guarantees 12 uniform buffers per stage; the parameters take one):
  * more were no faster than storage (see the subgroup kernel). */
-export const UNIFORM_B_MAX_CHUNKS = 4;
+export const UNIFORM_B_MAX_CHUNKS = 3;
 
 /** `gelu`: the epilogue also applies the exact GELU, writing the activation to C and the
  * pre-activation (needed by the backward) to Z — one pass instead of a matmul and an

@@ -96,7 +96,7 @@ export async function profileStep(o: StepProfileOptions): Promise<StepProfile> {
       `GPU kernels ${(gpuMs / n).toFixed(1)} ms (GPU busy ${((100 * gpuMs) / wallMs).toFixed(0)}% of wall time), ` +
       `${(records.length / n).toFixed(0)} dispatches, ${((B * n) / (wallMs / 1000)).toFixed(1)} images/s.` +
       (dev.features.has('timestamp-query') ? ' Times are GPU timestamps (one compute pass per dispatch while profiling).' : ' No timestamp-query on this adapter: times are missing.') +
-      (tuning ? ` Matmuls as tuned (\`T.tuneMatmul()\`): B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'}${tuning.smallB.uniform ? ', B of at most 256 KiB from uniform arrays' : ''}.` : ''),
+      (tuning ? ` Matmuls as tuned (\`T.tuneMatmul()\`): B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'}${tuning.smallB.uniform ? ', B of at most 192 KiB from uniform arrays' : ''}.` : ''),
     '',
     '## Phases',
     '',

@@ -186,7 +186,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   if (tuning) {
     const { uniformMs, otherMs, uniform } = tuning.smallB;
     log(`matmul: B from ${tuning.choice === 'texture' ? 'a texture' : 'storage'} (tuning round ${tuning.textureMs.toFixed(1)} ms with the texture, ${tuning.storageMs.toFixed(1)} ms from storage); ` +
-      `B of at most 256 KiB ${uniform ? 'from uniform arrays' : 'the same way'} (${uniformMs.toFixed(1)} ms from uniform arrays, ${otherMs.toFixed(1)} ms otherwise)`);
+      `B of at most 192 KiB ${uniform ? 'from uniform arrays' : 'the same way'} (${uniformMs.toFixed(1)} ms from uniform arrays, ${otherMs.toFixed(1)} ms otherwise)`);
   }
 
   // ---- model, data, optimizer -----------------------------------------------------------------

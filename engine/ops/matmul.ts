@@ -47,7 +47,7 @@ export interface MatmulLaunch {
  * broadcast A; any layout, needs subgroups of at least 8), `texture` (the subgroup kernel reading
  * B from a texture it is first repacked into; K and N/4 within the texture size limit, batch within
  * its array layers), `uniform` (the subgroup kernel reading B from uniform
- * arrays it is copied or repacked into: one product, M ≥ 128, B within 4 arrays of 64 KiB; see
+ * arrays it is copied or repacked into: one product, M ≥ 128, B within 3 arrays of 64 KiB; see
  * uniformPlan). */
 export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup' | 'texture' | 'uniform';
 
@@ -70,14 +70,14 @@ export interface MatmulTuning {
   textureMs: number;
   storageMs: number;
   choice: 'texture' | 'subgroup';
-  /** Products whose B fits the uniform arrays (at most 256 KiB: the small models' linear layers
+  /** Products whose B fits the uniform arrays (at most 192 KiB: the small models' linear layers
    * and their input gradients): median ms of a round with B from uniform arrays and with `choice`'s
    * form, and whether the uniform arrays are used. */
   smallB: { uniformMs: number; otherMs: number; uniform: boolean };
 }
 
 /** Times the subgroup matmul with B from a texture against B from storage on this machine and
- * keeps the faster for unbatched products, then, for products whose B fits 256 KiB, B from
+ * keeps the faster for unbatched products, then, for products whose B fits 192 KiB, B from
  * uniform arrays against that choice (all forms give bit-identical results: the same FMAs in the
  * same order). On lavapipe the answer depends on the CPU behind the same adapter string: the
  * texture was 1.16–1.52× faster on a Zen 3 host, storage 0.96–1.33× on a Zen 4 host, and the

@@ -69,7 +69,7 @@ const SUBGROUP: [number[], number[], boolean, boolean][] = [
 
 // B read from the scratch uniform arrays (one product, M >= 128, N % 4 == 0): every transpose, K
 // % 4 tails (23, 203, 150), N = 4 (one vec4 per row), partial 16- and 24-row tiles, a 48 KiB weight
-// read as stored; a transposed B with K % 4 != 0 repacked into one array; B over 64 KiB in 2 and 4
+// read as stored; a transposed B with K % 4 != 0 repacked into one array; B over 64 KiB in 2 and 3
 // arrays, copied (row-major) or repacked (transposed), with the tail in the last array. The
 // uniform kernel must run for these.
 const UNIFORM: [number[], number[], boolean, boolean][] = [
@@ -84,8 +84,8 @@ const UNIFORM: [number[], number[], boolean, boolean][] = [
   [[140, 203], [203, 88], false, false],
   [[150, 131], [150, 120], true, false],
   [[131, 150], [120, 150], false, true],
-  [[128, 256], [256, 256], false, false],
-  [[256, 130], [256, 256], true, true],
+  [[128, 192], [192, 192], false, false],
+  [[192, 130], [192, 192], true, true],
 ];
 
 const KERNEL_NAME = { general: 'matmul_', vec4: 'matmul_fast_', subgroup: 'matmul_sg_', texture: 'matmul_sg_', uniform: 'matmul_sg_' } as const;
@@ -269,13 +269,22 @@ describe('matmul', () => {
     const x = T.randn([300, 40], { seed: 1 });
     const w = T.randn([40, 64], { seed: 2 });
     const bias = T.randn([64], { seed: 3 });
+    // And B over 64 KiB: three uniform arrays of 16 rows, copied (row-major) or repacked (a weight).
+    const wide = T.randn([40, 1000], { seed: 4 });
+    const wideWeight = T.randn([1000, 40], { seed: 5 });
     const auto = await T.matmul(x, w).data();
     const autoLinear = await T.linear(x, T.transpose(w, 0, 1), bias).data();
+    const autoWide = await T.matmul(x, wide).data();
+    const autoWideLinear = await T.linear(x, wideWeight).data();
     try {
       for (const kind of ['texture', 'subgroup', 'uniform'] as const) {
         T.useMatmulKernel(kind);
         expect(await T.matmul(x, w).data()).toEqual(auto);
         expect(await T.linear(x, T.transpose(w, 0, 1), bias).data()).toEqual(autoLinear);
+        const before = T.rt().stats.uniformOperands;
+        expect(await T.matmul(x, wide).data()).toEqual(autoWide);
+        expect(await T.linear(x, wideWeight).data()).toEqual(autoWideLinear);
+        expect(T.rt().stats.uniformOperands - before).toBe(kind === 'uniform' ? 2 : 0);
       }
     } finally {
       T.useMatmulKernel('auto');
