@@ -293,25 +293,29 @@ describe('matmul', () => {
     }
   });
 
-  it('products recorded together each read their own B through the one scratch uniform array', async () => {
-    if (!T.subgroupsOf8()) return;
-    const x = T.randn([200, 16], { seed: 4 });
-    const ws = [5, 6, 7].map((seed) => T.randn([24, 16], { seed }));
-    T.useMatmulKernel('uniform');
-    const before = T.rt().stats.uniformOperands;
-    // No readback in between: the three copies into the array and the three products are recorded
-    // in one submission, so each product must see the B copied just before it.
-    const ys = ws.map((w) => T.linear(x, w));
-    T.useMatmulKernel('auto');
-    expect(T.rt().stats.uniformOperands - before).toBe(3);
-    const xs = await x.data();
-    for (let i = 0; i < 3; i++) {
-      const [w, y] = [await ws[i]!.data(), await ys[i]!.data()];
-      const ref = R.matmul({ data: Float64Array.from(xs), shape: [200, 16] }, { data: Float64Array.from(w), shape: [24, 16] }, false, true);
-      let err = 0;
-      y.forEach((v, j) => (err = Math.max(err, Math.abs(v - ref.data[j]!))));
-      expect(err).toBeLessThan(1e-4); // K = 16 terms of size ~1: f32 rounding ~1e-6
-    }
-    for (const t of [x, ...ws, ...ys]) t.dispose();
-  });
+  // K = 16: each weight copied as stored; K = 18: each repacked by a kernel (K % 4 != 0).
+  for (const K of [16, 18]) {
+    it(`products recorded together each read their own B through the one scratch buffer (K = ${K}: ${K % 4 ? 'repacked' : 'copied'})`, async () => {
+      if (!T.subgroupsOf8()) return;
+      const x = T.randn([200, K], { seed: 4 });
+      const ws = [5, 6, 7].map((seed) => T.randn([24, K], { seed }));
+      T.useMatmulKernel('uniform');
+      const before = T.rt().stats.uniformOperands;
+      // No readback in between: the three moves into the scratch buffer and the three products are
+      // recorded in one submission, so each product must see the B moved just before it.
+      const ys = ws.map((w) => T.linear(x, w));
+      T.useMatmulKernel('auto');
+      expect(T.rt().stats.uniformOperands - before).toBe(3);
+      if (K % 4) expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_pack_b_uniform_t'))).toBe(true);
+      const xs = await x.data();
+      for (let i = 0; i < 3; i++) {
+        const [w, y] = [await ws[i]!.data(), await ys[i]!.data()];
+        const ref = R.matmul({ data: Float64Array.from(xs), shape: [200, K] }, { data: Float64Array.from(w), shape: [24, K] }, false, true);
+        let err = 0;
+        y.forEach((v, j) => (err = Math.max(err, Math.abs(v - ref.data[j]!))));
+        expect(err).toBeLessThan(1e-4); // K ≤ 18 terms of size ~1: f32 rounding ~1e-6
+      }
+      for (const t of [x, ...ws, ...ys]) t.dispose();
+    });
+  }
 });
