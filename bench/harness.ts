@@ -90,7 +90,7 @@ export async function runSuite(suite: string, cases: BenchCase[], opts: { baseli
 export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: string; rateUnit?: string; note?: string; rounds?: number }): void {
   mkdirSync(RESULTS_DIR, { recursive: true });
   // lavapipe's speed is the CPU's: results from different hosts differ by 2-3x, so each file names its CPU.
-  const machine = { date: new Date().toISOString(), node: process.version, platform: `${process.platform} ${process.arch}`, cpu: describeCpu() };
+  const machine = { date: new Date().toISOString(), node: process.version, platform: `${process.platform} ${process.arch}`, cpu: describeCpu(), malloc: process.env.GLIBC_TUNABLES ?? '' };
   const rounds = opts.rounds ?? 1;
   writeFileSync(join(RESULTS_DIR, `${suite}.json`), JSON.stringify({ suite, baseline: opts.baseline, rounds, machine, rows }, null, 2) + '\n');
   const spread = (r: SuiteRow) => r.roundMediansMs && r.roundMediansMs.length > 1 ? ` ${Math.min(...r.roundMediansMs).toFixed(2)}–${Math.max(...r.roundMediansMs).toFixed(2)} |` : '';
@@ -100,7 +100,7 @@ export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: 
     '',
     opts.note ?? '',
     '',
-    `${rounds > 1 ? `Median over ${rounds} rounds (case order rotated each round) of each round's benny median` : 'Medians of benny samples'} (≥ 5 samples after warm-up per round), ${machine.date}, Node ${machine.node}, ${machine.cpu}. Ratio = case rate / ${opts.baseline} rate where a rate is given, else ${opts.baseline} median / case median (higher is faster).`,
+    `${rounds > 1 ? `Median over ${rounds} rounds (case order rotated each round) of each round's benny median` : 'Medians of benny samples'} (≥ 5 samples after warm-up per round), ${machine.date}, Node ${machine.node}, ${machine.cpu}${machine.malloc ? `, GLIBC_TUNABLES=${machine.malloc}` : ''}. Ratio = case rate / ${opts.baseline} rate where a rate is given, else ${opts.baseline} median / case median (higher is faster).`,
     '',
     `| case | median ms |${withSpread ? ' round medians, ms |' : ''} samples |${opts.rateUnit ? ` ${opts.rateUnit} |` : ''} × ${opts.baseline} |`,
     `|---|---:|${withSpread ? '---:|' : ''}---:|${opts.rateUnit ? '---:|' : ''}---:|`,

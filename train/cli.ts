@@ -2,6 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { AugPipeline, GridKind } from './augment.js';
+import { relaunchWithHugePages } from './relaunch.js';
 import type { TestTimeAugmentation } from './trainer.js';
 
 const HELP = `tessera — a small WebGPU tensor engine that trains Vision Transformers
@@ -462,7 +463,9 @@ async function profileCmd(argv: string[]): Promise<void> {
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evalCmd, augment: augmentCmd, profile: profileCmd, kernels, info };
 const [cmd, ...rest] = process.argv.slice(2);
-if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') console.log(HELP);
+if (cmd && commands[cmd] && relaunchWithHugePages()) {
+  // The relaunched process runs the command; this one waits and exits with its status.
+} else if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') console.log(HELP);
 else if (!commands[cmd]) {
   console.error(`tessera: unknown command '${cmd}'\n\n${HELP}`);
   process.exit(2);
