@@ -238,7 +238,7 @@ export const UNIFORM_B_MAX_CHUNKS = 3;
  * `aSums`: also write the sums over k of A's rows, Σ_k op(A)[m, k], to `Asum[m]` (one batch only):
  * the bias gradient of a linear layer from its weight-gradient product gᵀ·x, whose A = g the kernel
  * loads anyway — a vec4 add per k-step instead of a reduction kernel reading g again. */
-export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false, cVec = false, kMajor = false, aSums = false, bChunks: number = 0, chunkRows: number = 0): KernelSource {
+export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: boolean, transB: boolean, bias: boolean, aVec: boolean, bVec: boolean, TM: number, gelu = false, bTex = false, cVec = false, kMajor = false, aSums = false, bChunks: number = 0, chunkRows: number = 0, TN: 4 | 8 = 4): KernelSource {
   if (TM % SUBGROUP_LANES !== 0) throw new Error(`matmulSubgroupKernel: TM ${TM} is not a multiple of ${SUBGROUP_LANES}`);
   // B repacked by matmulPackBKernel: texel (n / 4, k) of layer bi holds B[bi][k, n .. n + 3]
   // whatever B's layout, so transB and bVec do not apply.
@@ -250,8 +250,19 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   if (chunked && (transB || !bVec || chunkRows <= 0 || chunkRows % 4 !== 0)) throw new Error('matmulSubgroupKernel: chunked uniform B must be row-major with vec4 rows and chunks of a multiple of 4 rows');
   if (aVec && transA) throw new Error('matmulSubgroupKernel: vec4 A loads need row-major A (contiguous along k)');
   const G = TM / SUBGROUP_LANES;
+  // Column groups of 4 per lane: TN = 8 gives each lane 8 columns and the subgroup 64, so every
+  // broadcast A element feeds two vec4 FMAs, at the price of twice the B loads per A row (worth
+  // it where B loads are cheap: B from uniform arrays, engine/ops/matmul.ts). Names stay as for TN = 4 with one group (acc3, bk2, bn, bx), and take a
+  // suffix _v per group with two (acc3_1, bk2_1, bn_1, bx_1).
+  const V = TN / 4;
+  if (V !== 1 && V !== 2) throw new Error(`matmulSubgroupKernel: TN ${TN} is not 4 or 8`);
+  if (V > 1 && !bTex && !bChunks) throw new Error('matmulSubgroupKernel: 8 columns per lane are for B from a texture or uniform arrays (from storage they lost 21–24%)');
   const c = ['x', 'y', 'z', 'w'];
   const range = (n: number) => [...Array(n).keys()];
+  const groups = range(V);
+  const gs = (v: number) => (V === 1 ? '' : `_${v}`);
+  const bnCol = (v: number, q: number) => `bn${4 * v + q}`;
+  const tileN = SUBGROUP_TN * V;
   // Scalar element of an operand declared as vec4 array (tails and unaligned modes).
   const aElem = (m: string, k: string) => (transA ? `ldA(ao + (${k}) * P.lda + ${m})` : `ldA(ao + ${m} * P.lda + ${k})`);
   const bElem = (k: string, n: string) => (transB ? `ldB(bo + ${n} * P.ldb + ${k})` : `ldB(bo + (${k}) * P.ldb + ${n})`);
@@ -261,20 +272,24 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   for (const g of range(G)) {
     load4.push(aVec ? `let a${g} = A4[(ao + ar${g} * P.lda + k) / 4u];` : `let a${g} = vec4<f32>(${range(4).map((kk) => aElem(`ar${g}`, `k + ${kk}u`)).join(', ')});`);
   }
-  if (bTex) {
-    for (const kk of range(4)) load4.push(`let bk${kk} = textureLoad(Bt, vec2<u32>(bx, k + ${kk}u), bi, 0);`);
-  } else if (chunked) {
-    // Loaded per chunk in the chunk's own loop (below); CHUNK stands for its index.
-    for (const kk of range(4)) load4.push(`let bk${kk} = B4_CHUNK[((k - CHUNK_START + ${kk}u) * P.ldb + bn) / 4u];`);
-  } else if (!transB) {
-    for (const kk of range(4)) {
-      load4.push(bVec ? `let bk${kk} = B4[(bo + (k + ${kk}u) * P.ldb + bn) / 4u];` : `let bk${kk} = vec4<f32>(${range(4).map((q) => bElem(`k + ${kk}u`, `bn${q}`)).join(', ')});`);
+  for (const v of groups) {
+    const x = gs(v);
+    if (bTex) {
+      for (const kk of range(4)) load4.push(`let bk${kk}${x} = textureLoad(Bt, vec2<u32>(bx${x}, k + ${kk}u), bi, 0);`);
+    } else if (chunked) {
+      // Loaded per chunk in the chunk's own loop (below); CHUNK stands for its index.
+      for (const kk of range(4)) load4.push(`let bk${kk}${x} = B4_CHUNK[((k - CHUNK_START + ${kk}u) * P.ldb + bn${x}) / 4u];`);
+    } else if (!transB) {
+      for (const kk of range(4)) {
+        load4.push(bVec ? `let bk${kk}${x} = B4[(bo + (k + ${kk}u) * P.ldb + bn${x}) / 4u];` : `let bk${kk}${x} = vec4<f32>(${range(4).map((q) => bElem(`k + ${kk}u`, bnCol(v, q))).join(', ')});`);
+      }
+    } else {
+      for (const q of range(4)) {
+        const col = 4 * v + q;
+        load4.push(bVec ? `let bc${col} = B4[(bo + ${bnCol(v, q)} * P.ldb + k) / 4u];` : `let bc${col} = vec4<f32>(${range(4).map((kk) => bElem(`k + ${kk}u`, bnCol(v, q))).join(', ')});`);
+      }
+      for (const kk of range(4)) load4.push(`let bk${kk}${x} = vec4<f32>(${range(4).map((q) => `bc${4 * v + q}.${c[kk]}`).join(', ')});`);
     }
-  } else {
-    for (const q of range(4)) {
-      load4.push(bVec ? `let bc${q} = B4[(bo + bn${q} * P.ldb + k) / 4u];` : `let bc${q} = vec4<f32>(${range(4).map((kk) => bElem(`k + ${kk}u`, `bn${q}`)).join(', ')});`);
-    }
-    for (const kk of range(4)) load4.push(`let bk${kk} = vec4<f32>(${range(4).map((q) => `bc${q}.${c[kk]}`).join(', ')});`);
   }
   // Row by row: each accumulator takes its 4 FMAs in a row. TM accumulators of vec4 × 8 lanes are
   // 4·TM AVX2 registers on lavapipe, far more than the CPU's 16, so they live in memory; taking a
@@ -283,7 +298,11 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   // ladder; medians of 21 interleaved repeats). Unrolling k by 8 in this order was slower (16.2
   // vs 18.3).
   const fma4: string[] = [];
-  const fma = (g: number, i: number, kk: number) => `acc${g * SUBGROUP_LANES + i} = fma(vec4<f32>(subgroupBroadcast(a${g}.${c[kk]}, ${i}u)), bk${kk}, acc${g * SUBGROUP_LANES + i});`;
+  const fma = (g: number, i: number, kk: number) => {
+    const row = g * SUBGROUP_LANES + i;
+    if (V === 1) return `acc${row} = fma(vec4<f32>(subgroupBroadcast(a${g}.${c[kk]}, ${i}u)), bk${kk}, acc${row});`;
+    return `let s${row}_${kk} = vec4<f32>(subgroupBroadcast(a${g}.${c[kk]}, ${i}u)); ${groups.map((v) => `acc${row}${gs(v)} = fma(s${row}_${kk}, bk${kk}${gs(v)}, acc${row}${gs(v)});`).join(' ')}`;
+  };
   if (kMajor) {
     for (const kk of range(4)) for (const g of range(G)) for (const i of range(SUBGROUP_LANES)) fma4.push(fma(g, i, kk));
   } else {
@@ -292,30 +311,34 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   // One k at a time for K % 4.
   const tail = [
     ...range(G).map((g) => `let t${g} = ${aElem(`ar${g}`, 'k')};`),
-    bTex ? 'let tb = textureLoad(Bt, vec2<u32>(bx, k), bi, 0);' : chunked ? 'let tb = ldBRow(k, bn);' : `let tb = vec4<f32>(${range(4).map((q) => bElem('k', `bn${q}`)).join(', ')});`,
-    ...range(G).flatMap((g) => range(SUBGROUP_LANES).map((i) => `acc${g * SUBGROUP_LANES + i} = fma(vec4<f32>(subgroupBroadcast(t${g}, ${i}u)), tb, acc${g * SUBGROUP_LANES + i});`)),
+    ...groups.map((v) => bTex ? `let tb${gs(v)} = textureLoad(Bt, vec2<u32>(bx${gs(v)}, k), bi, 0);` : chunked ? `let tb${gs(v)} = ldBRow(k, bn${gs(v)});` : `let tb${gs(v)} = vec4<f32>(${range(4).map((q) => bElem('k', bnCol(v, q))).join(', ')});`),
+    ...range(G).flatMap((g) => range(SUBGROUP_LANES).map((i) => {
+      const row = g * SUBGROUP_LANES + i;
+      return `let ts${row} = vec4<f32>(subgroupBroadcast(t${g}, ${i}u)); ${groups.map((v) => `acc${row}${gs(v)} = fma(ts${row}, tb${gs(v)}, acc${row}${gs(v)});`).join(' ')}`;
+    })),
   ];
   // vec4 stores (`cVec`: N, ldc, C's offset and batch strides multiples of 4, so a lane's 4
   // columns are all inside C or all past its edge): one store instead of four per row, which
   // matters where K is short: the linear layers at K = 128 ran 5–15% faster (medians of 21-25
   // interleaved repeats).
-  const vecStores = range(TM).map((i) => {
-    const z = `acc${i}${bias ? ' + bv' : ''}`;
+  const vecStores = (v: number) => range(TM).map((i) => {
+    const z = `acc${i}${gs(v)}${bias ? ` + bv${gs(v)}` : ''}`;
     return `if (m0 + ${i}u < P.M) {
-    let at = (co + (m0 + ${i}u) * P.ldc + n0) / 4u;
+    let at = (co + (m0 + ${i}u) * P.ldc + n0 + ${4 * v}u) / 4u;
     ${gelu ? `let z = ${z}; Z4[at] = z; C4[at] = vec4<f32>(${range(4).map((q) => `gelu_(z.${c[q]})`).join(', ')});` : `C4[at] = ${z};`}
   }`;
   });
   const scalarStores = range(TM).map((i) => `if (m0 + ${i}u < P.M) {
     let row = co + (m0 + ${i}u) * P.ldc;
-    ${range(4).map((q) => {
-      const z = `acc${i}.${c[q]}${bias ? ` + bv.${c[q]}` : ''}`;
-      return `if (n0 + ${q}u < P.N) { ${gelu ? `let z = ${z}; Z[row + n0 + ${q}u] = z; C[row + n0 + ${q}u] = gelu_(z);` : `C[row + n0 + ${q}u] = ${z};`} }`;
-    }).join('\n    ')}
+    ${groups.flatMap((v) => range(4).map((q) => {
+      const z = `acc${i}${gs(v)}.${c[q]}${bias ? ` + bv${gs(v)}.${c[q]}` : ''}`;
+      const n = `n0 + ${4 * v + q}u`;
+      return `if (${n} < P.N) { ${gelu ? `let z = ${z}; Z[row + ${n}] = z; C[row + ${n}] = gelu_(z);` : `C[row + ${n}] = ${z};`} }`;
+    })).join('\n    ')}
   }`);
-  const stores = cVec ? [`if (n0 < P.N) {`, ...vecStores, '}'] : scalarStores;
+  const stores = cVec ? groups.flatMap((v) => [`if (n0 + ${4 * v}u < P.N) {`, ...vecStores(v), '}']) : scalarStores;
   return kernel({
-    name: `matmul_sg_${transA ? 't' : 'n'}${bTex ? 'x' : transB ? 't' : 'n'}${bChunks ? `_bu${chunked ? `${bChunks}x${chunkRows}` : ''}` : ''}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}${cVec ? '_cv' : ''}${kMajor ? '_km' : ''}${aSums ? '_rs' : ''}_${TM}`,
+    name: `matmul_sg_${transA ? 't' : 'n'}${bTex ? 'x' : transB ? 't' : 'n'}${bChunks ? `_bu${chunked ? `${bChunks}x${chunkRows}` : ''}` : ''}${bias ? '_bias' : ''}${gelu ? '_gelu' : ''}${aVec ? '_av' : ''}${bVec ? '_bv' : ''}${cVec ? '_cv' : ''}${kMajor ? '_km' : ''}${aSums ? '_rs' : ''}_${TM}${V > 1 ? `x${TN}` : ''}`,
     header: gelu ? `enable subgroups;\n${WGSL_MATH}` : 'enable subgroups;',
     uniforms: MATMUL_UNIFORMS,
     buffers: [
@@ -339,22 +362,22 @@ fn ldBRow(k: u32, n: u32) -> vec4<f32> {
 ${MAIN_SUBGROUP} {
   // Everything up to the lane's columns is workgroup-uniform, as subgroupBroadcast requires.
   let w = wid.y * nwg.x + wid.x;
-  let tiles_n = (P.N + ${SUBGROUP_TN - 1}u) / ${SUBGROUP_TN}u;
+  let tiles_n = (P.N + ${tileN - 1}u) / ${tileN}u;
   let tiles_m = (P.M + ${TM - 1}u) / ${TM}u;
   let per_batch = tiles_m * tiles_n;
   if (w >= per_batch * P.batch) { return; }
   let bi = w / per_batch;
   let r = w % per_batch;
   let m0 = (r / tiles_n) * ${TM}u;
-  let n0 = (r % tiles_n) * ${SUBGROUP_TN}u + 4u * lane;
+  let n0 = (r % tiles_n) * ${tileN}u + ${TN}u * lane;
   ${stridedOffsets(MATMUL_BATCH_RANK, 'bi', 'bshape', ['ast', 'bst', 'cst'], ['ao_', 'bo_', 'co_'])}
   let ao = P.a_off + ao_;
   let bo = P.b_off + bo_;
   ${range(G).map((g) => `let ar${g} = min(m0 + ${g * SUBGROUP_LANES}u + lane, P.M - 1u);`).join('\n  ')}
-  ${!transB && bVec ? 'let bn = min(n0, P.N - 4u);' : ''}
-  ${bTex ? 'let bx = min(n0 / 4u, (P.N + 3u) / 4u - 1u);' : ''}
-  ${range(4).map((q) => `let bn${q} = min(n0 + ${q}u, P.N - 1u);`).join('\n  ')}
-  ${range(TM).map((i) => `var acc${i} = vec4<f32>(0.0);`).join('\n  ')}
+  ${groups.map((v) => !transB && bVec ? `let bn${gs(v)} = min(n0 + ${4 * v}u, P.N - 4u);` : '').join(' ')}
+  ${groups.map((v) => bTex ? `let bx${gs(v)} = min((n0 + ${4 * v}u) / 4u, (P.N + 3u) / 4u - 1u);` : '').join(' ')}
+  ${groups.flatMap((v) => range(4).map((q) => `let ${bnCol(v, q)} = min(n0 + ${4 * v + q}u, P.N - 1u);`)).join('\n  ')}
+  ${range(TM).map((i) => groups.map((v) => `var acc${i}${gs(v)} = vec4<f32>(0.0);`).join(' ')).join('\n  ')}
   ${aSums ? range(G).map((g) => `var as${g} = vec4<f32>(0.0);`).join(' ') : ''}
   let k4 = P.K - P.K % 4u;
   var k = 0u;
@@ -368,7 +391,7 @@ ${MAIN_SUBGROUP} {
     ${aSums ? range(G).map((g) => `as${g}.x += t${g};`).join(' ') : ''}
   }
   let co = P.c_off + co_;
-  ${bias ? `let bv = vec4<f32>(${range(4).map((q) => `bias[bn${q}]`).join(', ')});` : ''}
+  ${bias ? groups.map((v) => `let bv${gs(v)} = vec4<f32>(${range(4).map((q) => `bias[${bnCol(v, q)}]`).join(', ')});`).join(' ') : ''}
   ${stores.join('\n  ')}
   ${aSums ? `// The first column tile of each row tile writes its rows' sums.
   if (r % tiles_n == 0u) {

@@ -44,9 +44,9 @@ export interface MatmulLaunch {
 
 /** The matmul kernels: `general` (scalar 4×4 per invocation, any layout), `vec4` (4×8 per
  * invocation, vec4 loads; aligned operands only), `subgroup` (TM×32 per subgroup of 8 with
- * broadcast A; any layout, needs subgroups of at least 8), `texture` (the subgroup kernel reading
- * B from a texture it is first repacked into; K and N/4 within the texture size limit, batch within
- * its array layers), `uniform` (the subgroup kernel reading B from uniform
+ * broadcast A; any layout, needs subgroups of at least 8), `texture` (the subgroup kernel, 16×64
+ * per subgroup, reading B from a texture it is first repacked into; K and N/4 within the texture size limit, batch within
+ * its array layers), `uniform` (the subgroup kernel, 16×64, reading B from uniform
  * arrays it is copied or repacked into: one product, M ≥ 128, B within 3 arrays of 64 KiB; see
  * uniformPlan). */
 export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup' | 'texture' | 'uniform';
@@ -182,6 +182,16 @@ function stageUniformB(l: MatmulLaunch, plan: UniformPlan, uniforms: Record<stri
   return scratch.chunks.slice(0, plan.chunks);
 }
 
+/** Rows × columns per lane where B comes from a texture or uniform arrays. lavapipe loads those
+ * as vector gathers, far cheaper than a storage buffer's per-lane loop, so a lane can take 8
+ * columns (two vec4 groups: each broadcast A element feeds two FMAs) for 16 rows instead of 4 for
+ * 24: with B from uniform arrays, medians of 61 paired rounds of 10 products, 16×8 / 24×4 =
+ * 1.01–1.09 at the K = 64 and 6400×64·192 shapes (32×4: 1.03–1.06); with B from a texture, 31
+ * rounds, 1.03–1.10 at 6400×192·64, 6400×576·192, 1024³ and 6400×192·768. B from storage lost 21–24%
+ * with 8 columns (twice the per-lane B loads), so it keeps 24×4. Same FMAs in the same order:
+ * results identical to the bit. */
+const GATHERED_B_TILE: [number, 4 | 8] = [16, 8];
+
 /** Rows per subgroup tile: with the row-by-row FMA order, 24 rows ran 2–13% faster than 16 at
  * the ViT shapes (medians of 21 interleaved repeats; 32 no better than 24); 16 wastes less on
  * short matrices (attention's per-head products), 8 for matrices of a few rows. */
@@ -243,11 +253,11 @@ export function launchMatmul(l: MatmulLaunch): boolean {
       }
     }
     const cVec = [l.N, l.c.ld, l.c.offset, ...l.c.batchStrides].every((v) => v % 4 === 0);
-    const TM = subgroupRows(l.M);
+    const [TM, TN] = kind === 'subgroup' ? [subgroupRows(l.M), 4 as const] : [Math.min(GATHERED_B_TILE[0], subgroupRows(l.M)), GATHERED_B_TILE[1]];
     const bTex = kind === 'texture';
     if (bTex) textures = [packB(l, uniforms, batch)];
-    source = matmulSubgroupKernel(l.transA, transB, !!l.bias, vec.aVec, vec.bVec, TM, !!l.geluPreact, bTex, cVec, false, sums, uniformB?.chunks ?? 0, uniformB && uniformB.chunks > 1 ? uniformB.rows : 0);
-    workgroups = batch * Math.ceil(l.M / TM) * Math.ceil(l.N / SUBGROUP_TN);
+    source = matmulSubgroupKernel(l.transA, transB, !!l.bias, vec.aVec, vec.bVec, TM, !!l.geluPreact, bTex, cVec, false, sums, uniformB?.chunks ?? 0, uniformB && uniformB.chunks > 1 ? uniformB.rows : 0, TN);
+    workgroups = batch * Math.ceil(l.M / TM) * Math.ceil(l.N / (SUBGROUP_TN * (TN / 4)));
   } else {
     const fast = kind === 'vec4';
     source = (fast ? matmulFastKernel : matmulKernel)(l.transA, l.transB, !!l.bias);

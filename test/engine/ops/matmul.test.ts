@@ -43,7 +43,8 @@ const FAST: [number[], number[], boolean, boolean][] = [
 ];
 
 // The subgroup kernel's edges: K % 4 tails with vec4 loads, rows past a 16-row tile, columns
-// past a 32-column tile, a lane whose 4 columns straddle N, 8-row tiles, unaligned leading
+// past a 32-column tile (64 with B from a texture or uniform arrays: 8 columns per lane, the
+// second group of 4 past N or straddling it), a lane whose 4 columns straddle N, 8-row tiles, unaligned leading
 // dimensions (scalar loads) and batch strides.
 const SUBGROUP: [number[], number[], boolean, boolean][] = [
   [[17, 36], [36, 33], false, false],
@@ -114,6 +115,8 @@ describe('matmul', () => {
         const prefix = `${KERNEL_NAME[kind]}${ta ? 't' : 'n'}${kind === 'texture' ? 'x' : tb ? 't' : 'n'}`;
         expect(T.compiledKernels().some((k) => k.name.startsWith(prefix))).toBe(true);
         if (kind === 'texture') expect(T.compiledKernels().some((k) => k.name === `matmul_pack_b_${tb ? 't' : 'n'}`)).toBe(true);
+        // B gathered from a texture or uniform arrays: 8 columns per lane (64 per subgroup).
+        if (kind === 'texture' || kind === 'uniform') expect(T.compiledKernels().some((k) => k.name.startsWith(prefix) && /_(8|16)x8$/.test(k.name))).toBe(true);
         if (kind === 'uniform') {
           // The forward product reads B from the uniform array exactly for the UNIFORM shapes.
           const [a, b] = [T.randn(sa, { seed: 1 }), T.randn(sb, { seed: 2 })];
