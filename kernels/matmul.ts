@@ -251,9 +251,10 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   if (aVec && transA) throw new Error('matmulSubgroupKernel: vec4 A loads need row-major A (contiguous along k)');
   const G = TM / SUBGROUP_LANES;
   // Column groups of 4 per lane: TN = 8 gives each lane 8 columns and the subgroup 64, so every
-  // broadcast A element feeds two vec4 FMAs, at the price of twice the B loads per A row (worth
-  // it where B loads are cheap: B from uniform arrays, engine/ops/matmul.ts). Names stay as for TN = 4 with one group (acc3, bk2, bn, bx), and take a
-  // suffix _v per group with two (acc3_1, bk2_1, bn_1, bx_1).
+  // broadcast A element feeds two vec4 FMAs, at the price of twice the B loads per A row — worth
+  // it where B loads are gathers (a texture or uniform arrays; measured in engine/ops/matmul.ts).
+  // Names stay as for TN = 4 with one group (acc3, bk2, bn, bx) and take a suffix _v per group
+  // with two (acc3_1, bk2_1, bn_1, bx_1).
   const V = TN / 4;
   if (V !== 1 && V !== 2) throw new Error(`matmulSubgroupKernel: TN ${TN} is not 4 or 8`);
   if (V > 1 && !bTex && !bChunks) throw new Error('matmulSubgroupKernel: 8 columns per lane are for B from a texture or uniform arrays (from storage they lost 21–24%)');
