@@ -309,7 +309,9 @@ export const matmulSubgroupKernel = memo(function matmulSubgroupKernel(transA: b
   } else {
     for (const g of range(G)) for (const i of range(SUBGROUP_LANES)) for (const kk of range(4)) fma4.push(fma(g, i, kk));
   }
-  // One k at a time for K % 4.
+  // One k at a time for K % 4. Vec4 A loads imply K % 4 == 0 (matmulSubgroupVec), and there the
+  // kernel has no tail loop: an empty tail still cost 1–5% at K = 64 (paired rounds of ten
+  // 6400×192·64 and 2176×128·64 products), its accumulators live across a second loop.
   const tail = [
     ...range(G).map((g) => `let t${g} = ${aElem(`ar${g}`, 'k')};`),
     ...groups.map((v) => bTex ? `let tb${gs(v)} = textureLoad(Bt, vec2<u32>(bx${gs(v)}, k), bi, 0);` : chunked ? `let tb${gs(v)} = ldBRow(k, bn${gs(v)});` : `let tb${gs(v)} = vec4<f32>(${range(4).map((q) => bElem('k', bnCol(v, q))).join(', ')});`),
@@ -387,10 +389,10 @@ ${MAIN_SUBGROUP} {
     ${fma4.join('\n    ')}
     ${aSums ? range(G).map((g) => `as${g} += a${g};`).join(' ') : ''}
   }`).join('\n  ')}
-  for (; k < P.K; k++) {
+  ${aVec ? '' : `for (; k < P.K; k++) {
     ${tail.join('\n    ')}
     ${aSums ? range(G).map((g) => `as${g}.x += t${g};`).join(' ') : ''}
-  }
+  }`}
   let co = P.c_off + co_;
   ${bias ? groups.map((v) => `let bv${gs(v)} = vec4<f32>(${range(4).map((q) => `bias[${bnCol(v, q)}]`).join(', ')});`).join(' ') : ''}
   ${stores.join('\n  ')}
