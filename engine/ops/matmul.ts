@@ -59,8 +59,9 @@ export function useMatmulKernel(kind: MatmulKernelKind | 'auto'): void {
 }
 
 
-/** Unbatched products read B from a texture unless `tuneMatmul` measured storage faster here. */
-let singleProductKind: 'texture' | 'subgroup' = 'texture';
+/** Unbatched products read B from storage unless `tuneMatmul` measured a texture faster here
+ * (the texture costs a repack or copy of B and a scratch texture per product shape). */
+let singleProductKind: 'texture' | 'subgroup' = 'subgroup';
 /** Unbatched products whose B fits a uniform array read it from one when `tuneMatmul` measured
  * that faster here. */
 let smallBUniform = false;
@@ -83,10 +84,11 @@ export interface MatmulTuning {
  * texture was 1.16–1.52× faster on a Zen 3 host, storage 0.96–1.33× on a Zen 4 host, and the
  * uniform array 1.02–1.21× faster than either there (README). A form must win by a margin in the
  * median of per-round ratios (each round times both forms back to back, so a machine whose speed
- * drifts compares like with like): storage by `margin` (default 1.05), the uniform array by
- * `smallMargin` (default 1.02: on the Zen 4 host it won only 1.04–1.07 in these rounds, medians of
- * 40, but 1.10–1.13 on whole training steps). `margin: Infinity` restores the untuned default
- * (texture, no uniform array). Returns null without subgroups of 8. */
+ * drifts compares like with like): the texture by `margin` (default 1.05; a tie goes to storage,
+ * which needs no repack), the uniform array by `smallMargin` (default 1.02: on the Zen 4 host it
+ * won only 1.04–1.07 in these rounds, medians of 40, but 1.10–1.13 on whole training steps).
+ * `margin: Infinity` restores the untuned default (storage, no uniform array). Returns null
+ * without subgroups of 8. */
 export async function tuneMatmul(opts: { repeats?: number; margin?: number; smallMargin?: number; shapes?: [number, number, number][]; smallShapes?: [number, number, number][] } = {}): Promise<MatmulTuning | null> {
   if (!subgroupsOf8()) return null;
   const margin = opts.margin ?? 1.05;
@@ -116,10 +118,10 @@ export async function tuneMatmul(opts: { repeats?: number; margin?: number; smal
 
   const shapes = opts.shapes ?? [[6400, 192, 64], [2048, 192, 192], [512, 512, 512]];
   const operands = shapes.map(([M, N, K]) => [zeros([M, K]), zeros([N, K])] as const);
-  const big = await race(['texture', 'subgroup'], () => {
+  const big = await race(['subgroup', 'texture'], () => {
     for (const [x, w] of operands) linear(x, w).dispose();
   }).finally(() => operands.forEach((ts) => ts.forEach((t) => t.dispose())));
-  singleProductKind = ratio(big) > margin ? 'subgroup' : 'texture';
+  singleProductKind = ratio(big) > margin ? 'texture' : 'subgroup';
 
   // Small B: a linear layer (x · wᵀ) and its input gradient (g · w) per shape.
   const smallShapes = opts.smallShapes ?? [[6400, 192, 64], [6400, 64, 128], [2048, 192, 192]];
@@ -132,8 +134,8 @@ export async function tuneMatmul(opts: { repeats?: number; margin?: number; smal
   }).finally(() => small.forEach((ts) => ts.forEach((t) => t.dispose())));
   smallBUniform = ratio(smallTimes) > smallMargin;
   return {
-    textureMs: median(big[0]),
-    storageMs: median(big[1]),
+    textureMs: median(big[1]),
+    storageMs: median(big[0]),
     choice: singleProductKind,
     smallB: { uniformMs: median(smallTimes[1]), otherMs: median(smallTimes[0]), uniform: smallBUniform },
   };

@@ -1,4 +1,4 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../../engine/index.js';
 import * as R from '../../../engine/reference/matmul.js';
 import { binary, unary, unaryVjp } from '../../../engine/reference/elementwise.js';
@@ -7,10 +7,14 @@ import { checkOp } from '../../helpers.js';
 
 beforeAll(async () => {
   await T.init();
-  // The tests below check what 'auto' picks with the untuned default (B from a texture); a train()
-  // run earlier in this process may have tuned it (margin Infinity keeps the texture).
-  await T.tuneMatmul({ repeats: 1, shapes: [[8, 8, 8]], smallShapes: [[8, 8, 8]], margin: Infinity });
+  // The tests below check what 'auto' picks with the untuned default (B from storage); a train()
+  // run earlier in this process may have tuned it (margin Infinity keeps storage).
+  await untuned();
 });
+
+const untuned = () => T.tuneMatmul({ repeats: 1, shapes: [[8, 8, 8]], smallShapes: [[8, 8, 8]], margin: Infinity });
+// margin 0: the texture wins whatever the timings, as tuning makes it where it is faster.
+const textureTuned = () => T.tuneMatmul({ repeats: 1, shapes: [[8, 8, 8]], smallShapes: [[8, 8, 8]], margin: 0, smallMargin: Infinity });
 
 // A dot product of K f32 terms of size ~1 has error ~sqrt(K)·6e-8·|terms|, worst case K·6e-8:
 // K ≤ 257 gives ≤ 1.6e-5 per unit of Σ|a·b| (~K). Tolerance: atol 1e-4·sqrt(K)-ish, stated as 5e-4.
@@ -131,56 +135,70 @@ describe('matmul', () => {
     }
   }
 
-  it('auto picks the subgroup kernel with B repacked into a texture when the adapter has subgroups of 8 or more', () => {
-    if (!T.subgroupsOf8()) return;
-    // A size no other test uses: its scratch texture is new, and the matmul is two dispatches.
-    const [a, b] = [T.ones([130, 1031]), T.ones([1031, 11])];
-    const { dispatches, texturesCreated } = T.rt().stats;
-    const c = T.matmul(a, b);
-    expect(T.rt().stats.dispatches - dispatches).toBe(2);
-    expect(T.rt().stats.texturesCreated - texturesCreated).toBe(1);
-    expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_sg_nx'))).toBe(true);
-    // Row-major, 64-multiple wide B is copied into the texture: one dispatch, at any M.
-    const a9 = T.ones([9, 1031]);
-    const b64 = T.ones([1031, 64]);
-    const before = T.rt().stats.dispatches;
-    const c64 = T.matmul(a9, b64);
-    expect(T.rt().stats.dispatches - before).toBe(1);
-    // Few row tiles and a B that would need a repack: B stays in storage, no texture.
-    const b13 = T.ones([1031, 13]);
-    const stats = { ...T.rt().stats };
-    const c13 = T.matmul(a9, b13);
-    expect(T.rt().stats.dispatches - stats.dispatches).toBe(1);
-    expect(T.rt().stats.texturesCreated - stats.texturesCreated).toBe(0);
-    expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_sg_nn'))).toBe(true);
-    for (const t of [a, b, c, a9, b64, c64, b13, c13]) t.dispose();
-  });
+  describe('with B from a texture, as tuning chooses it where it is faster', () => {
+    beforeAll(textureTuned);
+    afterAll(untuned);
 
-  it('a B taller than the texture size limit falls back to the storage-buffer subgroup kernel', async () => {
-    if (!T.subgroupsOf8()) return;
-    const K = T.rt().device.limits.maxTextureDimension2D + 3;
-    const a = T.ones([2, K]);
-    const b = T.ones([K, 5]);
-    const created = T.rt().stats.texturesCreated;
-    const c = T.matmul(a, b);
-    expect(Array.from(await c.data())).toEqual(new Array(10).fill(K));
-    expect(T.rt().stats.texturesCreated).toBe(created);
-    for (const t of [a, b, c]) t.dispose();
-  });
+    it('auto keeps B in storage untuned, and reads it from a texture once tuning chose one', async () => {
+      if (!T.subgroupsOf8()) return;
+      await untuned();
+      const [x, y] = [T.ones([130, 40]), T.ones([40, 11])];
+      const untunedStats = { ...T.rt().stats };
+      T.matmul(x, y).dispose();
+      expect(T.rt().stats.dispatches - untunedStats.dispatches).toBe(1);
+      expect(T.rt().stats.texturesCreated - untunedStats.texturesCreated).toBe(0);
+      x.dispose();
+      y.dispose();
+      await textureTuned();
+      // A size no other test uses: its scratch texture is new, and the matmul is two dispatches.
+      const [a, b] = [T.ones([130, 1031]), T.ones([1031, 11])];
+      const { dispatches, texturesCreated } = T.rt().stats;
+      const c = T.matmul(a, b);
+      expect(T.rt().stats.dispatches - dispatches).toBe(2);
+      expect(T.rt().stats.texturesCreated - texturesCreated).toBe(1);
+      expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_sg_nx'))).toBe(true);
+      // Row-major, 64-multiple wide B is copied into the texture: one dispatch, at any M.
+      const a9 = T.ones([9, 1031]);
+      const b64 = T.ones([1031, 64]);
+      const before = T.rt().stats.dispatches;
+      const c64 = T.matmul(a9, b64);
+      expect(T.rt().stats.dispatches - before).toBe(1);
+      // Few row tiles and a B that would need a repack: B stays in storage, no texture.
+      const b13 = T.ones([1031, 13]);
+      const stats = { ...T.rt().stats };
+      const c13 = T.matmul(a9, b13);
+      expect(T.rt().stats.dispatches - stats.dispatches).toBe(1);
+      expect(T.rt().stats.texturesCreated - stats.texturesCreated).toBe(0);
+      expect(T.compiledKernels().some((k) => k.name.startsWith('matmul_sg_nn'))).toBe(true);
+      for (const t of [a, b, c, a9, b64, c64, b13, c13]) t.dispose();
+    });
 
-  it('repeated matmuls reuse one scratch texture per size', async () => {
-    if (!T.subgroupsOf8()) return;
-    const x = T.ones([40, 24]);
-    const w = T.ones([36, 24]);
-    T.linear(x, w).dispose();
-    const live = T.rt().liveTextures;
-    const created = T.rt().stats.texturesCreated;
-    for (let i = 0; i < 20; i++) T.linear(x, w).dispose();
-    await T.sync();
-    expect(T.rt().liveTextures).toBe(live);
-    expect(T.rt().stats.texturesCreated).toBe(created);
-    x.dispose();
-    w.dispose();
+    it('a B taller than the texture size limit falls back to the storage-buffer subgroup kernel', async () => {
+      if (!T.subgroupsOf8()) return;
+      const K = T.rt().device.limits.maxTextureDimension2D + 3;
+      const a = T.ones([2, K]);
+      const b = T.ones([K, 5]);
+      const created = T.rt().stats.texturesCreated;
+      const c = T.matmul(a, b);
+      expect(Array.from(await c.data())).toEqual(new Array(10).fill(K));
+      expect(T.rt().stats.texturesCreated).toBe(created);
+      for (const t of [a, b, c]) t.dispose();
+    });
+
+    it('repeated matmuls reuse one scratch texture per size', async () => {
+      if (!T.subgroupsOf8()) return;
+      const x = T.ones([40, 24]);
+      const w = T.ones([36, 24]);
+      T.linear(x, w).dispose();
+      const live = T.rt().liveTextures;
+      const created = T.rt().stats.texturesCreated;
+      for (let i = 0; i < 20; i++) T.linear(x, w).dispose();
+      await T.sync();
+      expect(T.rt().liveTextures).toBe(live);
+      expect(T.rt().stats.texturesCreated).toBe(created);
+      x.dispose();
+      w.dispose();
+    });
   });
 
   // linear and linearGelu on every matmul kernel. With the subgroup kernels the bias gradient
@@ -252,7 +270,7 @@ describe('matmul', () => {
     expect(r!.storageMs).toBeGreaterThan(0);
     expect(r!.smallB.uniformMs).toBeGreaterThan(0);
     expect(r!.smallB.otherMs).toBeGreaterThan(0);
-    // margin 0: any ratio wins, so 'auto' takes storage and the uniform array; Infinity: neither.
+    // margin 0: any ratio wins, so 'auto' takes the texture and the uniform array; Infinity: neither.
     const probe = async (margin: number) => {
       const t = await T.tuneMatmul({ repeats: 1, shapes: [[64, 64, 64]], smallShapes: [[256, 64, 64]], margin });
       const [x, w, wide] = [T.zeros([300, 40]), T.zeros([64, 40]), T.zeros([40, 1102])];
@@ -264,9 +282,9 @@ describe('matmul', () => {
       return { t: t!, used };
     };
     const eager = await probe(0);
-    expect([eager.t.choice, eager.t.smallB.uniform, eager.used.uniform]).toEqual(['subgroup', true, 1]);
+    expect([eager.t.choice, eager.t.smallB.uniform, eager.used.uniform]).toEqual(['texture', true, 1]);
     const strict = await probe(Infinity);
-    expect([strict.t.choice, strict.t.smallB.uniform, strict.used.uniform]).toEqual(['texture', false, 0]);
+    expect([strict.t.choice, strict.t.smallB.uniform, strict.used.uniform]).toEqual(['subgroup', false, 0]);
     await T.tuneMatmul({ repeats: 3, shapes: [[512, 64, 64]], smallShapes: [[512, 64, 64]] });
     // Rows past 128 and a B that is copied into its texture: 'auto' takes the tuned choice here.
     const x = T.randn([300, 40], { seed: 1 });
