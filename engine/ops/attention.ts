@@ -98,10 +98,12 @@ function flashRowsPerLane(hd: number, N: number, pass: 'forward' | 'backward'): 
   if (hd >= 64) return 2;
   if (pass === 'backward') return hd >= 32 || N <= 24 ? 3 : 2;
   // The forward pays a fixed cost per group of 8·R rows (the K/V loads and broadcasts of every
-  // key), so the fewest groups win, then the fewest rows: with the vec4 forward, B128 h4, medians
-  // of 21 interleaved, N50 d16 R = 2 / 4 / 7: 5.18 / 4.54 / 4.45 ms (4 / 2 / 1 groups); N65 d32 R =
-  // 3 / 5 / 9: 11.2 / 13.8 / 12.9 ms (3 / 2 / 1 groups: beyond 3 rows of 32 the registers cost more).
-  const candidates = hd >= 32 ? [2, 3] : [2, 3, 4];
+  // key), so the fewest groups win, then the fewest rows, among row counts whose registers stay
+  // affordable: with the vec4 forward, B128 h4, profiler medians of 45, N50 d16 R = 4 / 5 / 6 / 7:
+  // 4.00 / 4.65 / 5.24 / 3.47 ms (2 / 2 / 2 / 1 groups), N65 d16 R = 4 / 5 / 7: 8.78 / 7.47 / 9.90
+  // (3 / 2 / 2), B8 N257 d16 R = 4 / 7: 5.05 / 4.59 (9 / 5); of 21 interleaved, N65 d32 R = 3 / 5 / 9:
+  // 11.2 / 13.8 / 12.9 ms (3 / 2 / 1 groups: beyond 3 rows of 32 the registers cost more).
+  const candidates = hd >= 32 ? [2, 3] : hd > 16 ? [2, 3, 4] : [2, 3, 4, 5, 6, 7];
   const cost = (R: number): [number, number] => [Math.ceil(N / (8 * R)), 8 * R * Math.ceil(N / (8 * R))];
   return candidates.reduce((best, R) => {
     const [g, rows] = cost(R);
