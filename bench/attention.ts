@@ -1,7 +1,7 @@
 // Attention: tessera's fused (flash) kernels vs its unfused path (matmul → softmax → matmul) vs
 // the same composition in TensorFlow.js WebGPU, forward and forward+backward (tf.grads).
 import * as T from '../engine/index.js';
-import { onePassFits, useFlashOnePass } from '../engine/ops/attention.js';
+import { onePassKeys, useFlashOnePass } from '../engine/ops/attention.js';
 import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
 import { loadTf } from './peers/env.js';
 
@@ -70,7 +70,7 @@ export async function attentionSuite(filter?: RegExp): Promise<SuiteRow[][]> {
       },
       { name: 'tessera flash, forward+backward', work: 3.5 * flopsFwd, run: ours('flash', true) },
       // The adapter's choice above is the one-pass backward where the head fits it (CPU adapters).
-      ...(onePassFits(N, hd) ? [{ name: 'tessera flash, forward+backward, two backward kernels', work: 3.5 * flopsFwd, run: ours('flash', true, false) }] : []),
+      ...(onePassKeys(N, hd) > 0 ? [{ name: 'tessera flash, forward+backward, two backward kernels', work: 3.5 * flopsFwd, run: ours('flash', true, false) }] : []),
       { name: 'tessera unfused, forward+backward', work: 3.5 * flopsFwd, run: ours('unfused', true) },
       {
         name: 'tfjs-webgpu composed, forward+backward',

@@ -581,7 +581,7 @@ function onePassKeyStep(hd: number, j: string, k: (d: number) => string, v: (d: 
     }`;
 }
 
-// ---- one-pass backward for short sequences (CPU adapters) ---------------------------------------
+// ---- one-pass backward (CPU adapters) ------------------------------------------------------------
 // The two backward kernels above each recompute every score q·k and probability, and both take
 // dO·v: 7·hd FMAs and 2 exps per (query, key) pair. When one subgroup can own all N keys of a
 // head (lane l holds keys l, 8 + l, … : R = ⌈N/8⌉ of them), one pass over the queries does it
@@ -589,8 +589,15 @@ function onePassKeyStep(hd: number, j: string, k: (d: number) => string, v: (d: 
 // and dQ_i is the subgroup sum of each lane's share, Σ over its keys of dS_ij·k_j. Keys and
 // their accumulators (4·R·hd values a lane) live in memory on a CPU, so this is for CPU
 // adapters only; on a GPU they would spill registers.
+// Longer sequences go in blocks of 8·R keys, one dispatch per block (keys key0 … key0 + 8R − 1):
+// each block makes the full pass over the queries for its keys and adds its share of dQ to what
+// the blocks before it wrote (`accumulate`), so dQ is summed in order, without atomics or a
+// partial buffer, and the only repeated work is loading each query's q, dO, O once per block.
+const ONE_PASS_UNIFORMS = [...UNIFORMS, { name: 'key0', type: 'u32' as const }, { name: 'accumulate', type: 'u32' as const }];
 
-/** Uniforms: as the other flash kernels; grid: one workgroup of 8 (one subgroup) per (batch, head). */
+/** Uniforms: as the other flash kernels, plus the key block (`key0`, and `accumulate` = 0 for the
+ * first block, which writes dQ, 1 for the later ones, which add to it); grid: one workgroup of 8
+ * (one subgroup) per (batch, head). */
 export const flashBackwardOnePassKernel = memo(function flashBackwardOnePassKernel(hd: number, dropout: boolean, R: number): KernelSource {
   const E = hd / 8;
   // Lane l writes elements l·E … l·E + E − 1 of dQ_i: pick them out of the hd subgroup sums.
@@ -598,7 +605,7 @@ export const flashBackwardOnePassKernel = memo(function flashBackwardOnePassKern
   return kernel({
     name: `flash_attn_bwd_onepass_sg_d${hd}_k${R}${dropout ? '_dropout' : ''}`,
     header: 'enable subgroups;',
-    uniforms: UNIFORMS,
+    uniforms: ONE_PASS_UNIFORMS,
     buffers: f32Buffers(['qkv', 'out', 'dout', 'lse'], ['dqkv']),
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
@@ -613,7 +620,7 @@ ${MAIN_SUBGROUP} {
   var dkr: array<array<f32, ${hd}>, ${R}>;
   var dvr: array<array<f32, ${hd}>, ${R}>;
   for (var r = 0u; r < RK; r++) {
-    let ko = qkv_at(b, min(8u * r + lane, P.N - 1u), 1u, h);
+    let ko = qkv_at(b, min(P.key0 + 8u * r + lane, P.N - 1u), 1u, h);
     ${range(hd).map((d) => `kr[r][${d}] = qkv[ko + ${d}u]; vr[r][${d}] = qkv[ko + P.nh * HD + ${d}u]; dkr[r][${d}] = 0.0; dvr[r][${d}] = 0.0;`).join('\n    ')}
   }
   var lse8 = 0.0;
@@ -631,13 +638,15 @@ ${MAIN_SUBGROUP} {
     ${range(hd).map((d) => `let gi${d} = ${shared('gp', d, E)};`).join(' ')}
     ${range(hd).map((d) => `var dq${d} = 0.0;`).join(' ')}
     for (var r = 0u; r < RK; r++) {
-      ${onePassKeyStep(hd, '8u * r + lane', (d) => `kr[r][${d}]`, (d) => `vr[r][${d}]`, (d) => `dkr[r][${d}]`, (d) => `dvr[r][${d}]`)}
+      ${onePassKeyStep(hd, 'P.key0 + 8u * r + lane', (d) => `kr[r][${d}]`, (d) => `vr[r][${d}]`, (d) => `dkr[r][${d}]`, (d) => `dvr[r][${d}]`)}
     }
     ${range(hd).map((d) => `let t${d} = subgroupAdd(dq${d});`).join(' ')}
-    ${range(E).map((e) => `dqkv[qo + lane * ${E}u + ${e}u] = ${pick(e)} * P.scale;`).join('\n    ')}
+    ${range(E).map((e) => `var dq_${e} = ${pick(e)} * P.scale;
+    if (P.accumulate != 0u) { dq_${e} += dqkv[qo + lane * ${E}u + ${e}u]; }
+    dqkv[qo + lane * ${E}u + ${e}u] = dq_${e};`).join('\n    ')}
   }
   for (var r = 0u; r < RK; r++) {
-    let j = 8u * r + lane;
+    let j = P.key0 + 8u * r + lane;
     if (j < P.N) {
       let ko = qkv_at(b, j, 1u, h);
       ${range(hd).map((d) => `dqkv[ko + ${d}u] = dkr[r][${d}] * P.scale; dqkv[ko + P.nh * HD + ${d}u] = dvr[r][${d}];`).join('\n      ')}
@@ -667,7 +676,7 @@ export const flashBackwardOnePassVecKernel = memo(function flashBackwardOnePassV
   return kernel({
     name: `flash_attn_bwd_onepass_sgv_d${hd}_k${R}${dropout ? '_dropout' : ''}`,
     header: 'enable subgroups;',
-    uniforms: UNIFORMS,
+    uniforms: ONE_PASS_UNIFORMS,
     buffers: [
       { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
       { name: 'out4', access: 'read', type: 'vec4<f32>' },
@@ -683,7 +692,7 @@ ${MAIN_SUBGROUP} {
   let h = bh % P.nh;
   let b = bh / P.nh;
   let vOff = P.nh * HD / 4u;
-  ${range(R).map((r) => `let ko${r} = qkv_at(b, min(${8 * r}u + lane, P.N - 1u), 1u, h) / 4u;
+  ${range(R).map((r) => `let ko${r} = qkv_at(b, min(P.key0 + ${8 * r}u + lane, P.N - 1u), 1u, h) / 4u;
   ${range(H4).map((q) => `let kq${r}_${q} = qkv4[ko${r} + ${q}u]; let vq${r}_${q} = qkv4[ko${r} + vOff + ${q}u];`).join(' ')}
   ${range(hd).map((d) => `let k${r}_${d} = kq${r}_${Math.floor(d / 4)}.${c[d % 4]}; let v${r}_${d} = vq${r}_${Math.floor(d / 4)}.${c[d % 4]}; var dk${r}_${d} = 0.0; var dv${r}_${d} = 0.0;`).join('\n  ')}`).join('\n  ')}
   // Lane l's vec4s of a query's [q ‖ dO]: m = l, 8 + l, …
@@ -708,12 +717,16 @@ ${MAIN_SUBGROUP} {
     ${range(hd).map((d) => `let qi${d} = ${qElem(d)};`).join(' ')}
     ${range(hd).map((d) => `let gi${d} = ${gElem(d)};`).join(' ')}
     ${range(hd).map((d) => `var dq${d} = 0.0;`).join(' ')}
-    ${range(R).map((r) => onePassKeyStep(hd, `${8 * r}u + lane`, (d) => `k${r}_${d}`, (d) => `v${r}_${d}`, (d) => `dk${r}_${d}`, (d) => `dv${r}_${d}`)).join('\n    ')}
+    ${range(R).map((r) => onePassKeyStep(hd, `P.key0 + ${8 * r}u + lane`, (d) => `k${r}_${d}`, (d) => `v${r}_${d}`, (d) => `dk${r}_${d}`, (d) => `dv${r}_${d}`)).join('\n    ')}
     ${range(hd).map((d) => `let t${d} = subgroupAdd(dq${d});`).join(' ')}
-    ${range(Math.ceil(H4 / 8)).map((u) => `if (lane + ${8 * u}u < ${H4}u) { dqkv4[qo + lane + ${8 * u}u] = (${pick(u)}) * P.scale; }`).join('\n    ')}
+    ${range(Math.ceil(H4 / 8)).map((u) => `if (lane + ${8 * u}u < ${H4}u) {
+      var dq4 = (${pick(u)}) * P.scale;
+      if (P.accumulate != 0u) { dq4 += dqkv4[qo + lane + ${8 * u}u]; }
+      dqkv4[qo + lane + ${8 * u}u] = dq4;
+    }`).join('\n    ')}
   }
-  ${range(R).map((r) => `if (${8 * r}u + lane < P.N) {
-    let ko = qkv_at(b, ${8 * r}u + lane, 1u, h) / 4u;
+  ${range(R).map((r) => `if (P.key0 + ${8 * r}u + lane < P.N) {
+    let ko = qkv_at(b, P.key0 + ${8 * r}u + lane, 1u, h) / 4u;
     ${range(H4).map((q) => `dqkv4[ko + ${q}u] = vec4<f32>(${range(4).map((e) => `dk${r}_${4 * q + e}`).join(', ')}) * P.scale; dqkv4[ko + vOff + ${q}u] = vec4<f32>(${range(4).map((e) => `dv${r}_${4 * q + e}`).join(', ')});`).join('\n    ')}
   }`).join('\n  ')}
 }`,

@@ -37,8 +37,10 @@ export interface AttentionOptions {
 // 8·N²·hd), which on a CPU adapter, where the unfused matmuls run at full speed, costs more than
 // it saves once the head dim is large: forward+backward (bench/results/attention-*, 128 heads)
 // flash/unfused = 0.68× the time at hd 16 (N 50), 0.85× at hd 32 (N 65), 1.20× at hd 64
-// (N 197). So on a CPU adapter with subgroups: flash, except unfused when gradients are wanted
-// at hd ≥ 64; without subgroups, unfused past hd 16. GPUs: flash.
+// (N 197). The one-pass backward in key blocks (10·N²·hd) brought N197 d64 to 0.90× the
+// unfused path's speed in the benchmark and 1.1× in interleaved timings: no reliable win. So on a
+// CPU adapter with subgroups: flash, except unfused when gradients are wanted at hd ≥ 64; without
+// subgroups, unfused past hd 16. GPUs: flash.
 const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader/i;
 
 function chooseImpl(hd: number, needsGrad: boolean): 'flash' | 'unfused' {
@@ -112,25 +114,37 @@ function flashRowsPerLane(hd: number, N: number, pass: 'forward' | 'backward'): 
   });
 }
 
-let forcedOnePass: boolean | 'auto' = 'auto';
-/** Tests and benchmarks: force the one-pass backward on (where the family is `subgroup`) or off. */
-export function useFlashOnePass(on: boolean | 'auto'): void {
+let forcedOnePass: boolean | number | 'auto' = 'auto';
+/** Tests and benchmarks: force the one-pass backward on (where the family is `subgroup`) or off;
+ * a number forces it with that many keys a lane, so in blocks of 8 × that many keys. */
+export function useFlashOnePass(on: boolean | number | 'auto'): void {
   forcedOnePass = on;
 }
 
-/** Whether the one-pass backward takes this head: its compile time grows with keys per lane × head
- * dim (the compiler unrolls the key loop): ~30 s cold at 9 × 32 on lavapipe, while 25 × 64 (N = 197,
- * d = 64) ran out of patience after 10 minutes and 5 GB. */
-export function onePassFits(N: number, hd: number): boolean {
+/** Keys a lane of the one-pass backward, whose compile time grows with keys per lane × head dim
+ * (the compiler unrolls the key loop): ~30 s cold at 9 × 32 on lavapipe, ~45 s at 5 × 64, while
+ * 25 × 64 (N = 197, d = 64 in one block) ran out of patience after 10 minutes and 5 GB. So at
+ * most 9 keys a lane and 320 key values; longer heads go in the fewest blocks of 8 × that many
+ * keys, balanced (N = 197: 5 blocks of 40 at d64, 3 of 72 at d32; N = 257 d16: 4 of 72). Blocks
+ * of 32 keys at N197 d64 (7 blocks, 224 key slots) were slower than 40 (5, 200 slots): each
+ * block pays for every query's loads, broadcasts and hd subgroup sums. */
+export function onePassKeysPerLane(N: number, hd: number): number {
+  const maxKeys = Math.max(1, Math.min(9, Math.floor(320 / hd)));
   const keysPerLane = Math.ceil(N / 8);
-  return keysPerLane <= 9 && keysPerLane * hd <= 288;
+  return Math.ceil(keysPerLane / Math.ceil(keysPerLane / maxKeys));
 }
 
-/** Whether the backward takes one pass (a subgroup owning all keys of a head: kernels/attention.ts):
- * on CPU adapters where it fits, 1.15–1.5× faster than the two kernels (see README). */
-function useOnePass(N: number, hd: number): boolean {
-  if (forcedOnePass !== 'auto') return forcedOnePass;
-  return CPU_ADAPTER.test(currentDevice().adapterName) && onePassFits(N, hd);
+/** Keys a lane of the one-pass backward that flash attention takes for this head (kernels/
+ * attention.ts), or 0 for the two backward kernels. CPU adapters take the one pass: forward+
+ * backward 1.15–1.5× faster than the two kernels in one block (see README), and in key blocks,
+ * backward alone (B32 h4 N197, B16 h4 N257, medians interleaved in one process): d64 155 vs 190
+ * ms, d32 60 vs 69, d16 21.5 vs 31. GPUs keep the two kernels (the one pass's per-lane keys and
+ * accumulators would spill registers there). */
+export function onePassKeys(N: number, hd: number): number {
+  if (typeof forcedOnePass === 'number') return forcedOnePass;
+  if (forcedOnePass === false) return 0;
+  if (forcedOnePass === 'auto' && !CPU_ADAPTER.test(currentDevice().adapterName)) return 0;
+  return onePassKeysPerLane(N, hd);
 }
 
 let forcedRows: number | 'auto' = 'auto';
@@ -168,9 +182,21 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
   rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid(fwd, Rf), flops, label: `flash_attn_fwd ${tag}` });
   return record('attention', out, [qkv], (g) => {
     const dqkv = Tensor.empty(qkv.shape, 'float32', 'attention dqkv');
-    if (family === 'subgroup' && useOnePass(N, hd)) {
-      const k1 = (hd % 16 === 0 ? flashBackwardOnePassVecKernel : flashBackwardOnePassKernel)(hd, p > 0, Math.ceil(N / 8));
-      rt().run({ source: k1, uniforms, buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, dqkv.buffer], grid: grid1d(B * nh * 8, 8), flops: 2.5 * flops, label: `flash_attn_bwd_onepass ${tag}` });
+    const keysPerLane = family === 'subgroup' ? onePassKeys(N, hd) : 0;
+    if (keysPerLane > 0) {
+      const k1 = (hd % 16 === 0 ? flashBackwardOnePassVecKernel : flashBackwardOnePassKernel)(hd, p > 0, keysPerLane);
+      const blocks = Math.ceil(N / (8 * keysPerLane));
+      for (let block = 0; block < blocks; block++) {
+        const key0 = block * 8 * keysPerLane;
+        rt().run({
+          source: k1,
+          uniforms: { ...uniforms, key0, accumulate: block > 0 ? 1 : 0 },
+          buffers: [qkv.buffer, out.buffer, g.buffer, lse.buffer, dqkv.buffer],
+          grid: grid1d(B * nh * 8, 8),
+          flops: (2.5 * flops * Math.min(8 * keysPerLane, N - key0)) / N,
+          label: `flash_attn_bwd_onepass ${tag}${blocks > 1 ? ` keys ${key0}+` : ''}`,
+        });
+      }
       return [dqkv];
     }
     const delta = Tensor.empty([B, nh, N], 'float32', 'attention delta');

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../../engine/index.js';
 import * as R from '../../../engine/reference/attention.js';
-import { onePassFits, useFlashOnePass } from '../../../engine/ops/attention.js';
+import { onePassKeys, useFlashOnePass } from '../../../engine/ops/attention.js';
 import { checkOp } from '../../helpers.js';
 
 beforeAll(async () => {
@@ -12,14 +12,15 @@ beforeAll(async () => {
 const TOL = { atol: 5e-4, rtol: 1e-4 };
 
 describe('attention from packed qkv: flash and unfused paths against the reference', () => {
-  // 'flash subgroup' takes the adapter's choices (on lavapipe: 2–3 rows per lane, and the one-pass
-  // backward where the head fits it); 'two passes' the R-row backward kernels; '1 row' the
-  // one-row-per-lane kernels that GPUs get.
-  for (const variant of ['flash subgroup', 'flash subgroup, two passes', 'flash subgroup, 1 row', 'flash vec4', 'flash scalar', 'unfused'] as const) {
+  // 'flash subgroup' takes the adapter's choices (on lavapipe: 2–7 rows per lane, and the one-pass
+  // backward, in key blocks where the head is long); 'two passes' the R-row backward kernels;
+  // 'key blocks' the one-pass backward with 2 keys a lane, so in blocks of 16 keys (N = 257: 17
+  // dispatches adding to dQ in turn); '1 row' the one-row-per-lane kernels that GPUs get.
+  for (const variant of ['flash subgroup', 'flash subgroup, two passes', 'flash subgroup, key blocks', 'flash subgroup, 1 row', 'flash vec4', 'flash scalar', 'unfused'] as const) {
     const impl = variant === 'unfused' ? 'unfused' : 'flash';
     const family = variant === 'unfused' ? 'auto' : (variant.split(' ')[1]!.replace(',', '') as T.FlashKernelFamily);
     const rows = variant === 'flash subgroup, 1 row' ? 1 : 'auto';
-    const onePass = variant === 'flash subgroup' ? 'auto' : false;
+    const onePass = variant === 'flash subgroup' ? 'auto' : variant === 'flash subgroup, key blocks' ? 2 : false;
     for (const [B, N, nh, hd] of [
       [1, 1, 1, 4],
       [2, 17, 4, 16],
@@ -56,7 +57,9 @@ describe('attention from packed qkv: flash and unfused paths against the referen
         if (family === 'subgroup' && hd % 8 === 0 && T.subgroupsOf8()) expect(ran(`flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}`)).toBe(true);
         const cpu = /llvmpipe|lavapipe|swiftshader/i.test(T.currentDevice().adapterName);
         const subgroupOk = family === 'subgroup' && hd % 8 === 0 && T.subgroupsOf8();
-        if (subgroupOk && cpu && onePass === 'auto' && onePassFits(N, hd)) expect(ran(`flash_attn_bwd_onepass_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_k${Math.ceil(N / 8)}`)).toBe(true);
+        const onePassName = (keys: number) => `flash_attn_bwd_onepass_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_k${keys}`;
+        if (subgroupOk && cpu && onePass === 'auto' && onePassKeys(N, hd) > 0) expect(ran(onePassName(onePassKeys(N, hd)))).toBe(true);
+        if (subgroupOk && onePass === 2) expect(ran(onePassName(2))).toBe(true);
         if (subgroupOk && cpu && rows === 'auto' && onePass === false) expect(ran(`flash_attn_bwd_q_sg_d${hd}_r`)).toBe(true);
         if (rows === 1 && hd % 8 === 0 && T.subgroupsOf8()) expect(T.compiledKernels().some((k) => k.name === `flash_attn_bwd_kv_sg_d${hd}`)).toBe(true);
         if (family === 'vec4' && hd % 4 === 0) expect(ran(`flash_attn_fwd_v4_d${hd}`)).toBe(true);
@@ -81,9 +84,13 @@ describe('attention from packed qkv: flash and unfused paths against the referen
     };
     const f = await run('flash');
     const u = await run('unfused');
+    // The one-pass backward in blocks of 8 keys (21 keys: 3 dispatches) draws the same mask.
+    useFlashOnePass(1);
+    const blocked = await run('flash').finally(() => useFlashOnePass('auto'));
     const { expectClose } = await import('../../helpers.js');
     expectClose(f.y, u.y, TOL, 'dropout forward');
     expectClose(f.dx, u.dx, TOL, 'dropout backward');
+    expectClose(blocked.dx, u.dx, TOL, 'dropout backward, one pass in key blocks');
     expect(f.y.some((v, i) => v !== 0 && Math.abs(v - u.y[i]!) < 1e-3)).toBe(true);
     if (T.subgroupsOf8()) expect(T.compiledKernels().some((k) => k.name === `flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_dropout_r3`)).toBe(true);
   });
