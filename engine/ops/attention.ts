@@ -122,7 +122,7 @@ export function useFlashOnePass(on: boolean | number | 'auto'): void {
 }
 
 /** Keys a lane of the one-pass backward, whose compile time grows with keys per lane × head dim
- * (the compiler unrolls the key loop): ~30 s cold at 9 × 32 on lavapipe, ~45 s at 5 × 64, while
+ * (the compiler unrolls the key loop): ~30 s cold at 9 × 32 on lavapipe, 63 s at 5 × 64 (Zen 5), while
  * 25 × 64 (N = 197, d = 64 in one block) ran out of patience after 10 minutes and 5 GB. So at
  * most 9 keys a lane and 320 key values; longer heads go in the fewest blocks of 8 × that many
  * keys, balanced (N = 197: 5 blocks of 40 at d64, 3 of 72 at d32; N = 257 d16: 4 of 72). Blocks

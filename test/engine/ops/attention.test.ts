@@ -64,7 +64,9 @@ describe('attention from packed qkv: flash and unfused paths against the referen
         if (rows === 1 && hd % 8 === 0 && T.subgroupsOf8()) expect(T.compiledKernels().some((k) => k.name === `flash_attn_bwd_kv_sg_d${hd}`)).toBe(true);
         if (family === 'vec4' && hd % 4 === 0) expect(ran(`flash_attn_fwd_v4_d${hd}`)).toBe(true);
         if (family === 'scalar') expect(ran(`flash_attn_fwd_d${hd}`)).toBe(true);
-      });
+        // Head dim 64 on a machine with a cold shader cache: lavapipe compiles the d64 backward
+        // kernels for 40–65 s (Zen 5), longer on slower hosts.
+      }, hd >= 64 ? 300_000 : undefined);
     }
   }
 
