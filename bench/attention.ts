@@ -2,7 +2,7 @@
 // the same composition in TensorFlow.js WebGPU, forward and forward+backward (tf.grads).
 import * as T from '../engine/index.js';
 import { onePassKeys, useFlashOnePass } from '../engine/ops/attention.js';
-import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
+import { runInterleaved, runSuite, type BenchCase, type SuiteRow } from './harness.js';
 import { loadTf } from './peers/env.js';
 
 export const ATTENTION_SHAPES: [number, number, number, number][] = [
@@ -91,6 +91,15 @@ export async function attentionSuite(filter?: RegExp): Promise<SuiteRow[][]> {
       maxTime: 4,
     });
     all.push(rows);
+    // Flash against unfused, forward+backward, interleaved: the ratio under the host's drift.
+    const ownCases = cases.filter((c) => c.name.endsWith('forward+backward') || c.name.endsWith('two backward kernels')).filter((c) => c.name.startsWith('tessera'));
+    all.push(await runInterleaved(`attention-B${B}-h${nh}-N${N}-d${hd}-interleaved`, ownCases, {
+      baseline: 'tessera unfused, forward+backward',
+      rounds: Number(process.env.BENCH_INTERLEAVED ?? 21),
+      rateUnit: 'GFLOP/s',
+      rateScale: 1e-9,
+      note: `Self-attention, batch ${B} × ${nh} heads, N = ${N}, head dim ${hd}, forward+backward with dQ, dK, dV read back, as in attention-B${B}-h${nh}-N${N}-d${hd}.md; tessera's own paths only, timed in interleaved rounds.`,
+    }));
     qkv.dispose();
     g.dispose();
     for (const t of [tq, tk, tv, tg]) t.dispose();

@@ -58,7 +58,11 @@ export async function runSuite(suite: string, cases: BenchCase[], opts: { baseli
       // gpuWait): the same conditions for all, whoever's promise is pending.
       ...order.map((c) => b.add(c.name, async () => gpuWait(Promise.resolve(c.run())))),
       b.configure({ cases: { minSamples: opts.minSamples ?? 5, maxTime: opts.maxTime ?? 3, delay: 0.05 } }),
-      b.cycle(),
+      // One line a finished case (benny's default display throws a RangeError when the fastest
+      // case's ops/s prints more than two characters shorter than another's, e.g. '2' and '0.175').
+      b.cycle((result) => {
+        console.log(`  ${result.name}: ${result.details.median * 1000 < 10 ? (result.details.median * 1000).toFixed(3) : (result.details.median * 1000).toFixed(1)} ms median, ${result.samples} samples, ±${result.margin.toFixed(2)}%`);
+      }),
       b.complete((summary) => {
         for (const r of summary.results) {
           const entry = perCase.get(r.name)!;
@@ -87,12 +91,48 @@ export async function runSuite(suite: string, cases: BenchCase[], opts: { baseli
   return rows;
 }
 
-export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: string; rateUnit?: string; note?: string; rounds?: number }): void {
+/** Times cases in interleaved rounds (every case once a round, the order rotated), the way to
+ * compare cases whose ratio, not their absolute speed, is the question: the host's drift (tens of
+ * percent within minutes here) lands on every case of a round alike, while benny times one case's
+ * samples back to back. Each row's median is over the rounds, and its ratio is the median over
+ * rounds of (baseline time / case time) in the same round. Writes `${suite}.json` and `.md`. */
+export async function runInterleaved(suite: string, cases: BenchCase[], opts: { baseline: string; rounds: number; rateUnit?: string; rateScale?: number; note?: string }): Promise<SuiteRow[]> {
+  for (const c of cases) for (let w = 0; w < 2; w++) await gpuWait(Promise.resolve(c.run()));
+  const times = new Map<string, number[]>(cases.map((c) => [c.name, []]));
+  for (let round = 0; round < opts.rounds; round++) {
+    for (let i = 0; i < cases.length; i++) {
+      const c = cases[(i + round) % cases.length]!;
+      const t0 = performance.now();
+      await gpuWait(Promise.resolve(c.run()));
+      times.get(c.name)!.push(performance.now() - t0);
+    }
+  }
+  const base = times.get(opts.baseline);
+  if (!base) throw new Error(`runInterleaved: baseline '${opts.baseline}' is not among the cases`);
+  const rows: SuiteRow[] = cases.map((c) => {
+    const ts = times.get(c.name)!;
+    const ms = medianOf(ts);
+    return {
+      name: c.name,
+      medianMs: ms,
+      samples: ts.length,
+      rate: c.work !== undefined ? (c.work / (ms / 1000)) * (opts.rateScale ?? 1) : undefined,
+      ratio: medianOf(ts.map((t, r) => base[r]! / t)),
+    };
+  });
+  writeResults(suite, rows, {
+    ...opts,
+    method: `${opts.rounds} interleaved rounds (each case once a round, order rotated, after 2 warm-up runs each); median ms over the rounds. Ratio = median over rounds of (${opts.baseline} time / case time) in the same round (higher is faster)`,
+  });
+  return rows;
+}
+
+export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: string; rateUnit?: string; note?: string; rounds?: number; method?: string }): void {
   mkdirSync(RESULTS_DIR, { recursive: true });
   // lavapipe's speed is the CPU's: results from different hosts differ by 2-3x, so each file names its CPU.
   const machine = { date: new Date().toISOString(), node: process.version, platform: `${process.platform} ${process.arch}`, cpu: describeCpu(), malloc: process.env.GLIBC_TUNABLES ?? '' };
   const rounds = opts.rounds ?? 1;
-  writeFileSync(join(RESULTS_DIR, `${suite}.json`), JSON.stringify({ suite, baseline: opts.baseline, rounds, machine, rows }, null, 2) + '\n');
+  writeFileSync(join(RESULTS_DIR, `${suite}.json`), JSON.stringify({ suite, baseline: opts.baseline, rounds, ...(opts.method ? { method: opts.method } : {}), machine, rows }, null, 2) + '\n');
   const spread = (r: SuiteRow) => r.roundMediansMs && r.roundMediansMs.length > 1 ? ` ${Math.min(...r.roundMediansMs).toFixed(2)}–${Math.max(...r.roundMediansMs).toFixed(2)} |` : '';
   const withSpread = rows.some((r) => spread(r) !== '');
   const md = [
@@ -100,7 +140,9 @@ export function writeResults(suite: string, rows: SuiteRow[], opts: { baseline: 
     '',
     opts.note ?? '',
     '',
-    `${rounds > 1 ? `Median over ${rounds} rounds (case order rotated each round) of each round's benny median` : 'Medians of benny samples'} (≥ 5 samples after warm-up per round), ${machine.date}, Node ${machine.node}, ${machine.cpu}${machine.malloc ? `, GLIBC_TUNABLES=${machine.malloc}` : ''}. Ratio = case rate / ${opts.baseline} rate where a rate is given, else ${opts.baseline} median / case median (higher is faster).`,
+    opts.method
+      ? `${opts.method}. ${machine.date}, Node ${machine.node}, ${machine.cpu}${machine.malloc ? `, GLIBC_TUNABLES=${machine.malloc}` : ''}.`
+      : `${rounds > 1 ? `Median over ${rounds} rounds (case order rotated each round) of each round's benny median` : 'Medians of benny samples'} (≥ 5 samples after warm-up per round), ${machine.date}, Node ${machine.node}, ${machine.cpu}${machine.malloc ? `, GLIBC_TUNABLES=${machine.malloc}` : ''}. Ratio = case rate / ${opts.baseline} rate where a rate is given, else ${opts.baseline} median / case median (higher is faster).`,
     '',
     `| case | median ms |${withSpread ? ' round medians, ms |' : ''} samples |${opts.rateUnit ? ` ${opts.rateUnit} |` : ''} × ${opts.baseline} |`,
     `|---|---:|${withSpread ? '---:|' : ''}---:|${opts.rateUnit ? '---:|' : ''}---:|`,
