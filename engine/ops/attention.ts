@@ -37,8 +37,9 @@ export interface AttentionOptions {
 // 8·N²·hd), which on a CPU adapter, where the unfused matmuls run at full speed, costs more than
 // it saves once the head dim is large: forward+backward (bench/results/attention-*, 128 heads)
 // flash/unfused = 0.68× the time at hd 16 (N 50), 0.85× at hd 32 (N 65), 1.20× at hd 64
-// (N 197). The one-pass backward in key blocks (10·N²·hd) brought N197 d64 to 0.90× the
-// unfused path's speed in the benchmark and 1.1× in interleaved timings: no reliable win. So on a
+// (N 197). The one-pass backward in key blocks (10·N²·hd) brought N197 d64 to 0.94× / 0.99× the
+// unfused path's speed with 128 heads and 1.15× / 1.13× with 512 (benchmark / interleaved
+// rounds, bench/results/attention-*-N197-d64*): no reliable win. So on a
 // CPU adapter with subgroups: flash, except unfused when gradients are wanted at hd ≥ 64; without
 // subgroups, unfused past hd 16. GPUs: flash.
 const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader/i;
