@@ -128,7 +128,7 @@ export function useFlashOnePass(on: boolean | number | 'auto'): void {
  * most 9 keys a lane and 320 key values; longer heads go in the fewest blocks of 8 × that many
  * keys, balanced (N = 197: 5 blocks of 40 at d64, 3 of 72 at d32; N = 257 d16: 4 of 72). Blocks
  * of 32 keys at N197 d64 (7 blocks, 224 key slots) were slower than 40 (5, 200 slots): each
- * block pays for every query's loads, broadcasts and hd subgroup sums. */
+ * block pays for every query's loads, broadcasts and dQ sums over the subgroup. */
 export function onePassKeysPerLane(N: number, hd: number): number {
   const maxKeys = Math.max(1, Math.min(9, Math.floor(320 / hd)));
   const keysPerLane = Math.ceil(N / 8);

@@ -97,6 +97,30 @@ describe('attention from packed qkv: flash and unfused paths against the referen
     if (T.subgroupsOf8()) expect(T.compiledKernels().some((k) => k.name === `flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_dropout_r3`)).toBe(true);
   });
 
+  // Head dim 48: dQ's 12 vec4s go to lanes 0–7 and again 0–3, so the one-pass backward's
+  // reduce-scatter over the subgroup carries values that only half the lanes keep.
+  it('flash one-pass backward at head dim 48 against the reference, in one pass and in key blocks', async () => {
+    for (const onePass of ['auto', 1] as const) {
+      useFlashOnePass(onePass);
+      try {
+        await checkOp({
+          name: `attention hd 48, one pass ${onePass}`,
+          inputs: [{ shape: [2, 23, 3 * 48] }],
+          fwd: TOL,
+          bwd: TOL,
+          fdSamples: 12,
+          gpu: (qkv) => T.attention(qkv!, 1, { impl: 'flash' }),
+          ref: (qkv) => R.attention(qkv!, 1),
+          vjp: ([qkv], g) => [R.attentionVjp(qkv!, 1, g)],
+        });
+      } finally {
+        useFlashOnePass('auto');
+      }
+    }
+    const cpu = /llvmpipe|lavapipe|swiftshader/i.test(T.currentDevice().adapterName);
+    if (cpu && T.subgroupsOf8()) for (const keys of [onePassKeys(23, 48), 1]) expect(T.compiledKernels().some((k) => k.name.startsWith(`flash_attn_bwd_onepass_sgv_d48_k${keys}`))).toBe(true);
+  }, 300_000);
+
   // Scores with a spread of tens (inputs ×4: q·k·scale has std ~16 at hd 16), so a later key often
   // beats the running reference max by more than the forward's lazy-rescale threshold.
   for (const [N, hd] of [[50, 16], [65, 32]] as const) {
