@@ -475,6 +475,56 @@ ${MAIN_SUBGROUP} {
   });
 });
 
+/** A forward in the one-pass backward's layout, for heads whose keys fit one subgroup (N ≤ 8R,
+ * hd % 16 == 0; CPU adapters): lane l holds keys l, 8 + l, … and their values; per query the
+ * lanes score their keys, take the row's exact max and sum by butterfly all-reduces, weight their
+ * values, and the output row is summed over the lanes by the same reduce-scatter as dQ. Grid: one
+ * workgroup of 8 (one subgroup) per (batch, head). */
+export const flashForwardOnePassVecKernel = memo(function flashForwardOnePassVecKernel(hd: number, dropout: boolean, R: number): KernelSource {
+  if (hd % 16 !== 0) throw new Error(`flashForwardOnePassVecKernel: head dim ${hd} is not a multiple of 16`);
+  const H4 = hd / 4;
+  const c = ['x', 'y', 'z', 'w'];
+  const qElem = (d: number) => { const m = Math.floor(d / 4); return `subgroupBroadcast(qv${Math.floor(m / 8)}.${c[d % 4]}, ${m % 8}u)`; };
+  const allReduce = (x: string, op: (a: string, b: string) => string) => `${x} = ${op(x, `subgroupShuffleXor(${x}, 4u)`)}; ${x} = ${op(x, `subgroupShuffleXor(${x}, 2u)`)}; ${x} = ${op(x, `subgroupShuffleXor(${x}, 1u)`)};`;
+  return kernel({
+    name: `flash_attn_fwd_onepass_sgv_d${hd}_k${R}${dropout ? '_dropout' : ''}`,
+    header: 'enable subgroups;',
+    uniforms: UNIFORMS,
+    buffers: [{ name: 'qkv4', access: 'read', type: 'vec4<f32>' }, { name: 'out4', access: 'read_write', type: 'vec4<f32>' }, { name: 'lse', access: 'read_write', type: 'f32' }],
+    workgroupSize: 8,
+    body: `${helpers(hd, dropout)}
+${MAIN_SUBGROUP} {
+  let bh = wid.y * nwg.x + wid.x;
+  if (bh >= P.B * P.nh) { return; }
+  let h = bh % P.nh;
+  let b = bh / P.nh;
+  let vOff = P.nh * HD / 4u;
+  ${range(R).map((r) => `let j${r} = ${8 * r}u + lane;
+  let ko${r} = qkv_at(b, min(j${r}, P.N - 1u), 1u, h) / 4u;
+  ${range(H4).map((q) => `let kq${r}_${q} = qkv4[ko${r} + ${q}u]; let vq${r}_${q} = qkv4[ko${r} + vOff + ${q}u];`).join(' ')}`).join('\n  ')}
+  for (var i = 0u; i < P.N; i++) {
+    let qo = qkv_at(b, i, 0u, h) / 4u;
+    ${range(Math.ceil(H4 / 8)).map((t) => `var qv${t} = vec4<f32>(0.0);
+    if (lane + ${8 * t}u < ${H4}u) { qv${t} = qkv4[qo + lane + ${8 * t}u] * P.scale; }`).join('\n    ')}
+    ${range(hd).map((d) => `let q${d} = ${qElem(d)};`).join(' ')}
+    ${range(R).map((r) => `let s${r} = select(-3.0e38, ${dotSum(range(hd).map((d) => `q${d} * kq${r}_${Math.floor(d / 4)}.${c[d % 4]}`))}, j${r} < P.N);`).join('\n    ')}
+    var mx = ${range(R).reduce((acc, r) => (acc ? `max(${acc}, s${r})` : `s${r}`), '')};
+    ${allReduce('mx', (a, b) => `max(${a}, ${b})`)}
+    ${range(R).map((r) => `let p${r} = exp(s${r} - mx);`).join(' ')}
+    var ls = ${range(R).map((r) => `p${r}`).join(' + ')};
+    ${allReduce('ls', (a, b) => `${a} + ${b}`)}
+    ${range(R).map((r) => `let w${r} = p${r} * keep_(bh, i, min(j${r}, P.N - 1u));`).join(' ')}
+    ${range(H4).map((q) => `let a${q} = ${range(R).reduce((acc, r) => (acc ? `fma(vec4<f32>(w${r}), vq${r}_${q}, ${acc})` : `w${r} * vq${r}_${q}`), '')};`).join('\n    ')}
+    ${reduceScatter8(range(H4).map((q) => `a${q}`), (w) => w % 8, 'os')}
+    let oo = out_at(b, i, h) / 4u;
+    let inv = 1.0 / ls;
+    ${range(Math.ceil(H4 / 8)).map((u) => `if (lane + ${8 * u}u < ${H4}u) { out4[oo + lane + ${8 * u}u] = os${u} * inv; }`).join('\n    ')}
+    if (lane == 0u) { lse[bh * P.N + i] = mx + log(ls); }
+  }
+}`,
+  });
+});
+
 export const flashBackwardQSubgroupKernel = memo(function flashBackwardQSubgroupKernel(hd: number, dropout: boolean, R: number = 1): KernelSource {
   const E = hd / 8;
   const sfx = (r: number) => (r ? `${r}` : '');

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../../engine/index.js';
 import * as R from '../../../engine/reference/attention.js';
-import { onePassKeys, useFlashOnePass } from '../../../engine/ops/attention.js';
+import { forwardOnePassKeys, onePassKeys, onePassKeysPerLane, useFlashForwardOnePass, useFlashOnePass } from '../../../engine/ops/attention.js';
 import { checkOp } from '../../helpers.js';
 
 beforeAll(async () => {
@@ -21,6 +21,8 @@ describe('attention from packed qkv: flash and unfused paths against the referen
     const family = variant === 'unfused' ? 'auto' : (variant.split(' ')[1]!.replace(',', '') as T.FlashKernelFamily);
     const rows = variant === 'flash subgroup, 1 row' ? 1 : 'auto';
     const onePass = variant === 'flash subgroup' ? 'auto' : variant === 'flash subgroup, key blocks' ? 2 : false;
+    // The forward in the one-pass layout where it fits (CPU adapters), except for the row kernels' variants.
+    const forwardOnePass = variant === 'flash subgroup' || variant === 'flash subgroup, key blocks' ? 'auto' : false;
     for (const [B, N, nh, hd] of [
       [1, 1, 1, 4],
       [2, 17, 4, 16],
@@ -36,6 +38,8 @@ describe('attention from packed qkv: flash and unfused paths against the referen
         T.useFlashKernels(family);
         T.useFlashRowsPerLane(rows);
         useFlashOnePass(onePass);
+        useFlashForwardOnePass(forwardOnePass);
+        const forwardKeys = forwardOnePassKeys(N, hd);
         try {
           await checkOp({
           name: `attention ${variant}`,
@@ -51,12 +55,15 @@ describe('attention from packed qkv: flash and unfused paths against the referen
           T.useFlashKernels('auto');
           T.useFlashRowsPerLane('auto');
           useFlashOnePass('auto');
+          useFlashForwardOnePass('auto');
         }
         // The family ran where it can take the head dim (subgroup: multiples of 8 with subgroups of 8+).
         const ran = (name: string) => T.compiledKernels().some((k) => k.name.startsWith(name));
-        if (family === 'subgroup' && hd % 8 === 0 && T.subgroupsOf8()) expect(ran(`flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}`)).toBe(true);
         const cpu = /llvmpipe|lavapipe|swiftshader/i.test(T.currentDevice().adapterName);
         const subgroupOk = family === 'subgroup' && hd % 8 === 0 && T.subgroupsOf8();
+        if (subgroupOk) expect(ran(forwardKeys > 0 ? `flash_attn_fwd_onepass_sgv_d${hd}_k${forwardKeys}` : `flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}`)).toBe(true);
+        // On a CPU adapter the one-pass forward takes every head of one key block at hd % 16 == 0.
+        if (subgroupOk && cpu && forwardOnePass === 'auto') expect(forwardKeys > 0).toBe(hd % 16 === 0 && N <= 8 * onePassKeysPerLane(N, hd));
         const onePassName = (keys: number) => `flash_attn_bwd_onepass_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_k${keys}`;
         if (subgroupOk && cpu && onePass === 'auto' && onePassKeys(N, hd) > 0) expect(ran(onePassName(onePassKeys(N, hd)))).toBe(true);
         if (subgroupOk && onePass === 2) expect(ran(onePassName(2))).toBe(true);
@@ -86,15 +93,20 @@ describe('attention from packed qkv: flash and unfused paths against the referen
     };
     const f = await run('flash');
     const u = await run('unfused');
-    // The one-pass backward in blocks of 8 keys (21 keys: 3 dispatches) draws the same mask.
+    // The one-pass backward in blocks of 8 keys (21 keys: 3 dispatches) draws the same mask, and
+    // so do the row kernels' forward where the one-pass forward would run (hd 16 on a CPU adapter).
     useFlashOnePass(1);
-    const blocked = await run('flash').finally(() => useFlashOnePass('auto'));
+    useFlashForwardOnePass(false);
+    const blocked = await run('flash').finally(() => { useFlashOnePass('auto'); useFlashForwardOnePass('auto'); });
     const { expectClose } = await import('../../helpers.js');
     expectClose(f.y, u.y, TOL, 'dropout forward');
     expectClose(f.dx, u.dx, TOL, 'dropout backward');
+    expectClose(blocked.y, u.y, TOL, 'dropout forward, row kernels');
     expectClose(blocked.dx, u.dx, TOL, 'dropout backward, one pass in key blocks');
     expect(f.y.some((v, i) => v !== 0 && Math.abs(v - u.y[i]!) < 1e-3)).toBe(true);
-    if (T.subgroupsOf8()) expect(T.compiledKernels().some((k) => k.name === `flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_dropout_r3`)).toBe(true);
+    const compiled = (name: string) => T.compiledKernels().some((k) => k.name === name);
+    if (T.subgroupsOf8()) expect(compiled(`flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_dropout_r3`)).toBe(true);
+    if (T.subgroupsOf8() && forwardOnePassKeys(21, hd) > 0) expect(compiled(`flash_attn_fwd_onepass_sgv_d${hd}_k3_dropout`)).toBe(true);
   });
 
   // Head dim 48: dQ's 12 vec4s go to lanes 0–7 and again 0–3, so the one-pass backward's
@@ -138,13 +150,17 @@ describe('attention from packed qkv: flash and unfused paths against the referen
         });
         return { y: await y.data(), dx: await qkv.grad!.data() };
       };
-      const f = await run('flash');
       const u = await run('unfused');
       const ref = R.attention({ data: Float64Array.from(host), shape: [2, N, 3 * nh * hd] }, nh);
       const { expectClose } = await import('../../helpers.js');
-      // Outputs are convex combinations of V rows of size ~4–12: 5e-4 absolute is ~1e-5 relative.
-      expectClose(f.y, Float32Array.from(ref.data), TOL, 'forward against the reference');
-      expectClose(f.dx, u.dx, TOL, 'backward against the unfused path');
+      // The row kernels' lazily rescaled forward, and (CPU adapters) the one-pass forward's exact max.
+      for (const forwardOnePass of [false, 'auto'] as const) {
+        useFlashForwardOnePass(forwardOnePass);
+        const f = await run('flash').finally(() => useFlashForwardOnePass('auto'));
+        // Outputs are convex combinations of V rows of size ~4–12: 5e-4 absolute is ~1e-5 relative.
+        expectClose(f.y, Float32Array.from(ref.data), TOL, `forward against the reference (one-pass forward ${forwardOnePass})`);
+        expectClose(f.dx, u.dx, TOL, `backward against the unfused path (one-pass forward ${forwardOnePass})`);
+      }
     });
   }
 
