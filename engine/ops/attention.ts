@@ -10,7 +10,7 @@ import { grid1d, type KernelSource } from '../../kernels/common.js';
 import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardOnePassKernel, flashBackwardOnePassVecKernel, flashForwardOnePassVecKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardSubgroupVecKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
-import { isGradEnabled, record } from '../autograd.js';
+import { record } from '../autograd.js';
 import { currentDevice, subgroupsOf8 } from '../device.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
@@ -39,14 +39,16 @@ export interface AttentionOptions {
 // flash/unfused = 0.68× the time at hd 16 (N 50), 0.85× at hd 32 (N 65), 1.20× at hd 64
 // (N 197). The one-pass backward in key blocks (10·N²·hd) brought N197 d64 to 0.94× / 0.99× the
 // unfused path's speed with 128 heads and 1.15× / 1.13× with 512 (benchmark / interleaved
-// rounds, bench/results/attention-*-N197-d64*): no reliable win. So on a
-// CPU adapter with subgroups: flash, except unfused when gradients are wanted at hd ≥ 64; without
-// subgroups, unfused past hd 16. GPUs: flash.
+// rounds): no reliable win then. Summing its dQ by butterfly exchanges instead of subgroupAdd made
+// it a win (run (N), bench/results/attention-*-N197-d64*: flash 1.20× / 1.13× faster than unfused
+// with 128 heads, 1.20× / 1.14× with 512; profiler, B32 h4, flash/unfused time at d64: N40 0.71,
+// N50 1.08 and 0.93 in two runs, N65 0.85 and 0.87, N257 0.81). So on a CPU adapter with
+// subgroups: flash; without subgroups, unfused past hd 16. GPUs: flash.
 const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader/i;
 
-function chooseImpl(hd: number, needsGrad: boolean): 'flash' | 'unfused' {
+function chooseImpl(hd: number): 'flash' | 'unfused' {
   const cpu = CPU_ADAPTER.test(currentDevice().adapterName);
-  if (hd % 8 === 0 && subgroupsOf8()) return cpu && needsGrad && hd >= 64 ? 'unfused' : 'flash';
+  if (hd % 8 === 0 && subgroupsOf8()) return 'flash';
   return cpu && hd > 16 ? 'unfused' : 'flash';
 }
 
@@ -66,7 +68,7 @@ export function attention(qkv: Tensor, numHeads: number, opts: AttentionOptions 
     throw new Error(`attention: qkv ${qkv.describe()} must be float32 (B, N, 3·D) with D divisible by ${numHeads} heads`);
   }
   const hd = qkv.shape[2]! / 3 / numHeads;
-  const impl = opts.impl === undefined || opts.impl === 'auto' ? chooseImpl(hd, qkv.requiresGrad && isGradEnabled()) : opts.impl;
+  const impl = opts.impl === undefined || opts.impl === 'auto' ? chooseImpl(hd) : opts.impl;
   return impl === 'flash' && !opts.capture ? flashAttention(qkv, numHeads, opts) : unfusedAttention(qkv, numHeads, opts);
 }
 
