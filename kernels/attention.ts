@@ -475,6 +475,58 @@ ${MAIN_SUBGROUP} {
   });
 });
 
+/** One query of the one-pass forwards, given its scaled q0… in every lane: scores s0… of this
+ * lane's keys (key r is j${r}; keys past N score −∞), the row's max `mx` and sum `ls` over the
+ * subgroup, and this lane's share a0… of the output row: `units` accumulators of type `unit`
+ * (scalars, or vec4s of `vElem(r, u)`), summed over the lanes by the caller. */
+function forwardOnePassQuery(units: number, R: number, kElem: (r: number, d: number) => string, vElem: (r: number, u: number) => string, hd = units, unit = 'f32'): string {
+  const allReduce = (x: string, op: (a: string, b: string) => string) =>
+    [4, 2, 1].map((m) => `${x} = ${op(x, `subgroupShuffleXor(${x}, ${m}u)`)};`).join(' ');
+  const weight = (r: number) => (unit === 'f32' ? `w${r}` : `${unit}(w${r})`);
+  return `${range(R).map((r) => `let s${r} = select(-3.0e38, ${dotSum(range(hd).map((d) => `q${d} * ${kElem(r, d)}`))}, j${r} < P.N);`).join('\n    ')}
+    var mx = ${range(R).reduce((acc, r) => (acc ? `max(${acc}, s${r})` : `s${r}`), '')};
+    ${allReduce('mx', (a, b) => `max(${a}, ${b})`)}
+    ${range(R).map((r) => `let p${r} = exp(s${r} - mx);`).join(' ')}
+    var ls = ${range(R).map((r) => `p${r}`).join(' + ')};
+    ${allReduce('ls', (a, b) => `${a} + ${b}`)}
+    ${range(R).map((r) => `let w${r} = p${r} * keep_(bh, i, min(j${r}, P.N - 1u));`).join(' ')}
+    ${range(units).map((u) => `let a${u} = ${range(R).reduce((acc, r) => (acc ? `fma(${weight(r)}, ${vElem(r, u)}, ${acc})` : `w${r} * ${vElem(r, u)}`), '')};`).join('\n    ')}`;
+}
+
+/** The one-pass forward with scalar loads (hd % 8 == 0, e.g. 24): lane l loads elements
+ * l·E … l·E + E − 1 of each query row (E = hd/8) and writes the same elements of its output. */
+export const flashForwardOnePassKernel = memo(function flashForwardOnePassKernel(hd: number, dropout: boolean, R: number): KernelSource {
+  const E = hd / 8;
+  return kernel({
+    name: `flash_attn_fwd_onepass_sg_d${hd}_k${R}${dropout ? '_dropout' : ''}`,
+    header: 'enable subgroups;',
+    uniforms: UNIFORMS,
+    buffers: f32Buffers(['qkv'], ['out', 'lse']),
+    workgroupSize: 8,
+    body: `${helpers(hd, dropout)}
+${MAIN_SUBGROUP} {
+  let bh = wid.y * nwg.x + wid.x;
+  if (bh >= P.B * P.nh) { return; }
+  let h = bh % P.nh;
+  let b = bh / P.nh;
+  ${range(R).map((r) => `let j${r} = ${8 * r}u + lane;
+  let ko${r} = qkv_at(b, min(j${r}, P.N - 1u), 1u, h);
+  ${range(hd).map((d) => `let k${r}_${d} = qkv[ko${r} + ${d}u]; let v${r}_${d} = qkv[ko${r} + P.nh * HD + ${d}u];`).join(' ')}`).join('\n  ')}
+  for (var i = 0u; i < P.N; i++) {
+    let qo = qkv_at(b, i, 0u, h);
+    ${shareLoad('qp', 'qkv', 'qo', E)}
+    ${range(hd).map((d) => `let q${d} = ${shared('qp', d, E)} * P.scale;`).join(' ')}
+    ${forwardOnePassQuery(hd, R, (r, d) => `k${r}_${d}`, (r, d) => `v${r}_${d}`)}
+    ${reduceScatter8(range(hd).map((d) => `a${d}`), (d) => Math.floor(d / E), 'os')}
+    let oo = out_at(b, i, h);
+    let inv = 1.0 / ls;
+    ${range(E).map((e) => `out[oo + lane * ${E}u + ${e}u] = os${e} * inv;`).join(' ')}
+    if (lane == 0u) { lse[bh * P.N + i] = mx + log(ls); }
+  }
+}`,
+  });
+});
+
 /** A forward in the one-pass backward's layout, for heads whose keys fit one subgroup (N ≤ 8R,
  * hd % 16 == 0; CPU adapters): lane l holds keys l, 8 + l, … and their values; per query the
  * lanes score their keys, take the row's exact max and sum by butterfly all-reduces, weight their
@@ -485,7 +537,6 @@ export const flashForwardOnePassVecKernel = memo(function flashForwardOnePassVec
   const H4 = hd / 4;
   const c = ['x', 'y', 'z', 'w'];
   const qElem = (d: number) => { const m = Math.floor(d / 4); return `subgroupBroadcast(qv${Math.floor(m / 8)}.${c[d % 4]}, ${m % 8}u)`; };
-  const allReduce = (x: string, op: (a: string, b: string) => string) => `${x} = ${op(x, `subgroupShuffleXor(${x}, 4u)`)}; ${x} = ${op(x, `subgroupShuffleXor(${x}, 2u)`)}; ${x} = ${op(x, `subgroupShuffleXor(${x}, 1u)`)};`;
   return kernel({
     name: `flash_attn_fwd_onepass_sgv_d${hd}_k${R}${dropout ? '_dropout' : ''}`,
     header: 'enable subgroups;',
@@ -507,14 +558,7 @@ ${MAIN_SUBGROUP} {
     ${range(Math.ceil(H4 / 8)).map((t) => `var qv${t} = vec4<f32>(0.0);
     if (lane + ${8 * t}u < ${H4}u) { qv${t} = qkv4[qo + lane + ${8 * t}u] * P.scale; }`).join('\n    ')}
     ${range(hd).map((d) => `let q${d} = ${qElem(d)};`).join(' ')}
-    ${range(R).map((r) => `let s${r} = select(-3.0e38, ${dotSum(range(hd).map((d) => `q${d} * kq${r}_${Math.floor(d / 4)}.${c[d % 4]}`))}, j${r} < P.N);`).join('\n    ')}
-    var mx = ${range(R).reduce((acc, r) => (acc ? `max(${acc}, s${r})` : `s${r}`), '')};
-    ${allReduce('mx', (a, b) => `max(${a}, ${b})`)}
-    ${range(R).map((r) => `let p${r} = exp(s${r} - mx);`).join(' ')}
-    var ls = ${range(R).map((r) => `p${r}`).join(' + ')};
-    ${allReduce('ls', (a, b) => `${a} + ${b}`)}
-    ${range(R).map((r) => `let w${r} = p${r} * keep_(bh, i, min(j${r}, P.N - 1u));`).join(' ')}
-    ${range(H4).map((q) => `let a${q} = ${range(R).reduce((acc, r) => (acc ? `fma(vec4<f32>(w${r}), vq${r}_${q}, ${acc})` : `w${r} * vq${r}_${q}`), '')};`).join('\n    ')}
+    ${forwardOnePassQuery(H4, R, (r, d) => `kq${r}_${Math.floor(d / 4)}.${c[d % 4]}`, (r, q) => `vq${r}_${q}`, hd, 'vec4<f32>')}
     ${reduceScatter8(range(H4).map((q) => `a${q}`), (w) => w % 8, 'os')}
     let oo = out_at(b, i, h) / 4u;
     let inv = 1.0 / ls;

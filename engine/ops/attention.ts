@@ -7,7 +7,7 @@
 //   the output heads in place, so no permute or slice copies run.
 // Either backward writes dQ, dK, dV into one dqkv buffer.
 import { grid1d, type KernelSource } from '../../kernels/common.js';
-import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardOnePassKernel, flashBackwardOnePassVecKernel, flashForwardOnePassVecKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardSubgroupVecKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
+import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardOnePassKernel, flashBackwardOnePassVecKernel, flashForwardOnePassKernel, flashForwardOnePassVecKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardSubgroupVecKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
 import { record } from '../autograd.js';
@@ -157,13 +157,14 @@ export function useFlashForwardOnePass(on: boolean | 'auto'): void {
 }
 
 /** Keys a lane of the one-pass forward for this head, or 0 for the row kernels: heads whose keys
- * fit one block of the one-pass backward, at head dims that are multiples of 16, on CPU adapters.
+ * fit one block of the one-pass backward, on CPU adapters (the family is `subgroup`: hd % 8 == 0).
  * Forward alone there (profiler medians of 11–15 interleaved, B32 h4 unless marked): N50 d16 1.18
  * vs 1.44 ms, N65 d16 1.57 vs 2.23, N50 d32 1.97 vs 2.95, N65 d32 2.69 vs 3.54, B128 N50 d16 3.87
- * vs 4.52, B64 N17 d16 0.98 vs 1.11. Longer heads would need the blocks' softmax states merged;
+ * vs 4.52, B64 N17 d16 0.98 vs 1.11; scalar loads, B128 h4 N50 d24 5.96 vs 8.32, B128 h8 N50 d8
+ * 5.37 vs 5.77. Longer heads would need the blocks' softmax states merged;
  * at N197 d64 the row kernels already run at ~35 GFLOP/s. */
 export function forwardOnePassKeys(N: number, hd: number): number {
-  if (forcedForwardOnePass === false || hd % 16 !== 0) return 0;
+  if (forcedForwardOnePass === false || hd % 8 !== 0) return 0;
   if (forcedForwardOnePass === 'auto' && !CPU_ADAPTER.test(currentDevice().adapterName)) return 0;
   const keys = onePassKeysPerLane(N, hd);
   return 8 * keys >= N ? keys : 0;
@@ -202,7 +203,7 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
   const grid = (k: KernelSource, rowsPerLane = R) => (family === 'subgroup' ? grid1d(B * nh * Math.ceil(N / (8 * rowsPerLane)) * 8, 8) : grid1d(rows, k.workgroupSize));
   const fwdKeys = family === 'subgroup' ? forwardOnePassKeys(N, hd) : 0;
   if (fwdKeys > 0) {
-    const fwd = flashForwardOnePassVecKernel(hd, p > 0, fwdKeys);
+    const fwd = (hd % 16 === 0 ? flashForwardOnePassVecKernel : flashForwardOnePassKernel)(hd, p > 0, fwdKeys);
     rt().run({ source: fwd, uniforms, buffers: [qkv.buffer, out.buffer, lse.buffer], grid: grid1d(B * nh * 8, 8), flops, label: `flash_attn_fwd_onepass ${tag}` });
   } else {
     const fwd = fwdKernel(hd, p > 0, Rf);
