@@ -475,6 +475,12 @@ ${MAIN_SUBGROUP} {
   });
 });
 
+/** The one-pass kernels' start: one workgroup (one subgroup of 8) per (batch, head). */
+const HEAD_PER_SUBGROUP = `let bh = wid.y * nwg.x + wid.x;
+  if (bh >= P.B * P.nh) { return; }
+  let h = bh % P.nh;
+  let b = bh / P.nh;`;
+
 /** One query of the one-pass forwards, given its scaled q0… in every lane: scores s0… of this
  * lane's keys (key r is j${r}; keys past N score −∞), the row's max `mx` and sum `ls` over the
  * subgroup, and this lane's share a0… of the output row: `units` accumulators of type `unit`
@@ -505,10 +511,7 @@ export const flashForwardOnePassKernel = memo(function flashForwardOnePassKernel
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 ${MAIN_SUBGROUP} {
-  let bh = wid.y * nwg.x + wid.x;
-  if (bh >= P.B * P.nh) { return; }
-  let h = bh % P.nh;
-  let b = bh / P.nh;
+  ${HEAD_PER_SUBGROUP}
   ${range(R).map((r) => `let j${r} = ${8 * r}u + lane;
   let ko${r} = qkv_at(b, min(j${r}, P.N - 1u), 1u, h);
   ${range(hd).map((d) => `let k${r}_${d} = qkv[ko${r} + ${d}u]; let v${r}_${d} = qkv[ko${r} + P.nh * HD + ${d}u];`).join(' ')}`).join('\n  ')}
@@ -545,10 +548,7 @@ export const flashForwardOnePassVecKernel = memo(function flashForwardOnePassVec
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 ${MAIN_SUBGROUP} {
-  let bh = wid.y * nwg.x + wid.x;
-  if (bh >= P.B * P.nh) { return; }
-  let h = bh % P.nh;
-  let b = bh / P.nh;
+  ${HEAD_PER_SUBGROUP}
   let vOff = P.nh * HD / 4u;
   ${range(R).map((r) => `let j${r} = ${8 * r}u + lane;
   let ko${r} = qkv_at(b, min(j${r}, P.N - 1u), 1u, h) / 4u;
@@ -738,10 +738,7 @@ export const flashBackwardOnePassKernel = memo(function flashBackwardOnePassKern
     body: `${helpers(hd, dropout)}
 const RK = ${R}u;
 ${MAIN_SUBGROUP} {
-  let bh = wid.y * nwg.x + wid.x;
-  if (bh >= P.B * P.nh) { return; }
-  let h = bh % P.nh;
-  let b = bh / P.nh;
+  ${HEAD_PER_SUBGROUP}
   var kr: array<array<f32, ${hd}>, ${R}>;
   var vr: array<array<f32, ${hd}>, ${R}>;
   var dkr: array<array<f32, ${hd}>, ${R}>;
@@ -808,10 +805,7 @@ export const flashBackwardOnePassVecKernel = memo(function flashBackwardOnePassV
     workgroupSize: 8,
     body: `${helpers(hd, dropout)}
 ${MAIN_SUBGROUP} {
-  let bh = wid.y * nwg.x + wid.x;
-  if (bh >= P.B * P.nh) { return; }
-  let h = bh % P.nh;
-  let b = bh / P.nh;
+  ${HEAD_PER_SUBGROUP}
   let vOff = P.nh * HD / 4u;
   ${range(R).map((r) => `let ko${r} = qkv_at(b, min(P.key0 + ${8 * r}u + lane, P.N - 1u), 1u, h) / 4u;
   ${range(H4).map((q) => `let kq${r}_${q} = qkv4[ko${r} + ${q}u]; let vq${r}_${q} = qkv4[ko${r} + vOff + ${q}u];`).join(' ')}
