@@ -95,6 +95,12 @@ export function subgroupsOf8(): boolean {
   return currentDevice().subgroupMinSize >= 8;
 }
 
+/** Whether the adapter is a CPU rasteriser (lavapipe / llvmpipe, SwiftShader), where some kernels
+ * take a layout that suits CPU caches and lanes rather than GPU memory coalescing. */
+export function cpuAdapter(): boolean {
+  return /llvmpipe|lavapipe|swiftshader/i.test(currentDevice().adapterName);
+}
+
 /** The device acquired by `getDevice()`; ops call this and need it to exist already. */
 export function currentDevice(): DeviceInfo {
   if (!current) throw new Error('No GPU device yet: call `await init()` (or `await getDevice()`) before creating tensors.');

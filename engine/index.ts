@@ -8,7 +8,7 @@ import { rt } from './dispatch.js';
 installTapeOps({ add, onesLike, copy });
 
 export { backward, detach, isGradEnabled, noGrad } from './autograd.js';
-export { currentDevice, getDevice, type DeviceInfo, gpuHandles, gpuWait, subgroupsOf8 } from './device.js';
+export { cpuAdapter, currentDevice, getDevice, type DeviceInfo, gpuHandles, gpuWait, subgroupsOf8 } from './device.js';
 export { type Launch, rt, Runtime } from './dispatch.js';
 export { keep, scope } from './memory.js';
 export { AdamW, type AdamWOptions, clipGradNorm, type ParamGroup, SGD, type SGDOptions, WeightEma, type WeightEmaOptions } from './optim.js';

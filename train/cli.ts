@@ -58,8 +58,8 @@ async function kernels(argv: string[]): Promise<void> {
   const rank = Number(values.rank);
   const table: Record<string, () => { code: string }> = {
     matmul: () => K.matmul.matmulKernel(!!values['trans-a'], !!values['trans-b'], false),
-    gelu: () => K.elementwise.elementwiseKernel('gelu', 'gelu_(a)', ['same'], 1),
-    add: () => K.elementwise.elementwiseKernel('add', 'a + b', ['same', 'strided'], rank),
+    gelu: () => K.elementwise.elementwiseKernel('gelu', 'gelu_(a)', ['same'], 1, 1),
+    add: () => K.elementwise.elementwiseKernel('add', 'a + b', ['same', 'strided'], rank, 1),
     sum: () => K.reduce.rowReduceKernel('sum'),
     max: () => K.reduce.rowReduceKernel('max'),
     var: () => K.reduce.rowReduceKernel('var'),

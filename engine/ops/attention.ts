@@ -11,7 +11,7 @@ import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardOneP
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
 import { record } from '../autograd.js';
-import { currentDevice, subgroupsOf8 } from '../device.js';
+import { cpuAdapter, subgroupsOf8 } from '../device.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
 import { launchMatmul, type Operand } from './matmul.js';
@@ -44,10 +44,9 @@ export interface AttentionOptions {
 // with 128 heads, 1.20× / 1.14× with 512; profiler, B32 h4, flash/unfused time at d64: N40 0.71,
 // N50 1.08 and 0.93 in two runs, N65 0.85 and 0.87, N257 0.81). So on a CPU adapter with
 // subgroups: flash; without subgroups, unfused past hd 16. GPUs: flash.
-const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader/i;
 
 function chooseImpl(hd: number): 'flash' | 'unfused' {
-  const cpu = CPU_ADAPTER.test(currentDevice().adapterName);
+  const cpu = cpuAdapter();
   if (hd % 8 === 0 && subgroupsOf8()) return 'flash';
   return cpu && hd > 16 ? 'unfused' : 'flash';
 }
@@ -99,7 +98,7 @@ function flashRowsPerLane(hd: number, N: number, pass: 'forward' | 'backward'): 
   if (forcedRows !== 'auto') return forcedRows;
   // GPUs: R rows multiply each lane's registers (at d64, 2·64 query values and accumulators per
   // row), which costs occupancy there; one row per lane as on a GPU's usual flash kernel.
-  if (!CPU_ADAPTER.test(currentDevice().adapterName)) return 1;
+  if (!cpuAdapter()) return 1;
   if (hd >= 64) return 2;
   if (pass === 'backward') return hd >= 32 || N <= 24 ? 3 : 2;
   // The forward pays a fixed cost per group of 8·R rows (the K/V loads and broadcasts of every
@@ -146,7 +145,7 @@ export function onePassKeysPerLane(N: number, hd: number): number {
 export function onePassKeys(N: number, hd: number): number {
   if (typeof forcedOnePass === 'number') return forcedOnePass;
   if (forcedOnePass === false) return 0;
-  if (forcedOnePass === 'auto' && !CPU_ADAPTER.test(currentDevice().adapterName)) return 0;
+  if (forcedOnePass === 'auto' && !cpuAdapter()) return 0;
   return onePassKeysPerLane(N, hd);
 }
 
@@ -165,7 +164,7 @@ export function useFlashForwardOnePass(on: boolean | 'auto'): void {
  * at N197 d64 the row kernels already run at ~35 GFLOP/s. */
 export function forwardOnePassKeys(N: number, hd: number): number {
   if (forcedForwardOnePass === false || hd % 8 !== 0) return 0;
-  if (forcedForwardOnePass === 'auto' && !CPU_ADAPTER.test(currentDevice().adapterName)) return 0;
+  if (forcedForwardOnePass === 'auto' && !cpuAdapter()) return 0;
   const keys = onePassKeysPerLane(N, hd);
   return 8 * keys >= N ? keys : 0;
 }

@@ -5,6 +5,7 @@ import { grid1d, putList } from '../../kernels/common.js';
 import { ELEMENTWISE_VEC, elementwiseKernel, type InputIndexing } from '../../kernels/elementwise.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { rt } from '../dispatch.js';
+import { cpuAdapter } from '../device.js';
 import { broadcastShapes, broadcastStrides } from '../reference/nd.js';
 import { shapeStr, Tensor } from '../tensor.js';
 import { sumToShape } from './reduce.js';
@@ -64,12 +65,15 @@ export function mapElements(op: string, expr: string, inputs: Tensor[], outShape
   inputs.forEach((t, i) => {
     if (indexing[i] === 'strided') putList(uniforms, `st${'abcde'[i]}`, broadcastStrides(t.shape, shape));
   });
-  const source = elementwiseKernel(op, expr, indexing, rank);
+  const contiguous = indexing.every((m) => m === 'same');
+  // vec4s per invocation on the contiguous path (kernels/elementwise.ts has the measurements).
+  const perLane = contiguous && cpuAdapter() ? 4 : 1;
+  const source = elementwiseKernel(op, expr, indexing, rank, perLane);
   rt().run({
     source,
     uniforms,
     buffers: [...inputs.map((t) => t.buffer), out.buffer],
-    grid: grid1d(indexing.every((m) => m === 'same') ? Math.ceil(out.size / ELEMENTWISE_VEC) : out.size, source.workgroupSize),
+    grid: grid1d(contiguous ? Math.ceil(out.size / (ELEMENTWISE_VEC * perLane)) : out.size, source.workgroupSize),
     flops: out.size,
     bytes: 4 * (out.size + inputs.reduce((a, t) => a + t.size, 0)),
     label: `${op} ${shapeStr(outShape)}`,

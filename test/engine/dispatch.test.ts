@@ -71,7 +71,7 @@ describe('dispatch', () => {
     expect(src.code).toContain('struct Params');
     const names = T.compiledKernels().map((k) => k.name);
     expect(names.some((n) => n.startsWith('matmul'))).toBe(true);
-    expect(elementwiseKernel('add', 'a + b', ['same', 'strided'], 2).code).toContain('stb1');
+    expect(elementwiseKernel('add', 'a + b', ['same', 'strided'], 2, 1).code).toContain('stb1');
   });
 
   it('sync surfaces WebGPU validation errors', async () => {

@@ -50,6 +50,17 @@ describe('unary ops', () => {
     expectClose(await T.tanh(t).data(), xs.map(Math.tanh), { atol: 1e-6, rtol: 1e-6 }, 'tanh');
   });
 
+  // A workgroup spans 64 invocations × 4 vec4s = 1,024 elements on a CPU adapter (4 vec4s a
+  // lane), 256 on a GPU: 4,099 reaches five or seventeen workgroups and ends in a partial vec4.
+  it('contiguous inputs over several workgroups, with a tail', async () => {
+    const n = 4099;
+    const a = T.randn([n], { seed: 11 });
+    const b = T.randn([n], { seed: 12 });
+    const [ha, hb] = [await a.data(), await b.data()];
+    expectClose(await T.add(a, b).data(), Array.from(ha, (x, i) => x + hb[i]!), { atol: 1e-6, rtol: 1e-6 }, 'add');
+    expectClose(await T.exp(a).data(), Array.from(ha, Math.exp), { atol: 1e-5, rtol: 1e-5 }, 'exp');
+  });
+
   it('powScalar of a negative base with an integer exponent', async () => {
     const t = T.tensor([-2, -1.5, 3], [3]);
     expectClose(await T.powScalar(t, 3).data(), [-8, -3.375, 27], { atol: 1e-5, rtol: 1e-6 }, 'pow');
