@@ -17,7 +17,7 @@ export type Access = 'read' | 'read_write' | 'uniform';
 export interface BufferDecl {
   name: string;
   access: Access;
-  type: 'f32' | 'i32' | 'u32' | 'vec4<f32>';
+  type: 'f32' | 'i32' | 'u32' | 'vec4<f32>' | 'vec4<u32>';
   /** Elements of a `uniform` array (uniform arrays cannot be runtime-sized). */
   length?: number;
 }

@@ -5,10 +5,15 @@ import { memo, fieldList, kernel, type KernelSource, MAIN_1D, stridedOffsets } f
 
 export const MOVEMENT_WG = 64;
 
-/** dst[dst_off + Σ i_k dst_st_k] = src[src_off + Σ i_k src_st_k] over an iteration shape. */
-export const stridedCopyKernel = memo(function stridedCopyKernel(rank: number): KernelSource {
+/** dst[dst_off + Σ i_k dst_st_k] = src[src_off + Σ i_k src_st_k] over an iteration shape, in
+ * 32-bit words or (`vec4`) in 16-byte units, when the caller has found the innermost run
+ * contiguous on both sides and every offset, stride and the run a multiple of 4 words: lavapipe
+ * runs each storage access as a loop over the lanes, so a vec4 moves four words for the price of
+ * one (engine/ops/movement.ts has the measurements). */
+export const stridedCopyKernel = memo(function stridedCopyKernel(rank: number, vec4: boolean): KernelSource {
+  const type = vec4 ? 'vec4<u32>' : 'u32';
   return kernel({
-    name: `copy_r${rank}`,
+    name: `copy_r${rank}${vec4 ? '_v4' : ''}`,
     uniforms: [
       { name: 'n', type: 'u32' },
       { name: 'src_off', type: 'u32' },
@@ -18,8 +23,8 @@ export const stridedCopyKernel = memo(function stridedCopyKernel(rank: number): 
       ...fieldList('dst', rank),
     ],
     buffers: [
-      { name: 'src', access: 'read', type: 'u32' },
-      { name: 'out', access: 'read_write', type: 'u32' },
+      { name: 'src', access: 'read', type },
+      { name: 'out', access: 'read_write', type },
     ],
     workgroupSize: MOVEMENT_WG,
     body: `${MAIN_1D} {

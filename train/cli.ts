@@ -63,7 +63,7 @@ async function kernels(argv: string[]): Promise<void> {
     sum: () => K.reduce.rowReduceKernel('sum'),
     max: () => K.reduce.rowReduceKernel('max'),
     var: () => K.reduce.rowReduceKernel('var'),
-    copy: () => K.movement.stridedCopyKernel(rank),
+    copy: () => K.movement.stridedCopyKernel(rank, false),
     gather: () => K.movement.gatherKernel(rank),
     softmax: () => K.softmax.softmaxKernel(false),
     'log-softmax': () => K.softmax.softmaxKernel(true),

@@ -96,6 +96,29 @@ describe('movement ops', () => {
     expect([...(await T.transpose(x).data())]).toEqual([1, 2147483647, -2, -5, 3, 6]);
   });
 
+  // Innermost runs contiguous on both sides and every offset and stride a multiple of 4 words:
+  // the copy moves vec4s (engine/ops/movement.ts), bit for bit, int32 included.
+  it('copies in vec4 units where the innermost run allows, exactly', async () => {
+    await checkOp({ name: 'permute vec4', inputs: [{ shape: [2, 3, 4, 8] }], fwd: EXACT, gpu: (x) => T.permute(x, [0, 2, 1, 3]), ref: (x) => R.permute(x, [0, 2, 1, 3]), vjp: (_x, g) => [R.permuteVjp(g, [0, 2, 1, 3])] });
+    await checkOp({
+      name: 'expand vec4',
+      inputs: [{ shape: [1, 3, 1, 4] }],
+      fwd: EXACT,
+      bwd: { atol: 1e-5, rtol: 1e-5 },
+      gpu: (x) => T.expand(x, [2, 3, 5, 4]),
+      ref: (x) => broadcastTo(x, [2, 3, 5, 4]),
+      vjp: ([x], g) => [sumToShape(g, x!.shape)],
+    });
+    // Small integers are subnormal as f32 bit patterns: a float copy could flush them.
+    const a = T.tensor(Int32Array.from({ length: 8 }, (_, i) => i + 1), [2, 4]);
+    const b = T.tensor(Int32Array.from({ length: 16 }, (_, i) => (i % 2 ? -i : 2147483647 - i)), [2, 8]);
+    const c = T.concat([a, b], 1);
+    const [ha, hb] = [await a.data(), await b.data()];
+    expect([...(await c.data())]).toEqual([...ha.slice(0, 4), ...hb.slice(0, 8), ...ha.slice(4), ...hb.slice(8)]);
+    expect([...(await T.slice(c, [0, 4], [2, 12]).data())]).toEqual([...hb]);
+    expect(T.compiledKernels().some((k) => /^copy_r\d_v4$/.test(k.name))).toBe(true);
+  });
+
   it('errors name the tensor and the fix', () => {
     const x = T.zeros([3, 4]);
     expect(() => T.reshape(x, [5, 3])).toThrow(/cannot view tensor #\d+ \[3, 4\] \(12 elements\) as \[5, 3\]/);
