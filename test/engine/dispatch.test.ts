@@ -57,8 +57,9 @@ describe('dispatch', () => {
       a.dispose();
       c.dispose();
       // 12 matmuls of 512³ take well over 100 ms on any software adapter; a busy loop re-queues
-      // every few microseconds (tens of thousands in that time), the quiet wait at most once per
-      // millisecond after its first millisecond of spinning.
+      // every few microseconds (tens of thousands in that time); the quiet wait sleeps a tenth of
+      // the time waited before each poll (about 40 polls in its first 10 ms), then polls once a
+      // millisecond.
       if (waitedMs > 50) expect(during).toBeLessThan(waitedMs * 2 + 400);
     } finally {
       globalThis.setImmediate = native;
