@@ -129,7 +129,9 @@ export class PatchEmbed {
   }
   forward(x: T.Tensor, _ctx?: Ctx): T.Tensor {
     // The patchify conv as im2col + matmul: each patch becomes a row, so the product's rows are
-    // the tokens (B·N, D) in order, with no transpose. Same math as T.patchEmbed (tested equal).
+    // the tokens (B·N, D) in order, with no transpose. Same math as T.patchEmbed (tested equal),
+    // and faster on lavapipe: 0.33 + 0.85 ms against 9.5 for the direct kernel at 128×1×28×28,
+    // patch 4 → 64 (profiler, medians of 12).
     const [D, C, P] = this.proj.weight.shape as [number, number, number];
     const B = x.shape[0]!;
     const rows = T.linear(T.im2col(x, P, P, { stride: P }), T.reshape(this.proj.weight, [D, C * P * P]), this.proj.bias);
