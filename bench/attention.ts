@@ -43,14 +43,16 @@ export async function attentionSuite(filter?: RegExp): Promise<SuiteRow[][]> {
     const tfAttn = (q: import('@tensorflow/tfjs').Tensor3D, k: import('@tensorflow/tfjs').Tensor3D, v: import('@tensorflow/tfjs').Tensor3D) =>
       tf.matMul(tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)), v);
     const tfGrads = tf.grads((q, k, v) => tf.sum(tf.mul(tfAttn(q as never, k as never, v as never), tg)));
-    const ours = (impl: 'flash' | 'unfused', backward: boolean, onePass: boolean | 'auto' = 'auto') => async () => {
+    const ours = (impl: 'flash' | 'unfused', backward: boolean, onePass: boolean | 'auto' = 'auto', family: T.FlashKernelFamily | 'auto' = 'auto') => async () => {
       useFlashOnePass(onePass);
+      T.useFlashKernels(family);
       const y = T.scope(() => {
         const o = backward ? T.attention(qkv, nh, { impl }) : T.noGrad(() => T.attention(qkv, nh, { impl }));
         if (backward) o.backward(g);
         return o;
       });
       useFlashOnePass('auto');
+      T.useFlashKernels('auto');
       await (backward ? qkv.grad! : y).data();
       y.dispose();
       qkv.grad?.dispose();
@@ -92,7 +94,13 @@ export async function attentionSuite(filter?: RegExp): Promise<SuiteRow[][]> {
     });
     all.push(rows);
     // Flash against unfused, forward+backward, interleaved: the ratio under the host's drift.
-    const ownCases = cases.filter((c) => c.name.endsWith('forward+backward') || c.name.endsWith('two backward kernels')).filter((c) => c.name.startsWith('tessera'));
+    // Also the GPU-shaped kernels on this adapter: K/V (and Q/dO) tiles in workgroup memory, and
+    // the same one-row-per-invocation kernels streaming every row from storage instead.
+    const ownCases = [
+      ...cases.filter((c) => c.name.endsWith('forward+backward') || c.name.endsWith('two backward kernels')).filter((c) => c.name.startsWith('tessera')),
+      { name: 'tessera flash, forward+backward, K/V tiles in workgroup memory', work: 3.5 * flopsFwd, run: ours('flash', true, 'auto', 'workgroup') },
+      { name: 'tessera flash, forward+backward, one row an invocation, streamed', work: 3.5 * flopsFwd, run: ours('flash', true, 'auto', 'vec4') },
+    ];
     all.push(await runInterleaved(`attention-B${B}-h${nh}-N${N}-d${hd}-interleaved`, ownCases, {
       baseline: 'tessera unfused, forward+backward',
       rounds: Number(process.env.BENCH_INTERLEAVED ?? 21),

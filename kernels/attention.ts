@@ -5,11 +5,12 @@
 //   per query i:  D_i = dO_i · O_i ;  dQ_i = scale · Σ_j P_ij (dP_ij − D_i) k_j
 //   per key j:    dV_j = Σ_i P̃_ij dO_i ;  dK_j = scale · Σ_i P_ij (dP_ij − D_i) q_i
 // with dP_ij = M_ij (dO_i · v_j), P̃ = P ⊙ M and M the inverted-dropout mask (1 without dropout).
-// On lavapipe a workgroup is one CPU thread, so K/V tiles in workgroup memory and barriers would
-// cost more than they save; streaming from storage keeps every invocation independent. Three
-// families: scalar arrays (any head dim), vec4 registers (hd % 4 == 0), and subgroup kernels
-// (hd % 8 == 0) where 8 rows share every K/V load through broadcasts — the default wherever the
-// adapter has subgroups of 8 or more.
+// Four families: scalar arrays (any head dim), vec4 registers (hd % 4 == 0), subgroup kernels
+// (hd % 8 == 0) where 8 rows share every K/V load through broadcasts — the choice on CPU adapters
+// with subgroups of 8 or more — and K/V tiles in workgroup memory (hd % 4 == 0, at the end of the
+// file), FlashAttention-2's layout and the choice on GPUs. On lavapipe a workgroup is one CPU
+// thread, so its tiles and barriers cost more than they save there (measured in
+// engine/ops/attention.ts).
 import { type BufferDecl, kernel, type KernelSource, MAIN_1D, MAIN_SUBGROUP, memo } from './common.js';
 import { WGSL_PHILOX } from './random.js';
 
@@ -844,6 +845,187 @@ ${MAIN_SUBGROUP} {
     let ko = qkv_at(b, P.key0 + ${8 * r}u + lane, 1u, h) / 4u;
     ${range(H4).map((q) => `dqkv4[ko + ${q}u] = vec4<f32>(${range(4).map((e) => `dk${r}_${4 * q + e}`).join(', ')}) * P.scale; dqkv4[ko + vOff + ${q}u] = vec4<f32>(${range(4).map((e) => `dv${r}_${4 * q + e}`).join(', ')});`).join('\n    ')}
   }`).join('\n  ')}
+}`,
+  });
+});
+
+// ---- K/V tiles in workgroup memory (FlashAttention-2's layout) ---------------------------------
+// The shape FlashAttention-2 gives a GPU: a workgroup of TILE_ROWS invocations owns as many rows
+// (queries, or keys for dK/dV) of one (batch, head); the other side's rows are brought in tiles of
+// `tile` rows: each invocation copies one row into workgroup memory, a barrier, then every
+// invocation reads the whole tile from there, so a workgroup reads each K/V (or Q/dO) row from
+// storage once instead of once per row it owns. Registers hold the row's vectors as vec4s, as in
+// the vec4 kernels. Tiles are sized by the caller from the device's workgroup storage (16 KiB is
+// WebGPU's guaranteed minimum: 64 rows of [k ‖ v] at hd 32, 32 at hd 64). Rows past N compute on
+// row N − 1 and skip their stores: every invocation must reach every barrier.
+// On lavapipe a workgroup is one CPU thread that runs its invocations 8 at a time and splits the
+// kernel at each barrier, so workgroup memory saves no memory traffic there (engine/ops/attention.ts
+// has the measurement); on a GPU it is the kernel's reason to exist.
+export const TILE_ROWS = 64;
+
+/** Workgroup → (batch, head) and the TILE_ROWS rows it owns: this invocation's row `row` (clamped
+ * to N − 1) and whether it is real (`live`). */
+const TILE_PROLOGUE = `let w = wid.y * nwg.x + wid.x;
+  let tiles = (P.N + ${TILE_ROWS - 1}u) / ${TILE_ROWS}u;
+  if (w >= P.B * P.nh * tiles) { return; }
+  let bh = w / tiles;
+  let h = bh % P.nh;
+  let b = bh / P.nh;
+  let mine = (w % tiles) * ${TILE_ROWS}u + lid.x;
+  let row = min(mine, P.N - 1u);
+  let live = mine < P.N;
+  let t = bh * P.N + row;`;
+
+function tileBuffers(hd: number, tile: number, names: string[]): string {
+  return names.map((n) => `var<workgroup> ${n}: array<vec4<f32>, ${(tile * hd) / 4}>;`).join('\n');
+}
+
+/** Copies row `t0 + lid.x` of the other side into the tile (invocations past the tile or past N
+ * copy nothing), between the barriers that keep the previous tile's readers and this tile's
+ * writers apart. `copy(n)` is the WGSL storing row n's vec4 c to slot lid.x. */
+function tileLoad(tile: number, copy: (n: string) => string): string {
+  return `workgroupBarrier();
+    if (lid.x < ${tile}u && t0 + lid.x < P.N) {
+      let n = t0 + lid.x;
+      ${copy('n')}
+    }
+    workgroupBarrier();
+    let count = min(${tile}u, P.N - t0);`;
+}
+
+export const flashForwardTiledKernel = memo(function flashForwardTiledKernel(hd: number, dropout: boolean, tile: number): KernelSource {
+  if (hd % 4 !== 0) throw new Error(`flashForwardTiledKernel: head dim ${hd} is not a multiple of 4`);
+  const V = hd / 4;
+  return kernel({
+    name: `flash_attn_fwd_wg_d${hd}_t${tile}${dropout ? '_dropout' : ''}`,
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
+      { name: 'out4_', access: 'read_write', type: 'vec4<f32>' },
+      { name: 'lse', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: TILE_ROWS,
+    body: `${vecHelpers(hd, dropout)}
+${tileBuffers(hd, tile, ['kt', 'vt'])}
+${MAIN_1D} {
+  ${TILE_PROLOGUE}
+  let qo = row4(b, row, 0u, h);
+  ${range(V).map((c) => `let q${c} = qkv4[qo + ${c}u] * P.scale;\n  var a${c} = vec4<f32>(0.0);`).join('\n  ')}
+  var m = -3.0e38;
+  var l = 0.0;
+  for (var t0 = 0u; t0 < P.N; t0 += ${tile}u) {
+    ${tileLoad(tile, (n) => `let ko = row4(b, ${n}, 1u, h);
+      let vo = row4(b, ${n}, 2u, h);
+      ${range(V).map((c) => `kt[lid.x * ${V}u + ${c}u] = qkv4[ko + ${c}u]; vt[lid.x * ${V}u + ${c}u] = qkv4[vo + ${c}u];`).join('\n      ')}`)}
+    for (var jj = 0u; jj < count; jj++) {
+      let s = ${range(V).map((c) => `dot(q${c}, kt[jj * ${V}u + ${c}u])`).join(' + ')};
+      let m_new = max(m, s);
+      let corr = exp(m - m_new);
+      let pj = exp(s - m_new);
+      l = l * corr + pj;
+      let wj = pj * keep_(bh, row, t0 + jj);
+      ${range(V).map((c) => `a${c} = a${c} * corr + wj * vt[jj * ${V}u + ${c}u];`).join('\n      ')}
+      m = m_new;
+    }
+  }
+  if (live) {
+    let oo = out4(b, row, h);
+    let inv = 1.0 / l;
+    ${range(V).map((c) => `out4_[oo + ${c}u] = a${c} * inv;`).join('\n    ')}
+    lse[t] = m + log(l);
+  }
+}`,
+  });
+});
+
+/** Per query row: D_i = dO_i · O_i (saved for the key kernel) and dQ_i, over K/V tiles. */
+export const flashBackwardQTiledKernel = memo(function flashBackwardQTiledKernel(hd: number, dropout: boolean, tile: number): KernelSource {
+  if (hd % 4 !== 0) throw new Error(`flashBackwardQTiledKernel: head dim ${hd} is not a multiple of 4`);
+  const V = hd / 4;
+  return kernel({
+    name: `flash_attn_bwd_q_wg_d${hd}_t${tile}${dropout ? '_dropout' : ''}`,
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
+      { name: 'o4', access: 'read', type: 'vec4<f32>' },
+      { name: 'do4', access: 'read', type: 'vec4<f32>' },
+      { name: 'lse', access: 'read', type: 'f32' },
+      { name: 'delta', access: 'read_write', type: 'f32' },
+      { name: 'dqkv4', access: 'read_write', type: 'vec4<f32>' },
+    ],
+    workgroupSize: TILE_ROWS,
+    body: `${vecHelpers(hd, dropout)}
+${tileBuffers(hd, tile, ['kt', 'vt'])}
+${MAIN_1D} {
+  ${TILE_PROLOGUE}
+  let qo = row4(b, row, 0u, h);
+  let oo = out4(b, row, h);
+  ${range(V).map((c) => `let q${c} = qkv4[qo + ${c}u] * P.scale;\n  let g${c} = do4[oo + ${c}u];\n  var dq${c} = vec4<f32>(0.0);`).join('\n  ')}
+  let D = ${range(V).map((c) => `dot(g${c}, o4[oo + ${c}u])`).join(' + ')};
+  let L = lse[t];
+  for (var t0 = 0u; t0 < P.N; t0 += ${tile}u) {
+    ${tileLoad(tile, (n) => `let ko = row4(b, ${n}, 1u, h);
+      let vo = row4(b, ${n}, 2u, h);
+      ${range(V).map((c) => `kt[lid.x * ${V}u + ${c}u] = qkv4[ko + ${c}u]; vt[lid.x * ${V}u + ${c}u] = qkv4[vo + ${c}u];`).join('\n      ')}`)}
+    for (var jj = 0u; jj < count; jj++) {
+      let s = ${range(V).map((c) => `dot(q${c}, kt[jj * ${V}u + ${c}u])`).join(' + ')};
+      let dp = ${range(V).map((c) => `dot(g${c}, vt[jj * ${V}u + ${c}u])`).join(' + ')};
+      let ds = exp(s - L) * (dp * keep_(bh, row, t0 + jj) - D);
+      ${range(V).map((c) => `dq${c} += ds * kt[jj * ${V}u + ${c}u];`).join('\n      ')}
+    }
+  }
+  if (live) {
+    delta[t] = D;
+    ${range(V).map((c) => `dqkv4[qo + ${c}u] = dq${c} * P.scale;`).join('\n    ')}
+  }
+}`,
+  });
+});
+
+/** Per key row: dK_j and dV_j over tiles of Q, dO and the queries' logsumexp and D (from the
+ * query kernel). */
+export const flashBackwardKVTiledKernel = memo(function flashBackwardKVTiledKernel(hd: number, dropout: boolean, tile: number): KernelSource {
+  if (hd % 4 !== 0) throw new Error(`flashBackwardKVTiledKernel: head dim ${hd} is not a multiple of 4`);
+  const V = hd / 4;
+  return kernel({
+    name: `flash_attn_bwd_kv_wg_d${hd}_t${tile}${dropout ? '_dropout' : ''}`,
+    uniforms: UNIFORMS,
+    buffers: [
+      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
+      { name: 'do4', access: 'read', type: 'vec4<f32>' },
+      { name: 'lse', access: 'read', type: 'f32' },
+      { name: 'delta', access: 'read', type: 'f32' },
+      { name: 'dqkv4', access: 'read_write', type: 'vec4<f32>' },
+    ],
+    workgroupSize: TILE_ROWS,
+    body: `${vecHelpers(hd, dropout)}
+${tileBuffers(hd, tile, ['qt', 'gt'])}
+var<workgroup> lt: array<f32, ${tile}>;
+var<workgroup> dt: array<f32, ${tile}>;
+${MAIN_1D} {
+  ${TILE_PROLOGUE}
+  let ko = row4(b, row, 1u, h);
+  let vo = row4(b, row, 2u, h);
+  ${range(V).map((c) => `let k${c} = qkv4[ko + ${c}u];\n  let v${c} = qkv4[vo + ${c}u];\n  var dk${c} = vec4<f32>(0.0);\n  var dv${c} = vec4<f32>(0.0);`).join('\n  ')}
+  for (var t0 = 0u; t0 < P.N; t0 += ${tile}u) {
+    ${tileLoad(tile, (n) => `let qo = row4(b, ${n}, 0u, h);
+      let oo = out4(b, ${n}, h);
+      ${range(V).map((c) => `qt[lid.x * ${V}u + ${c}u] = qkv4[qo + ${c}u]; gt[lid.x * ${V}u + ${c}u] = do4[oo + ${c}u];`).join('\n      ')}
+      lt[lid.x] = lse[bh * P.N + ${n}];
+      dt[lid.x] = delta[bh * P.N + ${n}];`)}
+    for (var ii = 0u; ii < count; ii++) {
+      let s = ${range(V).map((c) => `dot(qt[ii * ${V}u + ${c}u], k${c})`).join(' + ')};
+      let dp = ${range(V).map((c) => `dot(gt[ii * ${V}u + ${c}u], v${c})`).join(' + ')};
+      let pij = exp(s * P.scale - lt[ii]);
+      let keep = keep_(bh, t0 + ii, row);
+      let ds = pij * (dp * keep - dt[ii]);
+      let pd = pij * keep;
+      ${range(V).map((c) => `dv${c} += pd * gt[ii * ${V}u + ${c}u];\n      dk${c} += ds * qt[ii * ${V}u + ${c}u];`).join('\n      ')}
+    }
+  }
+  if (live) {
+    ${range(V).map((c) => `dqkv4[ko + ${c}u] = dk${c} * P.scale;\n    dqkv4[vo + ${c}u] = dv${c};`).join('\n    ')}
+  }
 }`,
   });
 });

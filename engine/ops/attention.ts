@@ -7,11 +7,11 @@
 //   the output heads in place, so no permute or slice copies run.
 // Either backward writes dQ, dK, dV into one dqkv buffer.
 import { grid1d, type KernelSource } from '../../kernels/common.js';
-import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardOnePassKernel, flashBackwardOnePassVecKernel, flashForwardOnePassKernel, flashForwardOnePassVecKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardSubgroupVecKernel, flashForwardVec4Kernel } from '../../kernels/attention.js';
+import { flashBackwardKVKernel, flashBackwardKVSubgroupKernel, flashBackwardOnePassKernel, flashBackwardOnePassVecKernel, flashForwardOnePassKernel, flashForwardOnePassVecKernel, flashBackwardKVVec4Kernel, flashBackwardQKernel, flashBackwardQSubgroupKernel, flashBackwardQVec4Kernel, flashForwardKernel, flashForwardSubgroupKernel, flashForwardSubgroupVecKernel, flashForwardVec4Kernel, flashBackwardKVTiledKernel, flashBackwardQTiledKernel, flashForwardTiledKernel, TILE_ROWS } from '../../kernels/attention.js';
 import { dropoutKernel } from '../../kernels/random.js';
 import { softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
 import { record } from '../autograd.js';
-import { cpuAdapter, subgroupsOf8 } from '../device.js';
+import { cpuAdapter, currentDevice, subgroupsOf8 } from '../device.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
 import { launchMatmul, type Operand } from './matmul.js';
@@ -72,11 +72,25 @@ export function attention(qkv: Tensor, numHeads: number, opts: AttentionOptions 
 }
 
 /** Flash kernel families: `subgroup` (8 rows per subgroup sharing K/V loads by broadcast; head
- * dims that are multiples of 8, subgroups of 8 or more), `vec4` (one row per invocation in vec4
- * registers; head dims that are multiples of 4), `scalar` (any head dim). */
-export type FlashKernelFamily = 'subgroup' | 'vec4' | 'scalar';
+ * dims that are multiples of 8, subgroups of 8 or more), `workgroup` (64 rows per workgroup
+ * sharing K/V, or Q/dO, tiles in workgroup memory: FlashAttention-2's layout; head dims that are
+ * multiples of 4), `vec4` (one row per invocation in vec4 registers; head dims that are multiples
+ * of 4), `scalar` (any head dim). */
+export type FlashKernelFamily = 'subgroup' | 'workgroup' | 'vec4' | 'scalar';
 type FlashFactory = (hd: number, dropout: boolean, rowsPerLane: number) => KernelSource;
+/** Rows of a workgroup-memory tile: as many as TILE_ROWS, within the device's workgroup storage
+ * (`rowBytes` a row). WebGPU guarantees 16 KiB: [k ‖ v] tiles of 64 rows up to hd 32, 32 at 64. */
+function tileRows(rowBytes: number): number {
+  const bytes = currentDevice().device.limits.maxComputeWorkgroupStorageSize;
+  return Math.max(1, Math.min(TILE_ROWS, Math.floor(bytes / rowBytes)));
+}
+
 const FLASH_KERNELS: Record<FlashKernelFamily, [FlashFactory, FlashFactory, FlashFactory]> = {
+  workgroup: [
+    (hd, dropout) => flashForwardTiledKernel(hd, dropout, tileRows(8 * hd)),
+    (hd, dropout) => flashBackwardQTiledKernel(hd, dropout, tileRows(8 * hd)),
+    (hd, dropout) => flashBackwardKVTiledKernel(hd, dropout, tileRows(8 * hd + 8)),
+  ],
   // Head dims that are multiples of 16 take the forward with vec4 memory access (kernels/attention.ts).
   subgroup: [(hd, dropout, R) => (hd % 16 === 0 ? flashForwardSubgroupVecKernel : flashForwardSubgroupKernel)(hd, dropout, R), flashBackwardQSubgroupKernel, flashBackwardKVSubgroupKernel],
   vec4: [flashForwardVec4Kernel, flashBackwardQVec4Kernel, flashBackwardKVVec4Kernel],
@@ -175,9 +189,21 @@ export function useFlashRowsPerLane(rows: number | 'auto'): void {
   forcedRows = rows;
 }
 
+// Which family on which adapter. CPU adapters (lavapipe, SwiftShader) take the subgroup kernels:
+// forward+backward GPU time on lavapipe (profiler medians of 9 interleaved rounds, B32 h4 unless
+// marked; subgroup / workgroup tiles / the same one-row kernels streaming K/V from storage /
+// unfused): N50 d16 2.82 / 20.6 / 14.3 / 11.4 ms, N65 d32 9.96 / 101 / 72.6 / 20.6, B8 N197 d64
+// 40.0 / 313 / 444 / 55.7. Workgroup memory there is ordinary memory behind a barrier that splits
+// the kernel, and a workgroup runs as one thread, 8 invocations at a time: the tiles saved loads
+// only at hd 64 (1.42× the streamed kernels), lost 1.4× at hd 16–32, and are 7–10× slower than
+// broadcasting K/V across a subgroup of 8. GPU adapters take the workgroup tiles: FlashAttention-
+// 2's layout, 64 rows a workgroup (the subgroup kernels' workgroups of 8 would leave 3/4 of a
+// 32-wide SIMD unit idle). No GPU is at hand to measure that choice; the tests run every family.
 function flashFamily(hd: number): FlashKernelFamily {
   const subgroupOk = hd % 8 === 0 && subgroupsOf8();
+  if (forcedFlash === 'auto' && !cpuAdapter() && hd % 4 === 0) return 'workgroup';
   if ((forcedFlash === 'auto' || forcedFlash === 'subgroup') && subgroupOk) return 'subgroup';
+  if (forcedFlash === 'workgroup' && hd % 4 === 0) return 'workgroup';
   if (forcedFlash !== 'scalar' && hd % 4 === 0) return 'vec4';
   return 'scalar';
 }
@@ -198,8 +224,12 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
   const [fwdKernel, qKernel, kvKernel] = FLASH_KERNELS[family];
   const Rf = family === 'subgroup' ? flashRowsPerLane(hd, N, 'forward') : 1;
   const R = family === 'subgroup' ? flashRowsPerLane(hd, N, 'backward') : 1;
-  // The subgroup kernels run 8·R rows per workgroup (one subgroup); the others one row per invocation.
-  const grid = (k: KernelSource, rowsPerLane = R) => (family === 'subgroup' ? grid1d(B * nh * Math.ceil(N / (8 * rowsPerLane)) * 8, 8) : grid1d(rows, k.workgroupSize));
+  // The subgroup kernels run 8·R rows per workgroup (one subgroup), the workgroup kernels TILE_ROWS
+  // rows of one head; the others one row per invocation.
+  const grid = (k: KernelSource, rowsPerLane = R) =>
+    family === 'subgroup' ? grid1d(B * nh * Math.ceil(N / (8 * rowsPerLane)) * 8, 8)
+      : family === 'workgroup' ? grid1d(B * nh * Math.ceil(N / TILE_ROWS) * TILE_ROWS, TILE_ROWS)
+      : grid1d(rows, k.workgroupSize);
   const fwdKeys = family === 'subgroup' ? forwardOnePassKeys(N, hd) : 0;
   if (fwdKeys > 0) {
     const fwd = (hd % 16 === 0 ? flashForwardOnePassVecKernel : flashForwardOnePassKernel)(hd, p > 0, fwdKeys);

@@ -15,8 +15,10 @@ describe('attention from packed qkv: flash and unfused paths against the referen
   // 'flash subgroup' takes the adapter's choices (on lavapipe: 2–7 rows per lane, and the one-pass
   // backward, in key blocks where the head is long); 'two passes' the R-row backward kernels;
   // 'key blocks' the one-pass backward with 2 keys a lane, so in blocks of 16 keys (N = 257: 17
-  // dispatches adding to dQ in turn); '1 row' the one-row-per-lane kernels that GPUs get.
-  for (const variant of ['flash subgroup', 'flash subgroup, two passes', 'flash subgroup, key blocks', 'flash subgroup, 1 row', 'flash vec4', 'flash scalar', 'unfused'] as const) {
+  // dispatches adding to dQ in turn); '1 row' the subgroup kernels with one row a lane (their shape on a GPU);
+  // 'workgroup' the kernels with K/V (Q/dO) tiles in workgroup memory, whose 64-row tiles N = 65,
+  // 197 and 257 cross with a partial last tile (and hd 64's 32-key tiles also at N = 50).
+  for (const variant of ['flash subgroup', 'flash subgroup, two passes', 'flash subgroup, key blocks', 'flash subgroup, 1 row', 'flash workgroup', 'flash vec4', 'flash scalar', 'unfused'] as const) {
     const impl = variant === 'unfused' ? 'unfused' : 'flash';
     const family = variant === 'unfused' ? 'auto' : (variant.split(' ')[1]!.replace(',', '') as T.FlashKernelFamily);
     const rows = variant === 'flash subgroup, 1 row' ? 1 : 'auto';
@@ -70,6 +72,7 @@ describe('attention from packed qkv: flash and unfused paths against the referen
         if (subgroupOk && onePass === 2) expect(ran(onePassName(2))).toBe(true);
         if (subgroupOk && cpu && rows === 'auto' && onePass === false) expect(ran(`flash_attn_bwd_q_sg_d${hd}_r`)).toBe(true);
         if (rows === 1 && hd % 8 === 0 && T.subgroupsOf8()) expect(T.compiledKernels().some((k) => k.name === `flash_attn_bwd_kv_sg_d${hd}`)).toBe(true);
+        if (family === 'workgroup') for (const k of ['fwd', 'bwd_q', 'bwd_kv']) expect(ran(`flash_attn_${k}_wg_d${hd}_t`)).toBe(true);
         if (family === 'vec4' && hd % 4 === 0) expect(ran(`flash_attn_fwd_v4_d${hd}`)).toBe(true);
         if (family === 'scalar') expect(ran(`flash_attn_fwd_d${hd}`)).toBe(true);
         // Head dim 64 on a machine with a cold shader cache: lavapipe compiles the d64 backward
@@ -99,11 +102,16 @@ describe('attention from packed qkv: flash and unfused paths against the referen
     useFlashOnePass(1);
     useFlashForwardOnePass(false);
     const blocked = await run('flash').finally(() => { useFlashOnePass('auto'); useFlashForwardOnePass('auto'); });
+    // The workgroup-memory kernels (21 rows: one partial tile) draw it by the same indices.
+    T.useFlashKernels('workgroup');
+    const tiled = await run('flash').finally(() => T.useFlashKernels('auto'));
     const { expectClose } = await import('../../helpers.js');
     expectClose(f.y, u.y, TOL, 'dropout forward');
     expectClose(f.dx, u.dx, TOL, 'dropout backward');
     expectClose(blocked.y, u.y, TOL, 'dropout forward, row kernels');
     expectClose(blocked.dx, u.dx, TOL, 'dropout backward, one pass in key blocks');
+    expectClose(tiled.y, u.y, TOL, 'dropout forward, workgroup tiles');
+    expectClose(tiled.dx, u.dx, TOL, 'dropout backward, workgroup tiles');
     expect(f.y.some((v, i) => v !== 0 && Math.abs(v - u.y[i]!) < 1e-3)).toBe(true);
     const compiled = (name: string) => T.compiledKernels().some((k) => k.name === name);
     if (T.subgroupsOf8()) expect(compiled(`flash_attn_fwd_sg${hd % 16 === 0 ? 'v' : ''}_d${hd}_dropout_r3`)).toBe(true);
