@@ -190,17 +190,20 @@ fn out4(b: u32, n: u32, h: u32) -> u32 { return out_at(b, n, h) / 4u; }`;
 
 const range = (n: number) => [...Array(n).keys()];
 
+const vec4Buffer = (name: string, access: 'read' | 'read_write'): BufferDecl => ({ name, access, type: 'vec4<f32>' });
+const f32Buffer = (name: string, access: 'read' | 'read_write'): BufferDecl => ({ name, access, type: 'f32' });
+/** Bindings of the kernels that hold rows as vec4s (the vec4 and the workgroup-tile families). */
+const VEC4_FORWARD_BUFFERS = [vec4Buffer('qkv4', 'read'), vec4Buffer('out4_', 'read_write'), f32Buffer('lse', 'read_write')];
+const VEC4_BACKWARD_Q_BUFFERS = [vec4Buffer('qkv4', 'read'), vec4Buffer('o4', 'read'), vec4Buffer('do4', 'read'), f32Buffer('lse', 'read'), f32Buffer('delta', 'read_write'), vec4Buffer('dqkv4', 'read_write')];
+const VEC4_BACKWARD_KV_BUFFERS = [vec4Buffer('qkv4', 'read'), vec4Buffer('do4', 'read'), f32Buffer('lse', 'read'), f32Buffer('delta', 'read'), vec4Buffer('dqkv4', 'read_write')];
+
 export const flashForwardVec4Kernel = memo(function flashForwardVec4Kernel(hd: number, dropout: boolean): KernelSource {
   const V = hd / 4;
   const dot = (reg: string, base: string) => range(V).map((c) => `dot(${reg}${c}, qkv4[${base} + ${c}u])`).join(' + ');
   return kernel({
     name: `flash_attn_fwd_v4_d${hd}${dropout ? '_dropout' : ''}`,
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
-      { name: 'out4_', access: 'read_write', type: 'vec4<f32>' },
-      { name: 'lse', access: 'read_write', type: 'f32' },
-    ],
+    buffers: VEC4_FORWARD_BUFFERS,
     workgroupSize: FLASH_WG,
     body: `${vecHelpers(hd, dropout)}
 ${MAIN_1D} {
@@ -239,14 +242,7 @@ export const flashBackwardQVec4Kernel = memo(function flashBackwardQVec4Kernel(h
   return kernel({
     name: `flash_attn_bwd_q_v4_d${hd}${dropout ? '_dropout' : ''}`,
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
-      { name: 'o4', access: 'read', type: 'vec4<f32>' },
-      { name: 'do4', access: 'read', type: 'vec4<f32>' },
-      { name: 'lse', access: 'read', type: 'f32' },
-      { name: 'delta', access: 'read_write', type: 'f32' },
-      { name: 'dqkv4', access: 'read_write', type: 'vec4<f32>' },
-    ],
+    buffers: VEC4_BACKWARD_Q_BUFFERS,
     workgroupSize: FLASH_WG,
     body: `${vecHelpers(hd, dropout)}
 ${MAIN_1D} {
@@ -280,13 +276,7 @@ export const flashBackwardKVVec4Kernel = memo(function flashBackwardKVVec4Kernel
   return kernel({
     name: `flash_attn_bwd_kv_v4_d${hd}${dropout ? '_dropout' : ''}`,
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
-      { name: 'do4', access: 'read', type: 'vec4<f32>' },
-      { name: 'lse', access: 'read', type: 'f32' },
-      { name: 'delta', access: 'read', type: 'f32' },
-      { name: 'dqkv4', access: 'read_write', type: 'vec4<f32>' },
-    ],
+    buffers: VEC4_BACKWARD_KV_BUFFERS,
     workgroupSize: FLASH_WG,
     body: `${vecHelpers(hd, dropout)}
 ${MAIN_1D} {
@@ -893,30 +883,39 @@ function tileLoad(tile: number, copy: (n: string) => string): string {
     let count = min(${tile}u, P.N - t0);`;
 }
 
-export const flashForwardTiledKernel = memo(function flashForwardTiledKernel(hd: number, dropout: boolean, tile: number): KernelSource {
-  if (hd % 4 !== 0) throw new Error(`flashForwardTiledKernel: head dim ${hd} is not a multiple of 4`);
-  const V = hd / 4;
+/** A kernel of the workgroup-tile family: `kind` names it, `workgroupVars` declares its tiles,
+ * `main` follows the prologue (TILE_PROLOGUE) in the entry point. */
+function tiledKernel(kind: string, hd: number, dropout: boolean, tile: number, buffers: BufferDecl[], workgroupVars: string, main: string): KernelSource {
+  if (hd % 4 !== 0) throw new Error(`flash attention tiles (${kind}): head dim ${hd} is not a multiple of 4`);
   return kernel({
-    name: `flash_attn_fwd_wg_d${hd}_t${tile}${dropout ? '_dropout' : ''}`,
+    name: `flash_attn_${kind}_wg_d${hd}_t${tile}${dropout ? '_dropout' : ''}`,
     uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
-      { name: 'out4_', access: 'read_write', type: 'vec4<f32>' },
-      { name: 'lse', access: 'read_write', type: 'f32' },
-    ],
+    buffers,
     workgroupSize: TILE_ROWS,
     body: `${vecHelpers(hd, dropout)}
-${tileBuffers(hd, tile, ['kt', 'vt'])}
+${workgroupVars}
 ${MAIN_1D} {
   ${TILE_PROLOGUE}
-  let qo = row4(b, row, 0u, h);
+  ${main}
+}`,
+  });
+}
+
+/** Copies key row n's k and v (V vec4s each) into slot lid.x of the K/V tiles. */
+function kvTileCopy(V: number): (n: string) => string {
+  return (n) => `let ko = row4(b, ${n}, 1u, h);
+      let vo = row4(b, ${n}, 2u, h);
+      ${range(V).map((c) => `kt[lid.x * ${V}u + ${c}u] = qkv4[ko + ${c}u]; vt[lid.x * ${V}u + ${c}u] = qkv4[vo + ${c}u];`).join('\n      ')}`;
+}
+
+export const flashForwardTiledKernel = memo(function flashForwardTiledKernel(hd: number, dropout: boolean, tile: number): KernelSource {
+  const V = hd / 4;
+  return tiledKernel('fwd', hd, dropout, tile, VEC4_FORWARD_BUFFERS, tileBuffers(hd, tile, ['kt', 'vt']), `let qo = row4(b, row, 0u, h);
   ${range(V).map((c) => `let q${c} = qkv4[qo + ${c}u] * P.scale;\n  var a${c} = vec4<f32>(0.0);`).join('\n  ')}
   var m = -3.0e38;
   var l = 0.0;
   for (var t0 = 0u; t0 < P.N; t0 += ${tile}u) {
-    ${tileLoad(tile, (n) => `let ko = row4(b, ${n}, 1u, h);
-      let vo = row4(b, ${n}, 2u, h);
-      ${range(V).map((c) => `kt[lid.x * ${V}u + ${c}u] = qkv4[ko + ${c}u]; vt[lid.x * ${V}u + ${c}u] = qkv4[vo + ${c}u];`).join('\n      ')}`)}
+    ${tileLoad(tile, kvTileCopy(V))}
     for (var jj = 0u; jj < count; jj++) {
       let s = ${range(V).map((c) => `dot(q${c}, kt[jj * ${V}u + ${c}u])`).join(' + ')};
       let m_new = max(m, s);
@@ -933,40 +932,19 @@ ${MAIN_1D} {
     let inv = 1.0 / l;
     ${range(V).map((c) => `out4_[oo + ${c}u] = a${c} * inv;`).join('\n    ')}
     lse[t] = m + log(l);
-  }
-}`,
-  });
+  }`);
 });
 
 /** Per query row: D_i = dO_i · O_i (saved for the key kernel) and dQ_i, over K/V tiles. */
 export const flashBackwardQTiledKernel = memo(function flashBackwardQTiledKernel(hd: number, dropout: boolean, tile: number): KernelSource {
-  if (hd % 4 !== 0) throw new Error(`flashBackwardQTiledKernel: head dim ${hd} is not a multiple of 4`);
   const V = hd / 4;
-  return kernel({
-    name: `flash_attn_bwd_q_wg_d${hd}_t${tile}${dropout ? '_dropout' : ''}`,
-    uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
-      { name: 'o4', access: 'read', type: 'vec4<f32>' },
-      { name: 'do4', access: 'read', type: 'vec4<f32>' },
-      { name: 'lse', access: 'read', type: 'f32' },
-      { name: 'delta', access: 'read_write', type: 'f32' },
-      { name: 'dqkv4', access: 'read_write', type: 'vec4<f32>' },
-    ],
-    workgroupSize: TILE_ROWS,
-    body: `${vecHelpers(hd, dropout)}
-${tileBuffers(hd, tile, ['kt', 'vt'])}
-${MAIN_1D} {
-  ${TILE_PROLOGUE}
-  let qo = row4(b, row, 0u, h);
+  return tiledKernel('bwd_q', hd, dropout, tile, VEC4_BACKWARD_Q_BUFFERS, tileBuffers(hd, tile, ['kt', 'vt']), `let qo = row4(b, row, 0u, h);
   let oo = out4(b, row, h);
   ${range(V).map((c) => `let q${c} = qkv4[qo + ${c}u] * P.scale;\n  let g${c} = do4[oo + ${c}u];\n  var dq${c} = vec4<f32>(0.0);`).join('\n  ')}
   let D = ${range(V).map((c) => `dot(g${c}, o4[oo + ${c}u])`).join(' + ')};
   let L = lse[t];
   for (var t0 = 0u; t0 < P.N; t0 += ${tile}u) {
-    ${tileLoad(tile, (n) => `let ko = row4(b, ${n}, 1u, h);
-      let vo = row4(b, ${n}, 2u, h);
-      ${range(V).map((c) => `kt[lid.x * ${V}u + ${c}u] = qkv4[ko + ${c}u]; vt[lid.x * ${V}u + ${c}u] = qkv4[vo + ${c}u];`).join('\n      ')}`)}
+    ${tileLoad(tile, kvTileCopy(V))}
     for (var jj = 0u; jj < count; jj++) {
       let s = ${range(V).map((c) => `dot(q${c}, kt[jj * ${V}u + ${c}u])`).join(' + ')};
       let dp = ${range(V).map((c) => `dot(g${c}, vt[jj * ${V}u + ${c}u])`).join(' + ')};
@@ -977,34 +955,16 @@ ${MAIN_1D} {
   if (live) {
     delta[t] = D;
     ${range(V).map((c) => `dqkv4[qo + ${c}u] = dq${c} * P.scale;`).join('\n    ')}
-  }
-}`,
-  });
+  }`);
 });
 
 /** Per key row: dK_j and dV_j over tiles of Q, dO and the queries' logsumexp and D (from the
  * query kernel). */
 export const flashBackwardKVTiledKernel = memo(function flashBackwardKVTiledKernel(hd: number, dropout: boolean, tile: number): KernelSource {
-  if (hd % 4 !== 0) throw new Error(`flashBackwardKVTiledKernel: head dim ${hd} is not a multiple of 4`);
   const V = hd / 4;
-  return kernel({
-    name: `flash_attn_bwd_kv_wg_d${hd}_t${tile}${dropout ? '_dropout' : ''}`,
-    uniforms: UNIFORMS,
-    buffers: [
-      { name: 'qkv4', access: 'read', type: 'vec4<f32>' },
-      { name: 'do4', access: 'read', type: 'vec4<f32>' },
-      { name: 'lse', access: 'read', type: 'f32' },
-      { name: 'delta', access: 'read', type: 'f32' },
-      { name: 'dqkv4', access: 'read_write', type: 'vec4<f32>' },
-    ],
-    workgroupSize: TILE_ROWS,
-    body: `${vecHelpers(hd, dropout)}
-${tileBuffers(hd, tile, ['qt', 'gt'])}
+  return tiledKernel('bwd_kv', hd, dropout, tile, VEC4_BACKWARD_KV_BUFFERS, `${tileBuffers(hd, tile, ['qt', 'gt'])}
 var<workgroup> lt: array<f32, ${tile}>;
-var<workgroup> dt: array<f32, ${tile}>;
-${MAIN_1D} {
-  ${TILE_PROLOGUE}
-  let ko = row4(b, row, 1u, h);
+var<workgroup> dt: array<f32, ${tile}>;`, `let ko = row4(b, row, 1u, h);
   let vo = row4(b, row, 2u, h);
   ${range(V).map((c) => `let k${c} = qkv4[ko + ${c}u];\n  let v${c} = qkv4[vo + ${c}u];\n  var dk${c} = vec4<f32>(0.0);\n  var dv${c} = vec4<f32>(0.0);`).join('\n  ')}
   for (var t0 = 0u; t0 < P.N; t0 += ${tile}u) {
@@ -1025,7 +985,5 @@ ${MAIN_1D} {
   }
   if (live) {
     ${range(V).map((c) => `dqkv4[ko + ${c}u] = dk${c} * P.scale;\n    dqkv4[vo + ${c}u] = dv${c};`).join('\n    ')}
-  }
-}`,
-  });
+  }`);
 });
