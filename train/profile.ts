@@ -146,10 +146,13 @@ export interface AttentionSweepOptions {
   batch: number;
   repeats: number;
   out: string;
+  /** Flash kernel families to time, each against the unfused path ('auto': the adapter's choice). */
+  flashKernels?: (T.FlashKernelFamily | 'auto')[];
 }
 
 export interface AttentionPoint {
-  impl: 'flash' | 'unfused';
+  /** 'flash' (the adapter's kernels), 'flash <family>' (a family asked for) or 'unfused'. */
+  impl: string;
   pass: 'forward' | 'forward+backward';
   N: number;
   hd: number;
@@ -187,24 +190,35 @@ export async function profileAttention(o: AttentionSweepOptions, log: (s: string
       const g = T.keep(T.randn([o.batch, N, D], { seed: N + 1 }));
       // FLOPs as the attention literature counts them: 4·N²·hd per head forward, 2.5× that backward.
       const fwdFlops = 4 * o.batch * o.heads * N * N * hd;
-      for (const impl of ['flash', 'unfused'] as const) {
-        const fwd = await medianMs(() => T.noGrad(() => T.attention(qkv, o.heads, { impl })), o.repeats);
-        const both = await medianMs(() => {
-          const out = T.scope(() => {
-            const y = T.attention(qkv, o.heads, { impl });
-            y.backward(g);
-            return y;
-          });
-          qkv.grad?.dispose();
-          qkv.grad = null;
-          return out;
-        }, o.repeats);
+      const variants = [
+        ...(o.flashKernels ?? ['auto']).map((family) => ({ label: family === 'auto' ? 'flash' : `flash ${family}`, impl: 'flash' as const, family })),
+        { label: 'unfused', impl: 'unfused' as const, family: 'auto' as const },
+      ];
+      for (const { label, impl, family } of variants) {
+        T.useFlashKernels(family);
+        let fwd: number;
+        let both: number;
+        try {
+          fwd = await medianMs(() => T.noGrad(() => T.attention(qkv, o.heads, { impl })), o.repeats);
+          both = await medianMs(() => {
+            const out = T.scope(() => {
+              const y = T.attention(qkv, o.heads, { impl });
+              y.backward(g);
+              return y;
+            });
+            qkv.grad?.dispose();
+            qkv.grad = null;
+            return out;
+          }, o.repeats);
+        } finally {
+          T.useFlashKernels('auto');
+        }
         // Bytes that must move at least once: qkv and out forward; plus dout and dqkv backward.
         const fwdBytes = 4 * o.batch * N * 4 * D;
         for (const [pass, ms, flops, bytes] of [['forward', fwd, fwdFlops, fwdBytes], ['forward+backward', both, 3.5 * fwdFlops, 2.5 * fwdBytes]] as const) {
-          points.push({ impl, pass, N, hd, ms, gflops: flops / ms / 1e6, gbps: bytes / ms / 1e6 });
+          points.push({ impl: label, pass, N, hd, ms, gflops: flops / ms / 1e6, gbps: bytes / ms / 1e6 });
         }
-        log(`attention ${impl} N=${N} hd=${hd}: forward ${fwd.toFixed(2)} ms, forward+backward ${both.toFixed(2)} ms`);
+        log(`attention ${label} N=${N} hd=${hd}: forward ${fwd.toFixed(2)} ms, forward+backward ${both.toFixed(2)} ms`);
       }
       qkv.dispose();
       g.dispose();
@@ -212,9 +226,9 @@ export async function profileAttention(o: AttentionSweepOptions, log: (s: string
   }
   const rows = points.map((p) => `| ${p.impl} | ${p.pass} | ${p.N} | ${p.hd} | ${p.ms.toFixed(3)} | ${p.gflops.toFixed(2)} | ${p.gbps.toFixed(3)} |`);
   const ratio: string[] = [];
-  for (const p of points.filter((q) => q.impl === 'flash')) {
+  for (const p of points.filter((q) => q.impl !== 'unfused')) {
     const u = points.find((q) => q.impl === 'unfused' && q.pass === p.pass && q.N === p.N && q.hd === p.hd)!;
-    ratio.push(`| ${p.pass} | ${p.N} | ${p.hd} | ${(u.ms / p.ms).toFixed(2)} |`);
+    ratio.push(`| ${p.impl} | ${p.pass} | ${p.N} | ${p.hd} | ${(u.ms / p.ms).toFixed(2)} |`);
   }
   const md = [
     `# Attention throughput on ${dev.adapterName}`,
@@ -227,8 +241,8 @@ export async function profileAttention(o: AttentionSweepOptions, log: (s: string
     '',
     '## Fused vs unfused (unfused ms / flash ms)',
     '',
-    '| pass | N | hd | speed-up |',
-    '|---|---:|---:|---:|',
+    '| kernels | pass | N | hd | speed-up |',
+    '|---|---|---:|---:|---:|',
     ...ratio,
     '',
   ].join('\n');
@@ -242,7 +256,7 @@ export async function profileAttention(o: AttentionSweepOptions, log: (s: string
     encoding: {
       x: { field: 'N', type: 'quantitative' as const, scale: { type: 'log' as const }, title: 'sequence length N' },
       y: { field, type: 'quantitative' as const, title },
-      color: { field: 'series', type: 'nominal' as const, title: null },
+      color: { field: 'series', type: 'nominal' as const, title: null, legend: { labelLimit: 400 } },
       column: { field: 'pass', type: 'nominal' as const, title: null },
     },
   });
