@@ -69,16 +69,53 @@ async function tesseraProfile(): Promise<{ timestamps: boolean; rows: T.KernelSu
   return { timestamps: prof.timestamps, rows, table: T.summaryTable(rows) };
 }
 
+export interface AttentionRun {
+  family: T.FlashKernelFamily | 'unfused';
+  out: number[];
+  dqkv: number[];
+  kernels: string[];
+}
+
+/** Attention forward and backward in the page, through each flash kernel family and the unfused
+ * path, on the same qkv (B 2, N 37: a partial last tile, 2 heads of 16). */
+async function tesseraAttention(families: T.FlashKernelFamily[]): Promise<AttentionRun[]> {
+  await T.init();
+  const qkv = T.randn([2, 37, 96], { seed: 3 });
+  qkv.requiresGrad = true;
+  const g = T.randn([2, 37, 32], { seed: 4 });
+  const runs: AttentionRun[] = [];
+  for (const family of [...families, 'unfused' as const]) {
+    if (family !== 'unfused') T.useFlashKernels(family);
+    const before = new Set(T.compiledKernels().map((k) => k.name));
+    try {
+      const y = T.scope(() => {
+        const o = T.attention(qkv, 2, { impl: family === 'unfused' ? 'unfused' : 'flash' });
+        o.backward(g);
+        return o;
+      });
+      runs.push({ family, out: [...(await y.data())], dqkv: [...(await qkv.grad!.data())], kernels: T.compiledKernels().map((k) => k.name).filter((n) => !before.has(n)) });
+      y.dispose();
+      qkv.grad!.dispose();
+      qkv.grad = null;
+    } finally {
+      T.useFlashKernels('auto');
+    }
+  }
+  return runs;
+}
+
 declare global {
   interface Window {
     tesseraMlp: typeof tesseraMlp;
     tesseraProfile: typeof tesseraProfile;
+    tesseraAttention: typeof tesseraAttention;
     tesseraReady: boolean;
   }
 }
 
 window.tesseraMlp = tesseraMlp;
 window.tesseraProfile = tesseraProfile;
+window.tesseraAttention = tesseraAttention;
 
 const out = document.getElementById('out');
 if (out) {

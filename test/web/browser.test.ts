@@ -1,5 +1,6 @@
 // The engine in headless Chromium (Debian's, on its SwiftShader WebGPU adapter): forward and
-// backward of a small MLP in the page, compared with the CPU reference computed here.
+// backward of a small MLP in the page, compared with the CPU reference computed here, and the
+// flash-attention kernel families against the unfused path on that adapter.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,7 @@ import { nd } from '../../engine/reference/nd.js';
 import { mean } from '../../engine/reference/reduce.js';
 import { crossEntropy, crossEntropyVjp } from '../../engine/reference/softmax.js';
 import { buildWeb } from '../../web/build.js';
-import type { MlpInput, MlpOutput } from '../../web/page.js';
+import type { AttentionRun, MlpInput, MlpOutput } from '../../web/page.js';
 import { expectClose, makeData, rng } from '../helpers.js';
 
 const CHROMIUM = '/usr/lib/chromium/chromium';
@@ -101,6 +102,24 @@ describe('browser (headless Chromium, WebGPU)', () => {
     expectClose(out.grads.b1, db1.data, tol, 'browser db1');
     expectClose(out.grads.w2, dw2.data, tol, 'browser dW2');
     expectClose(out.grads.b2, db2.data, tol, 'browser db2');
+  }, 180_000);
+
+  it('runs every flash-attention kernel family forward and backward in the page, as the unfused path does', async () => {
+    const page = await browser.newPage();
+    await page.goto(url);
+    await page.waitForFunction(() => window.tesseraReady === true, undefined, { timeout: 60_000 });
+    const runs = (await page.evaluate(() => window.tesseraAttention(['workgroup', 'vec4', 'scalar']))) as AttentionRun[];
+    await page.close();
+    const unfused = runs.find((r) => r.family === 'unfused')!;
+    // Two matmuls of K ≤ 37 and a softmax on a driver whose exp is a few ulps off, as above.
+    const tol = { atol: 5e-4, rtol: 1e-4 };
+    for (const r of runs.filter((x) => x.family !== 'unfused')) {
+      expectClose(r.out, unfused.out, tol, `browser attention ${r.family} forward`);
+      expectClose(r.dqkv, unfused.dqkv, tol, `browser attention ${r.family} dqkv`);
+    }
+    // Each family ran its own kernels (compiled in this page for the first time).
+    expect(runs.find((r) => r.family === 'workgroup')!.kernels).toEqual(expect.arrayContaining(['flash_attn_fwd_wg_d16_t64', 'flash_attn_bwd_q_wg_d16_t64']));
+    expect(runs.find((r) => r.family === 'scalar')!.kernels).toEqual(expect.arrayContaining(['flash_attn_fwd_d16']));
   }, 180_000);
 
   it('profiles kernels in the page with GPU timestamps', async () => {
