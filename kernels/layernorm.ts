@@ -1,7 +1,8 @@
 // LayerNorm over the last axis (Ba, Kiros, Hinton 2016), fused forward and backward.
 // Forward saves mean and rstd per row; backward recomputes x̂ from them:
 //   dx = rstd · (ĝ - mean(ĝ) - x̂ · mean(ĝ · x̂)),  ĝ = g · γ
-//   dγ = Σ_rows g · x̂,  dβ = Σ_rows g   (one column per invocation)
+//   dγ = Σ_rows g · x̂,  dβ = Σ_rows g   (partial sums over blocks of rows, then one column —
+//   or vec4 of columns — per invocation adds the blocks)
 import { kernel, type KernelSource, MAIN_1D, MAIN_SUBGROUP, memo } from './common.js';
 
 export const LAYERNORM_WG = 64;
@@ -119,24 +120,28 @@ export const layerNormParamGradKernel = memo(function layerNormParamGradKernel(v
   });
 });
 
-export const layerNormParamGradFinishKernel = memo(function layerNormParamGradFinishKernel(): KernelSource {
+/** `vec`: columns a multiple of 4, each invocation sums 4 adjacent columns through vec4 loads. */
+export const layerNormParamGradFinishKernel = memo(function layerNormParamGradFinishKernel(vec = false): KernelSource {
+  const T = vec ? 'vec4<f32>' : 'f32';
+  const width = vec ? 'P.cols / 4u' : 'P.cols';
   return kernel({
-    name: 'layernorm_param_grad_finish',
+    name: `layernorm_param_grad_finish${vec ? '_v' : ''}`,
     uniforms: [...ROWS, { name: 'chunk_rows', type: 'u32' }, { name: 'chunks', type: 'u32' }],
     buffers: [
-      { name: 'partial', access: 'read', type: 'f32' },
-      { name: 'dgamma', access: 'read_write', type: 'f32' },
-      { name: 'dbeta', access: 'read_write', type: 'f32' },
+      { name: 'partial', access: 'read', type: T },
+      { name: 'dgamma', access: 'read_write', type: T },
+      { name: 'dbeta', access: 'read_write', type: T },
     ],
     workgroupSize: LAYERNORM_WG,
     body: `${MAIN_1D} {
+  let w = ${width};
   let c = global_index(wid, lid, nwg);
-  if (c >= P.cols) { return; }
-  var dg = 0.0;
-  var db = 0.0;
+  if (c >= w) { return; }
+  var dg = ${T}(0.0);
+  var db = ${T}(0.0);
   for (var k = 0u; k < P.chunks; k++) {
-    dg += partial[k * P.cols + c];
-    db += partial[(P.chunks + k) * P.cols + c];
+    dg += partial[k * w + c];
+    db += partial[(P.chunks + k) * w + c];
   }
   dgamma[c] = dg;
   dbeta[c] = db;
@@ -232,11 +237,16 @@ ${MAIN_SUBGROUP} {
   });
 });
 
-export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKernel(affine: boolean, cols: number): KernelSource {
+/** `params`: also the parameter gradients' partial sums over this workgroup's rows, dγ = Σ g · x̂
+ * and dβ = Σ g for the lane's columns, written to `partial` ([2][row blocks][cols], as
+ * layerNormParamGradKernel writes it, with blocks of LAYERNORM_SG_ROWS rows) for
+ * layerNormParamGradFinishKernel: the backward reads x and g once instead of twice. */
+export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKernel(affine: boolean, cols: number, params = false): KernelSource {
+  if (params && !affine) throw new Error('layerNormGradSubgroupKernel: parameter gradients need the affine form');
   const u = unitOps(cols);
   const J = laneColumns(u.units);
   return kernel({
-    name: `layernorm_${u.tag}${affine ? '' : '_plain'}_grad_${cols}`,
+    name: `layernorm_${u.tag}${affine ? '' : '_plain'}_grad${params ? '_params' : ''}_${cols}`,
     header: 'enable subgroups;',
     uniforms: ROWS,
     buffers: [
@@ -245,21 +255,27 @@ export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKe
       { name: 'stats', access: 'read', type: 'f32' },
       { name: 'g', access: 'read', type: u.T },
       { name: 'dx', access: 'read_write', type: u.T },
+      ...(params ? [{ name: 'partial', access: 'read_write' as const, type: u.T }] : []),
     ],
     workgroupSize: 8,
     body: `${SUM8}
 ${MAIN_SUBGROUP} {
   ${rowBlockPrologue(u.units)}
   ${affine ? J.map((j) => `let ga${j} = gamma[c${j}];`).join(' ') : ''}
+  ${params ? J.map((j) => `var dg${j} = ${u.zero}; var db${j} = ${u.zero};`).join(' ') : ''}
   for (var row = r0; row < r1; row++) {
     let base = row * ${u.units}u;
     let mean = stats[2u * row];
     let rstd = stats[2u * row + 1u];
-    ${J.map((j) => `let xh${j} = (x[base + c${j}] - mean) * rstd; let gh${j} = select(${u.zero}, g[base + c${j}]${affine ? ` * ga${j}` : ''}, ok${j});`).join('\n    ')}
+    ${J.map((j) => params
+      ? `let xh${j} = (x[base + c${j}] - mean) * rstd; let gr${j} = select(${u.zero}, g[base + c${j}], ok${j}); let gh${j} = gr${j} * ga${j}; dg${j} = fma(gr${j}, xh${j}, dg${j}); db${j} += gr${j};`
+      : `let xh${j} = (x[base + c${j}] - mean) * rstd; let gh${j} = select(${u.zero}, g[base + c${j}]${affine ? ` * ga${j}` : ''}, ok${j});`).join('\n    ')}
     let m1 = sum8_(${J.map((j) => u.sum(`gh${j}`)).join(' + ')}) / ${cols}.0;
     let m2 = sum8_(${J.map((j) => u.dot(`gh${j}`, `xh${j}`)).join(' + ')}) / ${cols}.0;
     ${J.map((j) => `if (ok${j}) { dx[base + c${j}] = rstd * (gh${j} - m1 - xh${j} * m2); }`).join('\n    ')}
   }
+  ${params ? `let blocks = (P.rows + ${LAYERNORM_SG_ROWS - 1}u) / ${LAYERNORM_SG_ROWS}u;
+  ${J.map((j) => `if (ok${j}) { partial[w * ${u.units}u + c${j}] = dg${j}; partial[(blocks + w) * ${u.units}u + c${j}] = db${j}; }`).join('\n  ')}` : ''}
 }`,
   });
 });

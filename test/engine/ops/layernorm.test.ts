@@ -23,7 +23,8 @@ describe('layerNorm', () => {
   };
 
   for (const kind of ['rows', 'subgroup'] as const) {
-    // [3, 67, 24] and [4100, 8]: the parameter gradient's row chunks (4 of ≤ 64 rows; 64 of 65), the last one short.
+    // [3, 67, 24] and [4100, 8]: the parameter gradient's row chunks (4 of ≤ 64 rows; 64 of 65), the
+    // last one short; with the subgroup kernels blocks of 16 rows (13, the last of 9 rows; 257, of 4).
     for (const shape of [[1, 1], [7, 13], [3, 5, 64], [37, 64], [3, 192], [2, 257], [3, 67, 24], [4100, 8]]) {
       it(`${kind} kernels, affine ${JSON.stringify(shape)}`, async () => {
         const C = shape[shape.length - 1]!;
@@ -42,6 +43,8 @@ describe('layerNorm', () => {
         );
         const sg = kind === 'subgroup' && C <= 256 && T.subgroupsOf8();
         expect(T.compiledKernels().some((k) => k.name === (sg ? `layernorm_sg${C % 4 === 0 ? 'v' : ''}_${C}` : 'layernorm'))).toBe(true);
+        // The subgroup backward sums γ's and β's gradients in the same pass, per block of 16 rows.
+        if (sg) expect(T.compiledKernels().some((k) => k.name === `layernorm_sg${C % 4 === 0 ? 'v' : ''}_grad_params_${C}`)).toBe(true);
       });
     }
 
