@@ -29,6 +29,16 @@ export function record(op: string, out: Tensor, inputs: Tensor[], backward: Grad
   return out;
 }
 
+// Gradients a backward rule returned with the pending gradient of their input already added in.
+const foldedGrads = new WeakSet<Tensor>();
+
+/** Marks a gradient a backward rule computed as (its own part + the `pending` gradient the tape
+ * handed it for that input): the tape then takes it as the input's whole gradient so far. */
+export function folded(t: Tensor): Tensor {
+  foldedGrads.add(t);
+  return t;
+}
+
 /** Same storage, no history. */
 export function detach(t: Tensor): Tensor {
   return Tensor.view(t, t.shape);
@@ -112,8 +122,10 @@ export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: bool
       drop(g, owned);
       continue;
     }
-    // Temporaries of the rule are freed at once; only the returned gradients survive.
-    const inputGrads = scope(() => node.backward(g));
+    // Temporaries of the rule are freed at once; only the returned gradients survive. The rule sees
+    // what each input has received so far, to add it in where its kernel can.
+    const pending = node.inputs.map((input) => (input.requiresGrad ? grads.get(input) : undefined));
+    const inputGrads = scope(() => node.backward(g, pending));
     node.inputs.forEach((input, i) => {
       if (!input.requiresGrad) return;
       const gi = inputGrads[i];
@@ -122,7 +134,13 @@ export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: bool
         throw new Error(`backward of ${node.op}: gradient ${shapeStr(gi.shape)} for input ${i} does not match ${input.describe()}`);
       }
       const prev = grads.get(input);
-      if (prev) {
+      if (foldedGrads.delete(gi)) {
+        // gi already includes prev, the gradient the rule was handed for this input.
+        if (!prev || prev !== pending[i]) throw new Error(`backward of ${node.op}: input ${i}'s gradient was folded into one the tape did not hand it`);
+        grads.set(input, gi);
+        hold(gi);
+        drop(prev, owned);
+      } else if (prev) {
         const sum = ops!.add(prev, gi);
         grads.set(input, sum);
         hold(sum);
@@ -133,6 +151,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: bool
         hold(gi);
       }
     });
+    for (const gi of inputGrads) if (gi) foldedGrads.delete(gi);
     drop(g, owned);
     if (!opts.retainGraph) t.gradFn = null;
   }

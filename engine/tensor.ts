@@ -10,11 +10,14 @@ export type DType = 'float32' | 'int32';
 export type Shape = readonly number[];
 export type TypedArrayFor<D extends DType> = D extends 'int32' ? Int32Array : Float32Array;
 
-/** A backward rule: given dL/d(output), the gradients for each input (null = not needed). */
+/** A backward rule: given dL/d(output), the gradients for each input (null = not needed).
+ * `pending[i]`, when given, is the gradient input i has already received from its other
+ * consumers; a rule may add it into its own result in the same kernel and say so by returning
+ * that result through `folded()` (engine/autograd.ts), which saves the tape's separate add. */
 export interface GradNode {
   op: string;
   inputs: Tensor[];
-  backward: (grad: Tensor) => (Tensor | null)[];
+  backward: (grad: Tensor, pending?: readonly (Tensor | undefined)[]) => (Tensor | null)[];
 }
 
 /** Reference-counted GPU storage shared by a tensor and its reshaped views. A slice's storage

@@ -241,12 +241,14 @@ ${MAIN_SUBGROUP} {
  * and dβ = Σ g for the lane's columns, written to `partial` ([2][row blocks][cols], as
  * layerNormParamGradKernel writes it, with blocks of LAYERNORM_SG_ROWS rows) for
  * layerNormParamGradFinishKernel: the backward reads x and g once instead of twice. */
-export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKernel(affine: boolean, cols: number, params = false): KernelSource {
+/** `accumulate`: dx is written as its own value plus `prev`, the gradient x has already received
+ * (the residual branch's, in a transformer block), instead of a separate add. */
+export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKernel(affine: boolean, cols: number, params = false, accumulate = false): KernelSource {
   if (params && !affine) throw new Error('layerNormGradSubgroupKernel: parameter gradients need the affine form');
   const u = unitOps(cols);
   const J = laneColumns(u.units);
   return kernel({
-    name: `layernorm_${u.tag}${affine ? '' : '_plain'}_grad${params ? '_params' : ''}_${cols}`,
+    name: `layernorm_${u.tag}${affine ? '' : '_plain'}_grad${params ? '_params' : ''}${accumulate ? '_acc' : ''}_${cols}`,
     header: 'enable subgroups;',
     uniforms: ROWS,
     buffers: [
@@ -256,6 +258,7 @@ export const layerNormGradSubgroupKernel = memo(function layerNormGradSubgroupKe
       { name: 'g', access: 'read', type: u.T },
       { name: 'dx', access: 'read_write', type: u.T },
       ...(params ? [{ name: 'partial', access: 'read_write' as const, type: u.T }] : []),
+      ...(accumulate ? [{ name: 'prev', access: 'read' as const, type: u.T }] : []),
     ],
     workgroupSize: 8,
     body: `${SUM8}
@@ -272,7 +275,7 @@ ${MAIN_SUBGROUP} {
       : `let xh${j} = (x[base + c${j}] - mean) * rstd; let gh${j} = select(${u.zero}, g[base + c${j}]${affine ? ` * ga${j}` : ''}, ok${j});`).join('\n    ')}
     let m1 = sum8_(${J.map((j) => u.sum(`gh${j}`)).join(' + ')}) / ${cols}.0;
     let m2 = sum8_(${J.map((j) => u.dot(`gh${j}`, `xh${j}`)).join(' + ')}) / ${cols}.0;
-    ${J.map((j) => `if (ok${j}) { dx[base + c${j}] = rstd * (gh${j} - m1 - xh${j} * m2); }`).join('\n    ')}
+    ${J.map((j) => `if (ok${j}) { dx[base + c${j}] = rstd * (gh${j} - m1 - xh${j} * m2)${accumulate ? ` + prev[base + c${j}]` : ''}; }`).join('\n    ')}
   }
   ${params ? `let blocks = (P.rows + ${LAYERNORM_SG_ROWS - 1}u) / ${LAYERNORM_SG_ROWS}u;
   ${J.map((j) => `if (ok${j}) { partial[w * ${u.units}u + c${j}] = dg${j}; partial[(blocks + w) * ${u.units}u + c${j}] = db${j}; }`).join('\n  ')}` : ''}

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../engine/index.js';
-import { record } from '../../engine/autograd.js';
+import { folded, record } from '../../engine/autograd.js';
 
 beforeAll(async () => {
   await T.init();
@@ -50,6 +50,31 @@ describe('the tape', () => {
     const x = T.tensor([1], [1], { requiresGrad: true });
     const y = record('mystery', T.copy(T.detach(x)), [x], () => [null]);
     expect(() => T.sum(y).backward()).toThrow(/no backward for mystery on input 0/);
+  });
+
+  it('a rule may fold the gradient its input already has into its own; folding one it was not handed throws', async () => {
+    // y = x·3 + x through a rule for the ·3 that adds the pending gradient itself; x also feeds the add.
+    const x = T.tensor([1, 2], [2], { requiresGrad: true });
+    const w = T.tensor([1, 10], [2]);
+    let handed: T.Tensor | undefined;
+    const before = T.liveBuffers();
+    T.scope(() => {
+      const triple = record('triple', T.mulScalar(T.detach(x), 3), [x], (g, pending) => {
+        handed = pending?.[0];
+        return [pending?.[0] ? folded(T.add(T.mulScalar(g, 3), pending[0])) : T.mulScalar(g, 3)];
+      });
+      T.sum(T.mul(T.add(triple, x), w)).backward();
+    });
+    expect(handed).toBeDefined();
+    expect([...(await x.grad!.data())]).toEqual([4, 40]);
+    // Only x's gradient outlives the scope: the folded-over gradient was freed.
+    expect(T.liveBuffers()).toBe(before + 1);
+    x.grad!.dispose();
+    x.grad = null;
+    // Nothing pending (x's only consumer): a folded result is a bug in the rule.
+    const z = T.tensor([1], [1], { requiresGrad: true });
+    const bad = record('bad', T.copy(T.detach(z)), [z], (g) => [folded(T.copy(g))]);
+    expect(() => T.sum(bad).backward()).toThrow(/backward of bad: input 0's gradient was folded into one the tape did not hand it/);
   });
 
   it('backward needs a scalar or an explicit gradient', () => {

@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as T from '../../../engine/index.js';
+import { binary } from '../../../engine/reference/elementwise.js';
 import * as R from '../../../engine/reference/layernorm.js';
 import { checkOp } from '../../helpers.js';
 
@@ -62,6 +63,30 @@ describe('layerNorm', () => {
       );
       const sg = kind === 'subgroup' && T.subgroupsOf8();
       expect(T.compiledKernels().some((k) => k.name === (sg ? `layernorm_sg${C % 4 === 0 ? 'v' : ''}_plain_grad_${C}` : 'layernorm_plain_grad'))).toBe(true);
+    });
+  }
+
+  // x feeding both the norm and a residual add, as in a ViT block: the add's backward hands x its
+  // gradient first, and the subgroup backward adds it into dx in its own kernel (the tape's add
+  // otherwise), so dx = LN's part + g; also with the norm's output used twice.
+  for (const kind of ['rows', 'subgroup'] as const) {
+    for (const shape of [[37, 64], [5, 13]]) it(`${kind} kernels: x + layerNorm(x) ${JSON.stringify(shape)}, the residual's gradient folded into dx`, async () => {
+      const C = shape[1]!;
+      await withKernel(kind, () =>
+        checkOp({
+          name: 'x + layerNorm(x)',
+          inputs: [{ shape }, { shape: [C] }, { shape: [C] }],
+          fwd: { atol: 2e-5, rtol: 1e-5 },
+          gpu: (x, w, b) => T.add(x!, T.layerNorm(x!, w!, b!, 1e-6)),
+          ref: (x, w, b) => binary('add', x!, R.layerNorm(x!, w!, b!, 1e-6)),
+          vjp: ([x, w], g) => {
+            const r = R.layerNormVjp(x!, w!, g, 1e-6);
+            return [binary('add', r.dx, g), r.dw, r.db];
+          },
+        }),
+      );
+      const sg = kind === 'subgroup' && T.subgroupsOf8();
+      if (sg) expect(T.compiledKernels().some((k) => k.name === `layernorm_sg${C % 4 === 0 ? 'v' : ''}_grad_params_acc_${C}`)).toBe(true);
     });
   }
 
