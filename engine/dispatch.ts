@@ -344,6 +344,11 @@ export class Runtime {
     this.commandEncoder().copyBufferToBuffer(src.gpu, (src.offset ?? 0) + srcOffset, dst.gpu, (dst.offset ?? 0) + dstOffset, bytes);
   }
 
+  /** Zeros the first `bytes` of a buffer (rounded up to 4) with clearBuffer, in queue order. */
+  clear(dst: PooledBuffer, bytes: number): void {
+    this.commandEncoder().clearBuffer(dst.gpu, dst.offset ?? 0, Math.ceil(bytes / 4) * 4);
+  }
+
   get hasPendingWork(): boolean {
     return this.encoder !== null;
   }

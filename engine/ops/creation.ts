@@ -8,7 +8,11 @@ import { type DType, type Shape, shapeStr, Tensor } from '../tensor.js';
 /** out[i] = start + i * step, as f32 or i32. */
 export function fill(shape: Shape, start: number, step = 0, dtype: DType = 'float32'): Tensor {
   const t = Tensor.empty(shape, dtype, 'fill');
-  if (t.size > 0) {
+  // Zeros (of either dtype: all bits 0) take clearBuffer, a memset on CPU adapters, over a kernel
+  // that writes one word an invocation: 409,600 floats in 0.023 vs 0.734 ms on lavapipe (20 back
+  // to back, medians of 30 interleaved) — a ViT step's slice backward pads its gradient with them.
+  if (t.size > 0 && start === 0 && step === 0) rt().clear(t.buffer, 4 * t.size);
+  else if (t.size > 0) {
     const source = fillKernel(dtype === 'int32' ? 'i32' : 'f32');
     rt().run({ source, uniforms: { n: t.size, start, step }, buffers: [t.buffer], grid: grid1d(t.size, source.workgroupSize), label: `fill ${shapeStr(shape)}` });
   }

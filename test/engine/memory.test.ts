@@ -73,6 +73,24 @@ describe('memory ownership', () => {
     expect(created()).toBeGreaterThanOrEqual(0);
   });
 
+  it('zeros in a reused buffer are zeros, in queue order after the writes before them, for both dtypes', async () => {
+    // Zeros are a clearBuffer, not a kernel: it must land after the dispatch that filled the
+    // buffer last, and on a slice only over the slice.
+    const a = T.scope(() => T.addScalar(T.ones([1000]), 2));
+    const id = a.buffer.id;
+    a.dispose();
+    const z = T.zeros([900]);
+    expect(z.buffer.id).toBe(id);
+    expect((await z.data()).every((v) => v === 0)).toBe(true);
+    z.dispose();
+    const zi = T.zeros([7], 'int32');
+    expect([...(await zi.data())]).toEqual([0, 0, 0, 0, 0, 0, 0]);
+    zi.dispose();
+    const f = T.full([3], 5);
+    expect([...(await f.data())]).toEqual([5, 5, 5]);
+    f.dispose();
+  });
+
   it('oversized tensors are refused before createBuffer', () => {
     expect(() => T.zeros([1 << 20, 1 << 12])).toThrow(/over the device limit/);
   });
