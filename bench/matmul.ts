@@ -3,7 +3,7 @@
 // each repeat (readback included), and ten products back to back with only the last read back.
 import * as T from '../engine/index.js';
 import { useMatmulKernel } from '../engine/ops/matmul.js';
-import { runSuite, type BenchCase, type SuiteRow } from './harness.js';
+import { runInterleaved, runSuite, type BenchCase, type SuiteRow } from './harness.js';
 import { loadJax, loadTf } from './peers/env.js';
 
 /** lavapipe's f32 FMA lanes on 2 cores at ~3.7 GHz (AVX2): the machine's ceiling. */
@@ -56,6 +56,7 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
     const flops = 2 * M * N * K;
     const ha = Float32Array.from({ length: M * K }, (_, i) => ((i * 7) % 13) / 13 - 0.5);
     const hb = Float32Array.from({ length: K * N }, (_, i) => ((i * 5) % 11) / 11 - 0.5);
+    const readInto = new Float32Array(M * N);
     const a = T.keep(T.tensor(ha, [M, K]));
     const b = T.keep(T.tensor(hb, [K, N]));
     const ta = tf.tensor2d(ha, [M, K]);
@@ -77,6 +78,17 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
         run: async () => {
           const c = T.matmul(a, b);
           await c.data();
+          c.dispose();
+        },
+      },
+      {
+        // The same product read into one array kept across repeats (`data(into)`): no fresh
+        // M×N allocation a repeat for V8 to collect (README, "Reading a product back").
+        name: 'tessera, read into a reused array',
+        work: flops,
+        run: async () => {
+          const c = T.matmul(a, b);
+          await c.data(readInto);
           c.dispose();
         },
       },
@@ -128,6 +140,14 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
       note: `C[${M}x${N}] = A[${M}x${K}] · B[${K}x${N}], full product read back each repeat. Machine ceiling: ~${LAVAPIPE_PEAK_GFLOPS} GFLOP/s (lavapipe AVX2 FMA lanes, 2 cores).${tuned}`,
     });
     all.push(rows);
+    // The readback cases against tfjs in interleaved rounds: the host's drift lands on both alike.
+    all.push(await runInterleaved(`matmul ${name} interleaved`.replace(/[^a-z0-9]+/gi, '-').toLowerCase(), cases.filter((c) => c.name === 'tessera' || c.name === 'tessera, read into a reused array' || c.name === 'tfjs-webgpu'), {
+      baseline: 'tfjs-webgpu',
+      rounds: Number(process.env.BENCH_INTERLEAVED ?? 21),
+      rateUnit: 'GFLOP/s',
+      rateScale: 1e-9,
+      note: `C[${M}x${N}] = A[${M}x${K}] · B[${K}x${N}], full product read back each repeat, as in the benny table of this shape; timed in interleaved rounds.`,
+    }));
     // The same products as a model issues them: CHAIN of them recorded back to back and only the
     // last read back, so the rate is the products', with one readback spread over CHAIN.
     const chainCases: BenchCase[] = [

@@ -421,15 +421,21 @@ export class Runtime {
     }
   }
 
-  /** Reads `bytes` from a buffer: submits pending work, copies into a pooled staging buffer. */
-  async read(src: PooledBuffer, bytes: number, srcOffset = 0): Promise<ArrayBuffer> {
+  /** Reads `bytes` from a buffer: submits pending work, copies into a pooled staging buffer, and
+   * from its mapped range into a new ArrayBuffer, or into `into` (its first `bytes` bytes). */
+  async read(src: PooledBuffer, bytes: number, srcOffset = 0, into?: Uint8Array): Promise<ArrayBuffer> {
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
     const staging = this.stagingPool.acquire(size, 'readback');
     try {
       this.commandEncoder().copyBufferToBuffer(src.gpu, (src.offset ?? 0) + srcOffset, staging.gpu, 0, size);
       this.flush();
       await gpuWait(staging.gpu.mapAsync(MAP_MODE_READ, 0, size));
-      const out = staging.gpu.getMappedRange(0, size).slice(0, bytes);
+      const mapped = staging.gpu.getMappedRange(0, size);
+      let out: ArrayBuffer;
+      if (into) {
+        into.set(new Uint8Array(mapped, 0, bytes));
+        out = into.buffer as ArrayBuffer;
+      } else out = mapped.slice(0, bytes);
       staging.gpu.unmap();
       await this.awaitChecks();
       this.throwErrors();

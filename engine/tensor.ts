@@ -159,10 +159,24 @@ export class Tensor implements Disposable {
     }
   }
 
-  /** Copies the values to the CPU (submits pending GPU work). */
-  async data(): Promise<TypedArrayFor<this['dtype']>> {
-    const bytes = await rt().read(this.buffer, this.size * 4);
-    return (this.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes)) as TypedArrayFor<this['dtype']>;
+  /** Copies the values to the CPU (submits pending GPU work) into a new array, or into `into`
+   * (a Float32Array, or Int32Array for int32, of exactly `size` elements), which is returned.
+   * Reading into a reused array spares the JavaScript heap a fresh allocation per read: in Node,
+   * reading a 6400×192 product back into a new array each time can send V8 into a full
+   * garbage collection every two or three reads, whose marking threads take the cores the GPU
+   * work needs (README, "Reading a product back"). */
+  async data(into?: TypedArrayFor<this['dtype']>): Promise<TypedArrayFor<this['dtype']>> {
+    if (into === undefined) {
+      const bytes = await rt().read(this.buffer, this.size * 4);
+      return (this.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes)) as TypedArrayFor<this['dtype']>;
+    }
+    const want = this.dtype === 'int32' ? Int32Array : Float32Array;
+    if (!(into instanceof want) || into.length !== this.size) {
+      const got = ArrayBuffer.isView(into) ? `${into.constructor.name} of ${(into as ArrayLike<number>).length} elements` : typeof into;
+      throw new Error(`data(into): ${this.describe()} needs a ${want.name} of ${this.size} elements to read into, got a ${got}; pass \`new ${want.name}(${this.size})\` (or omit it for a new array)`);
+    }
+    await rt().read(this.buffer, this.size * 4, 0, new Uint8Array(into.buffer, into.byteOffset, into.byteLength));
+    return into;
   }
 
   /** The single value of a one-element tensor. */

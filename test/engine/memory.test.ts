@@ -91,6 +91,35 @@ describe('memory ownership', () => {
     f.dispose();
   });
 
+  it('data(into) reads into the caller\'s array: the values, a slice at an offset, int32, a subarray; wrong arrays refused; no buffer kept', async () => {
+    const a = T.scope(() => T.addScalar(T.arange(0, 1000), 0.5));
+    const into = new Float32Array(1000).fill(-1);
+    expect(await a.data(into)).toBe(into);
+    expect([...into.slice(0, 3)]).toEqual([0.5, 1.5, 2.5]);
+    expect(into[999]).toBe(999.5);
+    // A view bound at an offset reads its own elements, not the parent's first ones.
+    const align = T.rt().device.limits.minStorageBufferOffsetAlignment / 4;
+    const part = T.Tensor.slice(a, align, [5]);
+    const five = new Float32Array(5);
+    await part.data(five);
+    expect([...five]).toEqual([align + 0.5, align + 1.5, align + 2.5, align + 3.5, align + 4.5]);
+    // Into the middle of a larger array: only those elements are written.
+    const big = new Float32Array(9).fill(7);
+    await part.data(big.subarray(2, 7));
+    expect([...big]).toEqual([7, 7, align + 0.5, align + 1.5, align + 2.5, align + 3.5, align + 4.5, 7, 7]);
+    part.dispose();
+    const ints = T.tensor(new Int32Array([3, -4, 5]));
+    const intsInto = new Int32Array(3);
+    expect([...(await ints.data(intsInto))]).toEqual([3, -4, 5]);
+    await expect(ints.data(new Float32Array(3) as unknown as Int32Array)).rejects.toThrow(/needs a Int32Array of 3 elements to read into, got a Float32Array of 3 elements/);
+    await expect(a.data(new Float32Array(999))).rejects.toThrow(/tensor #\d+ .*\[1000\] needs a Float32Array of 1000 elements to read into, got a Float32Array of 999 elements; pass `new Float32Array\(1000\)`/);
+    ints.dispose();
+    const before = T.liveBuffers();
+    for (let i = 0; i < 50; i++) await a.data(into);
+    expect(T.liveBuffers()).toBe(before);
+    a.dispose();
+  });
+
   it('oversized tensors are refused before createBuffer', () => {
     expect(() => T.zeros([1 << 20, 1 << 12])).toThrow(/over the device limit/);
   });
