@@ -43,6 +43,12 @@ export async function attentionSuite(filter?: RegExp): Promise<SuiteRow[][]> {
     const tfAttn = (q: import('@tensorflow/tfjs').Tensor3D, k: import('@tensorflow/tfjs').Tensor3D, v: import('@tensorflow/tfjs').Tensor3D) =>
       tf.matMul(tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)), v);
     const tfGrads = tf.grads((q, k, v) => tf.sum(tf.mul(tfAttn(q as never, k as never, v as never), tg)));
+    // tessera's results are read into arrays kept across repeats (`data(into)`), as a program
+    // reading them every step would: a fresh array a repeat (4.9 MB of dQKV at B128 N50) costs V8
+    // collections on the cores the kernels run on (flash forward+backward there, 150 repeats:
+    // 2–4 mark-compacts and ~25 scavenges, none with a kept array; mean 13.4 → 12.1 ms).
+    const gradInto = new Float32Array(B * N * 3 * D);
+    const outInto = new Float32Array(B * N * D);
     const ours = (impl: 'flash' | 'unfused', backward: boolean, onePass: boolean | 'auto' = 'auto', family: T.FlashKernelFamily | 'auto' = 'auto') => async () => {
       useFlashOnePass(onePass);
       T.useFlashKernels(family);
@@ -53,7 +59,7 @@ export async function attentionSuite(filter?: RegExp): Promise<SuiteRow[][]> {
       });
       useFlashOnePass('auto');
       T.useFlashKernels('auto');
-      await (backward ? qkv.grad! : y).data();
+      await (backward ? qkv.grad!.data(gradInto) : y.data(outInto));
       y.dispose();
       qkv.grad?.dispose();
       qkv.grad = null;

@@ -136,7 +136,7 @@ export async function evaluate(model: VisionTransformer, ds: Dataset, batchSize:
       const loader = ds.count - start >= loaders[0]!.batchSize ? loaders[0]! : loaders[1]!;
       loader.load(order, start);
       const out = T.noGrad(() => T.scope(() => predict(loader.x)));
-      logits.set(await out.data(), start * C);
+      await out.data(logits.subarray(start * C, start * C + out.size));
       out.dispose();
       start += loader.batchSize;
     }
