@@ -46,7 +46,9 @@ async function tesseraMlp(input: MlpInput): Promise<MlpOutput> {
     w2: [...(await p.w2.grad!.data())],
     b2: [...(await p.b2.grad!.data())],
   };
-  return { adapter: info.adapterName, loss: await loss.item(), logits: [...(await logits.data())], grads };
+  // The logits are read into a kept array (data(into)), the gradients into new ones: both paths.
+  const logitsInto = new Float32Array(logits.size);
+  return { adapter: info.adapterName, loss: await loss.item(), logits: [...(await logits.data(logitsInto))], grads };
 }
 
 /** The profiler in the page: a small attention + MLP step, per-kernel GPU time as a table. */
