@@ -173,7 +173,7 @@ export class Tensor implements Disposable {
     const want = this.dtype === 'int32' ? Int32Array : Float32Array;
     if (!(into instanceof want) || into.length !== this.size) {
       const got = ArrayBuffer.isView(into) ? `${into.constructor.name} of ${(into as ArrayLike<number>).length} elements` : typeof into;
-      throw new Error(`data(into): ${this.describe()} needs a ${want.name} of ${this.size} elements to read into, got a ${got}; pass \`new ${want.name}(${this.size})\` (or omit it for a new array)`);
+      throw new Error(`data(into): ${this.describe()} needs ${want === Int32Array ? 'an' : 'a'} ${want.name} of ${this.size} elements to read into, got a ${got}; pass \`new ${want.name}(${this.size})\` (or omit it for a new array)`);
     }
     await rt().read(this.buffer, this.size * 4, 0, new Uint8Array(into.buffer, into.byteOffset, into.byteLength));
     return into;

@@ -111,7 +111,7 @@ describe('memory ownership', () => {
     const ints = T.tensor(new Int32Array([3, -4, 5]));
     const intsInto = new Int32Array(3);
     expect([...(await ints.data(intsInto))]).toEqual([3, -4, 5]);
-    await expect(ints.data(new Float32Array(3) as unknown as Int32Array)).rejects.toThrow(/needs a Int32Array of 3 elements to read into, got a Float32Array of 3 elements/);
+    await expect(ints.data(new Float32Array(3) as unknown as Int32Array)).rejects.toThrow(/needs an Int32Array of 3 elements to read into, got a Float32Array of 3 elements/);
     await expect(a.data(new Float32Array(999))).rejects.toThrow(/tensor #\d+ .*\[1000\] needs a Float32Array of 1000 elements to read into, got a Float32Array of 999 elements; pass `new Float32Array\(1000\)`/);
     ints.dispose();
     const before = T.liveBuffers();
