@@ -39,8 +39,8 @@ function cpuMatmul(a: Float32Array, b: Float32Array, M: number, N: number, K: nu
 export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
   await T.init();
   // The library's choice on this machine, as `tessera train` makes it: B from a texture, from
-  // storage or (B of at most 192 KiB) from uniform arrays for unbatched products. The forms not
-  // chosen are measured too.
+  // storage or (B of at most 192 KiB) from uniform arrays for unbatched products; then each shape
+  // tuned on its own below.
   const tuning = await T.tuneMatmul();
   const tuned = tuning
     ? ` tessera runs as tuned by \`T.tuneMatmul()\`: B from ${tuning.choice === 'subgroup' ? 'storage' : 'a texture'} (texture ${tuning.textureMs.toFixed(1)} ms, storage ${tuning.storageMs.toFixed(1)} ms a tuning round)` +
@@ -66,11 +66,15 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
     for (const dev of ['webgpu', 'wasm'].filter((d) => devices.includes(d))) {
       jaxArrays[dev] = [np.array(ha, { device: dev } as never).reshape([M, K]), np.array(hb, { device: dev } as never).reshape([K, N])];
     }
-    // The forms this product can take (uniform arrays: N % 4 == 0, M ≥ 128, B within 3 arrays of
-    // 64 KiB of whole rows).
-    const fitsUniform = N % 4 === 0 && M >= 128 && (4 * K * N <= 65536 || Math.ceil(K / (Math.floor(16384 / N / 4) * 4)) <= 3);
-    const chosen = tuning ? (fitsUniform && tuning.smallB.uniform ? 'uniform' : tuning.choice) : null;
-    const otherForms = chosen ? (['texture', 'subgroup', 'uniform'] as const).filter((f) => f !== chosen && (f !== 'uniform' || fitsUniform)) : [];
+    // This shape's own form, as a program that tunes its shapes gets it: every form raced on this
+    // product (`T.tuneMatmulShapes`). The forms not chosen are measured too.
+    const [shapeTuning] = await T.tuneMatmulShapes([{ M, N, K, transA: false, transB: false }]);
+    const formName = (f: T.MatmulForm) => `B from ${FORM_NAME[f.kind]}${f.kind === 'subgroup' ? '' : ` at ${f.rows ?? 16} rows`}`;
+    const shapeNote = shapeTuning
+      ? ` This shape tuned by \`T.tuneMatmulShapes\`: ${formName(shapeTuning.choice)} (${shapeTuning.forms.map((f) => `${formName(f.form)} ${f.ms.toFixed(2)} ms`).join(', ')}).`
+      : '';
+    const chosen = shapeTuning?.choice.kind ?? null;
+    const otherForms = chosen ? (['texture', 'subgroup', 'uniform'] as const).filter((f) => f !== chosen && (f === 'subgroup' || shapeTuning!.forms.some((g) => g.form.kind === f))) : [];
     const cases: BenchCase[] = [
       {
         name: 'tessera',
@@ -137,7 +141,7 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
       baseline: 'tfjs-webgpu',
       rateUnit: 'GFLOP/s',
       rateScale: 1e-9,
-      note: `C[${M}x${N}] = A[${M}x${K}] · B[${K}x${N}], full product read back each repeat. Machine ceiling: ~${LAVAPIPE_PEAK_GFLOPS} GFLOP/s (lavapipe AVX2 FMA lanes, 2 cores).${tuned}`,
+      note: `C[${M}x${N}] = A[${M}x${K}] · B[${K}x${N}], full product read back each repeat. Machine ceiling: ~${LAVAPIPE_PEAK_GFLOPS} GFLOP/s (lavapipe AVX2 FMA lanes, 2 cores).${tuned}${shapeNote}`,
     });
     all.push(rows);
     // The readback cases against tfjs in interleaved rounds: the host's drift lands on both alike.
@@ -185,7 +189,7 @@ export async function matmulSuite(filter?: RegExp): Promise<SuiteRow[][]> {
       baseline: 'tfjs-webgpu',
       rateUnit: 'GFLOP/s',
       rateScale: 1e-9,
-      note: `${CHAIN} products C[${M}x${N}] = A[${M}x${K}] · B[${K}x${N}] recorded back to back, the last read back (its readback spread over ${CHAIN}). Machine ceiling: ~${LAVAPIPE_PEAK_GFLOPS} GFLOP/s (lavapipe AVX2 FMA lanes, 2 cores).${tuned}`,
+      note: `${CHAIN} products C[${M}x${N}] = A[${M}x${K}] · B[${K}x${N}] recorded back to back, the last read back (its readback spread over ${CHAIN}). Machine ceiling: ~${LAVAPIPE_PEAK_GFLOPS} GFLOP/s (lavapipe AVX2 FMA lanes, 2 cores).${tuned}${shapeNote}`,
     }));
     a.dispose();
     b.dispose();

@@ -16,7 +16,7 @@ export { arange, cast, fill, full, ones, onesLike, zeros, zerosLike } from './op
 export { conv2d, type Conv2dOptions, im2col, type Im2colOptions, patchEmbed } from './ops/conv.js';
 export * from './ops/elementwise.js';
 export { layerNorm, useLayerNormKernel } from './ops/layernorm.js';
-export { linear, linearGelu, matmul, type MatmulKernelKind, type MatmulOptions, type MatmulTuning, tuneMatmul, useMatmulKernel } from './ops/matmul.js';
+export { linear, linearGelu, matmul, type MatmulForm, type MatmulKernelKind, type MatmulOptions, type MatmulShape, matmulShapesOf, type MatmulTuning, type ShapeTuning, tuneMatmul, tuneMatmulShapes, useMatmulKernel } from './ops/matmul.js';
 export { concat, copy, expand, gather, indexSelect, pad, permute, reshape, slice, transpose } from './ops/movement.js';
 export { dropout, manualSeed, rand, randn } from './ops/random.js';
 export { max, mean, type ReduceOptions, sum, sumToShape, variance } from './ops/reduce.js';

@@ -52,10 +52,14 @@ export interface MatmulLaunch {
 export type MatmulKernelKind = 'general' | 'vec4' | 'subgroup' | 'texture' | 'uniform';
 
 let forcedMatmul: MatmulKernelKind | 'auto' = 'auto';
-/** Benchmarks and tests: route every matmul through one kernel ('auto' restores the choice).
- * A forced kernel that cannot run an operand layout falls back to `general`. */
-export function useMatmulKernel(kind: MatmulKernelKind | 'auto'): void {
+let forcedRows: 16 | 24 | undefined;
+/** Benchmarks and tests: route every matmul through one kernel ('auto' restores the choice);
+ * `rows`: the subgroup tile's rows where B is gathered (texture, uniform; default 16, and never
+ * more than the product's rows call for). A forced kernel that cannot run an operand layout falls
+ * back to `general`. */
+export function useMatmulKernel(kind: MatmulKernelKind | 'auto', opts: { rows?: 16 | 24 } = {}): void {
   forcedMatmul = kind;
+  forcedRows = kind === 'auto' ? undefined : opts.rows;
 }
 
 
@@ -65,6 +69,60 @@ let singleProductKind: 'texture' | 'subgroup' = 'subgroup';
 /** Unbatched products whose B fits a uniform array read it from one when `tuneMatmul` measured
  * that faster here. */
 let smallBUniform = false;
+/** Rows per subgroup tile where B is gathered (a texture or uniform arrays), unless a product's
+ * own tuning says otherwise (see GATHERED_B_COLUMNS). */
+const GATHERED_ROWS_DEFAULT = 16;
+
+/** How one unbatched product is run: a kernel kind and, where B is gathered, the rows of its
+ * subgroup tile. */
+export interface MatmulForm {
+  kind: 'subgroup' | 'texture' | 'uniform';
+  rows?: 16 | 24;
+}
+/** Forms `tuneMatmulShapes` measured fastest, by product shape (see shapeKey). */
+const shapeForms = new Map<string, MatmulForm>();
+/** While a `matmulShapesOf` call runs: the unbatched product shapes launched. */
+let shapeLog: Map<string, MatmulShape> | null = null;
+/** A form forced for the next launches (tuning races; 'auto' state otherwise). */
+let forcedForm: MatmulForm | null = null;
+
+/** An unbatched product's shape as launchMatmul sees it (op(A) is M×K, op(B) K×N). */
+export interface MatmulShape {
+  M: number;
+  N: number;
+  K: number;
+  transA: boolean;
+  transB: boolean;
+}
+const shapeKey = (s: MatmulShape) => `${s.M}x${s.N}x${s.K}${s.transA ? 't' : 'n'}${s.transB ? 't' : 'n'}`;
+
+const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[xs.length >> 1]!;
+
+/** Times `run` under each form, `repeats` rounds after an untimed one (which compiles); each
+ * round runs every form once, starting from a different one, so a machine whose speed drifts
+ * compares like with like. Returns each form's times, round by round. */
+async function raceForms(forms: MatmulForm[], run: () => void, repeats: number): Promise<number[][]> {
+  const times = forms.map((): number[] => []);
+  const before = forcedForm;
+  try {
+    for (let r = 0; r < repeats + 1; r++) {
+      for (let j = 0; j < forms.length; j++) {
+        const i = (j + r) % forms.length;
+        forcedForm = forms[i]!;
+        const start = performance.now();
+        run();
+        await rt().sync();
+        if (r > 0) times[i]!.push(performance.now() - start);
+      }
+    }
+  } finally {
+    forcedForm = before;
+  }
+  return times;
+}
+
+/** Median over rounds of a form's time over another's (below 1: the first is faster). */
+const ratioOf = (a: number[], b: number[]) => median(a.map((t, i) => t / b[i]!));
 
 export interface MatmulTuning {
   /** Median ms of one round (each shape once) per candidate. */
@@ -87,58 +145,123 @@ export interface MatmulTuning {
  * drifts compares like with like): the texture by `margin` (default 1.05; a tie goes to storage,
  * which needs no repack), the uniform array by `smallMargin` (default 1.02: on the Zen 4 host it
  * won only 1.04–1.07 in these rounds, medians of 40, but 1.10–1.13 on whole training steps).
- * `margin: Infinity` restores the untuned default (storage, no uniform array). Returns null
- * without subgroups of 8. */
+ * `margin: Infinity` restores the untuned default (storage, no uniform array) and forgets the
+ * forms `tuneMatmulShapes` chose. Returns null without subgroups of 8. */
 export async function tuneMatmul(opts: { repeats?: number; margin?: number; smallMargin?: number; shapes?: [number, number, number][]; smallShapes?: [number, number, number][] } = {}): Promise<MatmulTuning | null> {
   if (!subgroupsOf8()) return null;
   const margin = opts.margin ?? 1.05;
   const smallMargin = opts.smallMargin ?? (opts.margin === undefined ? 1.02 : opts.margin);
   const repeats = opts.repeats ?? 15;
-  const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[xs.length >> 1]!;
-  const previous = forcedMatmul;
-  // Times `run` under each kind, `repeats` rounds after an untimed one (which compiles).
-  const race = async <K extends MatmulKernelKind>(kinds: [K, K], run: () => void): Promise<[number[], number[]]> => {
-    const times: [number[], number[]] = [[], []];
-    try {
-      for (let r = 0; r < repeats + 1; r++) {
-        for (let i = 0; i < 2; i++) {
-          forcedMatmul = kinds[i]!;
-          const start = performance.now();
-          run();
-          await rt().sync();
-          if (r > 0) times[i]!.push(performance.now() - start);
-        }
-      }
-    } finally {
-      forcedMatmul = previous;
-    }
-    return times;
-  };
-  const ratio = ([a, b]: [number[], number[]]) => median(a.map((t, i) => t / b[i]!));
+  if (margin === Infinity) shapeForms.clear();
 
   const shapes = opts.shapes ?? [[6400, 192, 64], [2048, 192, 192], [512, 512, 512]];
   const operands = shapes.map(([M, N, K]) => [zeros([M, K]), zeros([N, K])] as const);
-  const big = await race(['subgroup', 'texture'], () => {
+  const big = await raceForms([{ kind: 'subgroup' }, { kind: 'texture' }], () => {
     for (const [x, w] of operands) linear(x, w).dispose();
-  }).finally(() => operands.forEach((ts) => ts.forEach((t) => t.dispose())));
-  singleProductKind = ratio(big) > margin ? 'texture' : 'subgroup';
+  }, repeats).finally(() => operands.forEach((ts) => ts.forEach((t) => t.dispose())));
+  singleProductKind = ratioOf(big[0]!, big[1]!) > margin ? 'texture' : 'subgroup';
 
   // Small B: a linear layer (x · wᵀ) and its input gradient (g · w) per shape.
   const smallShapes = opts.smallShapes ?? [[6400, 192, 64], [6400, 64, 128], [2048, 192, 192]];
   const small = smallShapes.map(([M, N, K]) => [zeros([M, K]), zeros([N, K]), zeros([M, N])] as const);
-  const smallTimes = await race([singleProductKind, 'uniform'], () => {
+  const smallTimes = await raceForms([{ kind: singleProductKind }, { kind: 'uniform' }], () => {
     for (const [x, w, g] of small) {
       linear(x, w).dispose();
       matmul(g, w).dispose();
     }
-  }).finally(() => small.forEach((ts) => ts.forEach((t) => t.dispose())));
-  smallBUniform = ratio(smallTimes) > smallMargin;
+  }, repeats).finally(() => small.forEach((ts) => ts.forEach((t) => t.dispose())));
+  smallBUniform = ratioOf(smallTimes[0]!, smallTimes[1]!) > smallMargin;
   return {
-    textureMs: median(big[1]),
-    storageMs: median(big[0]),
+    textureMs: median(big[1]!),
+    storageMs: median(big[0]!),
     choice: singleProductKind,
-    smallB: { uniformMs: median(smallTimes[1]), otherMs: median(smallTimes[0]), uniform: smallBUniform },
+    smallB: { uniformMs: median(smallTimes[1]!), otherMs: median(smallTimes[0]!), uniform: smallBUniform },
   };
+}
+
+export interface ShapeTuning {
+  shape: MatmulShape;
+  /** Every form raced, with the median ms of one product (of a few back to back). */
+  forms: { form: MatmulForm; ms: number }[];
+  /** The form this shape now runs (the form 'auto' took before, unless another won by the margin). */
+  choice: MatmulForm;
+}
+
+/** Races every form an unbatched product of each shape can take — B from storage, from a texture
+ * and from uniform arrays, the last two at 16 and 24 rows a subgroup tile — and keeps the fastest
+ * for that shape. All forms give bit-identical products, so this changes speed only. Where they
+ * are close the choice is noise; a form other than the one 'auto' took before must win by
+ * `margin` (default 1.03) in the median of per-round ratios (0: the fastest other form is taken
+ * whatever the times; Infinity: none is). Measured on the Zen 5 host (README):
+ * at 2176×64·64×128, storage 1.70 ms a product read back, a texture at 24 rows 1.52. Call after
+ * `tuneMatmul` (whose choice is the baseline); `matmulShapesOf` lists a model's shapes. Returns
+ * [] without subgroups of 8. */
+export async function tuneMatmulShapes(shapes: MatmulShape[], opts: { repeats?: number; roundMs?: number; margin?: number } = {}): Promise<ShapeTuning[]> {
+  if (!subgroupsOf8()) return [];
+  const repeats = opts.repeats ?? 15;
+  const roundMs = opts.roundMs ?? 6;
+  const margin = opts.margin ?? 1.03;
+  const results: ShapeTuning[] = [];
+  const unique = new Map(shapes.map((s) => [shapeKey(s), s]));
+  for (const [key, shape] of unique) {
+    shapeForms.delete(key);
+    const { M, N, K, transA, transB } = shape;
+    const a = zeros(transA ? [K, M] : [M, K]);
+    const b = zeros(transB ? [N, K] : [K, N]);
+    const dense: MatmulLaunch = { a: { t: a, offset: 0, ld: transA ? M : K, batchStrides: [] }, b: { t: b, offset: 0, ld: transB ? K : N, batchStrides: [] }, c: { t: a, offset: 0, ld: N, batchStrides: [] }, M, N, K, batchShape: [], transA, transB, label: 'tune' };
+    const baseline = autoForm(dense);
+    const forms: MatmulForm[] = [baseline];
+    const add = (f: MatmulForm) => {
+      if (!forms.some((g) => g.kind === f.kind && (g.rows ?? GATHERED_ROWS_DEFAULT) === (f.rows ?? GATHERED_ROWS_DEFAULT))) forms.push(f);
+    };
+    add({ kind: 'subgroup' });
+    const rowsOptions: (16 | 24)[] = subgroupRows(M) >= 24 ? [16, 24] : [16];
+    for (const rows of rowsOptions) {
+      if (textureFits(dense, 1)) add({ kind: 'texture', rows });
+      if (uniformPlan(dense, 1)) add({ kind: 'uniform', rows });
+    }
+    try {
+      // Enough products back to back that a form's turn in a round takes ~roundMs: a lone short
+      // product is mostly submission and wait.
+      const once = await raceForms([baseline], () => matmul(a, b, { transA, transB }).dispose(), 1);
+      const products = Math.max(1, Math.min(10, Math.ceil(roundMs / median(once[0]!))));
+      const times = await raceForms(forms, () => {
+        for (let i = 0; i < products; i++) matmul(a, b, { transA, transB }).dispose();
+      }, repeats);
+      // The fastest other form (per-round ratios to the baseline), kept if it wins by the margin.
+      const ratios = times.map((t) => ratioOf(t, times[0]!));
+      let best = forms.length > 1 ? 1 : 0;
+      for (let i = 2; i < forms.length; i++) if (ratios[i]! < ratios[best]!) best = i;
+      if (best > 0 && !(ratios[best]! * margin < 1)) best = 0;
+      const choice = forms[best]!;
+      if (best > 0) shapeForms.set(key, choice);
+      results.push({ shape, forms: forms.map((form, i) => ({ form, ms: median(times[i]!) / products })), choice });
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+  }
+  return results;
+}
+
+/** The unbatched product shapes `fn` launches (a training step, say), for `tuneMatmulShapes`. */
+export async function matmulShapesOf(fn: () => unknown): Promise<MatmulShape[]> {
+  const log = new Map<string, MatmulShape>();
+  const outer = shapeLog;
+  shapeLog = log;
+  try {
+    await fn();
+  } finally {
+    shapeLog = outer;
+  }
+  if (outer) for (const [k, v] of log) outer.set(k, v);
+  return [...log.values()];
+}
+
+/** The form an unbatched product takes untuned for its shape: the global tuning's choice. */
+function autoForm(l: MatmulLaunch): MatmulForm {
+  if (smallBUniform && uniformPlan(l, 1)) return { kind: 'uniform' };
+  return { kind: singleProductKind };
 }
 
 /** How B is read from uniform arrays, or null where it cannot be: one product, M ≥ 128 (the copy
@@ -184,15 +307,19 @@ function stageUniformB(l: MatmulLaunch, plan: UniformPlan, uniforms: Record<stri
   return scratch.chunks.slice(0, plan.chunks);
 }
 
-/** Rows × columns per lane where B comes from a texture or uniform arrays. lavapipe loads those
+/** Columns per lane where B comes from a texture or uniform arrays. lavapipe loads those
  * as vector gathers, far cheaper than a storage buffer's per-lane loop, so a lane can take 8
  * columns (two vec4 groups: each broadcast A element feeds two FMAs) for 16 rows instead of 4 for
  * 24: with B from uniform arrays, medians of 61 paired rounds of 10 products, 16×8 / 24×4 =
  * 1.01–1.09 at the K = 64 and 6400×64·192 shapes (32×4: 1.03–1.06); with B from a texture, 31
- * rounds, 1.03–1.10 at 6400×192·64, 6400×576·192, 1024³ and 6400×192·768. B from storage lost 21–24%
- * with 8 columns (twice the per-lane B loads), so it keeps 24×4. Same FMAs in the same order:
- * results identical to the bit. */
-const GATHERED_B_TILE: [number, 4 | 8] = [16, 8];
+ * rounds, 1.03–1.10 at 6400×192·64, 6400×576·192, 1024³ and 6400×192·768 (Zen 4 host). On the
+ * Zen 5 host 24 rows × 8 columns beat 16 × 8 (a form `tuneMatmulShapes` races): 10 products back to back,
+ * medians of 20 interleaved rounds, at 2176×64·64×{128,192}, 6400×192·192×64, 6400×64·64×192 and
+ * 6400×192·192×{192,576}: with B from a texture 1.05–1.11× (0.99 at 6400×64·64×192), from uniform
+ * arrays 1.01–1.14×; 32 rows lost to 24 at every shape (kernel time). B from storage lost 21–24% with 8 columns
+ * (twice the per-lane B loads), so it keeps 24×4. Same FMAs in the same order: results identical
+ * to the bit. */
+const GATHERED_B_COLUMNS = 8 as const;
 
 /** Rows per subgroup tile: with the row-by-row FMA order, 24 rows ran 2–13% faster than 16 at
  * the ViT shapes (medians of 21 interleaved repeats; 32 no better than 24); 16 wastes less on
@@ -222,14 +349,18 @@ export function launchMatmul(l: MatmulLaunch): boolean {
   // small per-head B, repacked per call, gained nothing (unfused attention forward+backward, B32
   // h4, lavapipe: N197 d64 605 vs 602 ms, N65 d32 58 vs 48 ms, N50 d16 31 vs 30 ms).
   const plan = uniformPlan(l, batch);
-  let kind: MatmulKernelKind = forcedMatmul === 'auto' ? (subgroupsOf8() ? (batch === 1 ? (smallBUniform && plan ? 'uniform' : singleProductKind) : 'subgroup') : 'vec4') : forcedMatmul;
+  const shape = { M: l.M, N: l.N, K: l.K, transA: l.transA, transB: l.transB };
+  if (batch === 1) shapeLog?.set(shapeKey(shape), shape);
+  // An unbatched product: a form forced by a tuning race, else the form its shape was tuned to,
+  // else the global tuning's choice.
+  const form = batch === 1 && forcedMatmul === 'auto' && subgroupsOf8() ? forcedForm ?? shapeForms.get(shapeKey(shape)) : undefined;
+  let kind: MatmulKernelKind = forcedMatmul !== 'auto' ? forcedMatmul : form ? form.kind : subgroupsOf8() ? (batch === 1 ? (smallBUniform && plan ? 'uniform' : singleProductKind) : 'subgroup') : 'vec4';
   if (kind === 'uniform' && !plan) kind = 'subgroup';
   // A repack reads and writes all of B once; the texture pays it back over M's row tiles. With few
   // of them storage B wins: the conv stem's weight gradient 64×288×6272 ran 11.1 GFLOP/s from
   // storage vs 9.3 repacked (medians of 11); a B that is only copied gains at any M.
-  if (forcedMatmul === 'auto' && kind === 'texture' && l.M < 128 && !copiesToTexture(l, batch)) kind = 'subgroup';
-  const limits = rt().device.limits;
-  if (kind === 'texture' && (l.K > limits.maxTextureDimension2D || Math.ceil(l.N / 4) > limits.maxTextureDimension2D || batch > limits.maxTextureArrayLayers)) kind = 'subgroup';
+  if (forcedMatmul === 'auto' && !form && kind === 'texture' && l.M < 128 && !copiesToTexture(l, batch)) kind = 'subgroup';
+  if (kind === 'texture' && !textureFits(l, batch)) kind = 'subgroup';
   const subgroupKind = (k: MatmulKernelKind) => k === 'subgroup' || k === 'texture' || k === 'uniform';
   if (subgroupKind(kind) && !subgroupsOf8()) kind = 'general';
   if (l.geluPreact && !subgroupKind(kind)) throw new Error(`${l.label}: the GELU epilogue needs the subgroup kernel`);
@@ -255,7 +386,7 @@ export function launchMatmul(l: MatmulLaunch): boolean {
       }
     }
     const cVec = [l.N, l.c.ld, l.c.offset, ...l.c.batchStrides].every((v) => v % 4 === 0);
-    const [TM, TN] = kind === 'subgroup' ? [subgroupRows(l.M), 4 as const] : [Math.min(GATHERED_B_TILE[0], subgroupRows(l.M)), GATHERED_B_TILE[1]];
+    const [TM, TN] = kind === 'subgroup' ? [subgroupRows(l.M), 4 as const] : [Math.min(form?.rows ?? forcedRows ?? GATHERED_ROWS_DEFAULT, subgroupRows(l.M)), GATHERED_B_COLUMNS];
     const bTex = kind === 'texture';
     if (bTex) textures = [packB(l, uniforms, batch)];
     source = matmulSubgroupKernel(l.transA, transB, !!l.bias, vec.aVec, vec.bVec, TM, !!l.geluPreact, bTex, cVec, false, sums, uniformB?.chunks ?? 0, uniformB && uniformB.chunks > 1 ? uniformB.rows : 0, TN);
@@ -274,6 +405,12 @@ export function launchMatmul(l: MatmulLaunch): boolean {
     label: `${l.label} ${batch > 1 ? `${batch}x` : ''}${l.M}x${l.N}x${l.K} ${l.transA ? 't' : 'n'}${l.transB ? 't' : 'n'}`,
   });
   return sums;
+}
+
+/** Whether B fits the scratch texture's size limits. */
+function textureFits(l: MatmulLaunch, batch: number): boolean {
+  const limits = rt().device.limits;
+  return l.K <= limits.maxTextureDimension2D && Math.ceil(l.N / 4) <= limits.maxTextureDimension2D && batch <= limits.maxTextureArrayLayers;
 }
 
 /** Whether B is already the texture's layout: row-major with rows that are whole texels and

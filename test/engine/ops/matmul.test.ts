@@ -339,4 +339,140 @@ describe('matmul', () => {
       for (const t of [x, ...ws, ...ys]) t.dispose();
     });
   }
+
+  // B gathered (texture, uniform arrays) at 24 rows a subgroup tile, as `tuneMatmulShapes` may
+  // choose where M >= 512: partial last tiles (531 = 22·24 + 3), K % 4 tails, every transpose,
+  // N % 4 != 0 (texture) and the second 4-column group past N; the bias, the GELU epilogue and
+  // the weight gradient's row sums (531-row linear layers).
+  const GATHERED_24: ['texture' | 'uniform', number[], number[], boolean, boolean][] = [
+    ['texture', [531, 23], [23, 37], false, false],
+    ['texture', [23, 531], [37, 23], true, true],
+    ['texture', [531, 20], [20, 64], false, false],
+    ['uniform', [531, 23], [23, 40], false, false],
+    ['uniform', [531, 20], [44, 20], false, true],
+    ['uniform', [23, 531], [23, 36], true, false],
+  ];
+  for (const [kind, sa, sb, ta, tb] of GATHERED_24) {
+    it(`${kind} kernel at 24 rows: ${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}, bit-identical to 16 rows`, async () => {
+      if (!T.subgroupsOf8()) return;
+      T.useMatmulKernel(kind, { rows: 24 });
+      try {
+        await checkOp({
+          name: `matmul ${kind} 24 rows`,
+          inputs: [{ shape: sa }, { shape: sb }],
+          fwd: TOL,
+          bwd: TOL,
+          fdSamples: 6,
+          gpu: (a, b) => T.matmul(a!, b!, { transA: ta, transB: tb }),
+          ref: (a, b) => R.matmul(a!, b!, ta, tb),
+          vjp: ([a, b], g) => R.matmulVjp(a!, b!, g, ta, tb),
+        });
+      } finally {
+        T.useMatmulKernel('auto');
+      }
+      const [a, b] = [T.randn(sa, { seed: 1 }), T.randn(sb, { seed: 2 })];
+      const run = async (rows: 16 | 24) => {
+        T.useMatmulKernel(kind, { rows });
+        T.startProfile();
+        const c = T.matmul(a, b, { transA: ta, transB: tb });
+        const { records } = await T.stopProfile();
+        T.useMatmulKernel('auto');
+        const out = await c.data();
+        c.dispose();
+        return { out, kernels: records.map((r) => r.kernel).filter((k) => k.startsWith('matmul_sg_')) };
+      };
+      const [r16, r24] = [await run(16), await run(24)];
+      expect(r24.kernels).toHaveLength(1);
+      expect(r24.kernels[0]).toMatch(/_24x8$/);
+      expect(r16.kernels[0]).toMatch(/_16x8$/);
+      expect(r24.out).toEqual(r16.out);
+      a.dispose();
+      b.dispose();
+    });
+  }
+  for (const kind of ['texture', 'uniform'] as const) {
+    for (const gelu of [false, true]) {
+      it(`${gelu ? 'linearGelu' : 'linear'} with bias, ${kind} matmul at 24 rows: [531, 16] → 40`, async () => {
+        if (!T.subgroupsOf8()) return;
+        const preact = (x: Nd, w: Nd, b: Nd) => binary('add', R.matmul(x, w, false, true), b);
+        T.useMatmulKernel(kind, { rows: 24 });
+        try {
+          await checkOp({
+            name: 'linear 24 rows',
+            inputs: [{ shape: [531, 16] }, { shape: [40, 16] }, { shape: [40] }],
+            fwd: TOL,
+            bwd: { atol: 2e-3, rtol: 1e-4 }, // the weight and bias gradients sum 531 products
+            fdSamples: 6,
+            gpu: (x, w, b) => (gelu ? T.linearGelu : T.linear)(x!, w!, b!),
+            ref: (x, w, b) => (gelu ? unary('gelu', preact(x!, w!, b!)) : preact(x!, w!, b!)),
+            vjp: ([x, w, b], g) => {
+              const dz = gelu ? unaryVjp('gelu', preact(x!, w!, b!), g) : g;
+              const [gx, gw] = R.matmulVjp(x!, w!, dz, false, true);
+              const gb = new Float64Array(40);
+              dz.data.forEach((v, i) => (gb[i % 40] = gb[i % 40]! + v));
+              return [gx, gw, { data: gb, shape: [40] }];
+            },
+          });
+        } finally {
+          T.useMatmulKernel('auto');
+        }
+        expect(T.compiledKernels().some((k) => k.name.startsWith(`matmul_sg_n${kind === 'texture' ? 'x' : 't'}`) && k.name.includes(`_bias${gelu ? '_gelu' : ''}`) && k.name.endsWith('_24x8'))).toBe(true);
+      });
+    }
+  }
+
+  it('tuneMatmulShapes races every form a shape can take and keeps the fastest for that shape; matmulShapesOf lists the shapes', async () => {
+    if (!T.subgroupsOf8()) {
+      expect(await T.tuneMatmulShapes([{ M: 600, N: 40, K: 20, transA: false, transB: false }])).toEqual([]);
+      return;
+    }
+    await untuned();
+    // The unbatched shapes a linear layer's forward and backward launch; a batched product is not one.
+    const x = T.randn([600, 20], { seed: 1 });
+    const w = T.randn([40, 20], { seed: 2 });
+    const bias = T.randn([40], { seed: 3 });
+    x.requiresGrad = w.requiresGrad = bias.requiresGrad = true;
+    const batched = [T.randn([3, 5, 7], { seed: 4 }), T.randn([3, 7, 6], { seed: 5 })];
+    const shapes = await T.matmulShapesOf(() => {
+      T.scope(() => {
+        T.sum(T.linear(x, w, bias)).backward();
+        T.matmul(batched[0]!, batched[1]!);
+      });
+    });
+    const key = (s: T.MatmulShape) => `${s.M}x${s.N}x${s.K}${s.transA ? 't' : 'n'}${s.transB ? 't' : 'n'}`;
+    expect(shapes.map(key).sort()).toEqual(['40x20x600tn', '600x20x40nn', '600x40x20nt']);
+    const auto = async () => {
+      T.startProfile();
+      const y = T.linear(x, w, bias);
+      const { records } = await T.stopProfile();
+      const out = await y.data();
+      y.dispose();
+      return { out, kernels: records.map((r) => r.kernel).filter((k) => k.startsWith('matmul_sg_')) };
+    };
+    const before = await auto();
+    expect(before.kernels).toEqual([expect.stringMatching(/^matmul_sg_nt_bias.*_24$/)]); // B from storage, untuned
+    // margin Infinity: no form displaces the one 'auto' took; every candidate still raced.
+    const kept = await T.tuneMatmulShapes([...shapes, shapes[0]!], { repeats: 1, margin: Infinity });
+    expect(kept).toHaveLength(3);
+    const forward = kept.find((t) => key(t.shape) === '600x40x20nt')!;
+    const raced = forward.forms.map((f) => `${f.form.kind}${f.form.rows ?? ''}`);
+    expect(raced).toEqual(['subgroup', 'texture16', 'uniform16', 'texture24', 'uniform24']);
+    expect(forward.forms.every((f) => f.ms > 0)).toBe(true);
+    expect(forward.choice).toEqual({ kind: 'subgroup' });
+    // The weight gradient (M = 40): no 24-row tile to race, and no uniform arrays below 128 rows.
+    expect(kept.find((t) => key(t.shape) === '40x20x600tn')!.forms.map((f) => `${f.form.kind}${f.form.rows ?? ''}`)).toEqual(['subgroup', 'texture16']);
+    expect((await auto()).kernels).toEqual(before.kernels);
+    // margin 0: the fastest form other than storage is taken whatever the times; whichever it is,
+    // the product runs it and is bit-identical.
+    const eager = await T.tuneMatmulShapes([shapes.find((s) => key(s) === '600x40x20nt')!], { repeats: 3, margin: 0 });
+    const choice = eager[0]!.choice;
+    expect(choice.kind).not.toBe('subgroup');
+    const after = await auto();
+    expect(after.out).toEqual(before.out);
+    expect(after.kernels).toEqual([expect.stringMatching(new RegExp(`^matmul_sg_n${choice.kind === 'texture' ? 'x' : 't_bu'}.*_${choice.rows}x8$`))]);
+    // Untuning forgets the shape's form.
+    await untuned();
+    expect((await auto()).kernels).toEqual(before.kernels);
+    for (const t of [x, w, bias, ...batched]) t.dispose();
+  });
 });
