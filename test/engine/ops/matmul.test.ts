@@ -20,6 +20,21 @@ const textureTuned = () => T.tuneMatmul({ repeats: 1, shapes: [[8, 8, 8]], small
 // K ≤ 257 gives ≤ 1.6e-5 per unit of Σ|a·b| (~K). Tolerance: atol 1e-4·sqrt(K)-ish, stated as 5e-4.
 const TOL = { atol: 5e-4, rtol: 1e-4 };
 
+/** op(A)·op(B) on the GPU against the float64 reference, forward and backward (finite differences
+ * on a few samples). */
+function checkMatmul(name: string, sa: number[], sb: number[], ta: boolean, tb: boolean, bwd: { atol: number; rtol: number }): Promise<void> {
+  return checkOp({
+    name,
+    inputs: [{ shape: sa }, { shape: sb }],
+    fwd: TOL,
+    bwd,
+    fdSamples: 6,
+    gpu: (a, b) => T.matmul(a!, b!, { transA: ta, transB: tb }),
+    ref: (a, b) => R.matmul(a!, b!, ta, tb),
+    vjp: ([a, b], g) => R.matmulVjp(a!, b!, g, ta, tb),
+  });
+}
+
 const SHAPES: [number[], number[], boolean, boolean][] = [
   [[1, 1], [1, 1], false, false],
   [[7, 13], [13, 5], false, false],
@@ -103,16 +118,8 @@ describe('matmul', () => {
         if ((kind === 'subgroup' || kind === 'texture' || kind === 'uniform') && !T.subgroupsOf8()) return;
         T.useMatmulKernel(kind);
         try {
-          await checkOp({
-            name: `matmul ${kind}`,
-            inputs: [{ shape: sa }, { shape: sb }],
-            fwd: TOL,
-            bwd: { atol: 2e-3, rtol: 1e-4 }, // the 2176-row case sums 2,176 products per weight gradient
-            fdSamples: 6,
-            gpu: (a, b) => T.matmul(a!, b!, { transA: ta, transB: tb }),
-            ref: (a, b) => R.matmul(a!, b!, ta, tb),
-            vjp: ([a, b], g) => R.matmulVjp(a!, b!, g, ta, tb),
-          });
+          // The 2176-row case sums 2,176 products per weight gradient.
+          await checkMatmul(`matmul ${kind}`, sa, sb, ta, tb, { atol: 2e-3, rtol: 1e-4 });
         } finally {
           T.useMatmulKernel('auto');
         }
@@ -357,16 +364,7 @@ describe('matmul', () => {
       if (!T.subgroupsOf8()) return;
       T.useMatmulKernel(kind, { rows: 24 });
       try {
-        await checkOp({
-          name: `matmul ${kind} 24 rows`,
-          inputs: [{ shape: sa }, { shape: sb }],
-          fwd: TOL,
-          bwd: TOL,
-          fdSamples: 6,
-          gpu: (a, b) => T.matmul(a!, b!, { transA: ta, transB: tb }),
-          ref: (a, b) => R.matmul(a!, b!, ta, tb),
-          vjp: ([a, b], g) => R.matmulVjp(a!, b!, g, ta, tb),
-        });
+        await checkMatmul(`matmul ${kind} 24 rows`, sa, sb, ta, tb, TOL);
       } finally {
         T.useMatmulKernel('auto');
       }
