@@ -197,12 +197,17 @@ export interface ShapeTuning {
  * `tuneMatmul` (whose choice is the baseline); `matmulShapesOf` lists a model's shapes. Returns
  * [] without subgroups of 8. */
 export async function tuneMatmulShapes(shapes: MatmulShape[], opts: { repeats?: number; roundMs?: number; margin?: number } = {}): Promise<ShapeTuning[]> {
-  if (!subgroupsOf8()) return [];
   const repeats = opts.repeats ?? 15;
   const roundMs = opts.roundMs ?? 6;
   const margin = opts.margin ?? 1.03;
+  for (const s of shapes) {
+    if (![s.M, s.N, s.K].every((v) => Number.isInteger(v) && v > 0)) {
+      throw new Error(`tuneMatmulShapes: shape ${JSON.stringify(s)} needs positive integer M, N and K (op(A) is M×K, op(B) K×N)`);
+    }
+  }
+  if (!subgroupsOf8()) return [];
   const results: ShapeTuning[] = [];
-  const unique = new Map(shapes.map((s) => [shapeKey(s), s]));
+  const unique = new Map(shapes.map((s) => [shapeKey(s), { ...s, transA: !!s.transA, transB: !!s.transB }]));
   for (const [key, shape] of unique) {
     shapeForms.delete(key);
     const { M, N, K, transA, transB } = shape;

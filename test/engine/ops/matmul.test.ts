@@ -449,8 +449,11 @@ describe('matmul', () => {
     };
     const before = await auto();
     expect(before.kernels).toEqual([expect.stringMatching(/^matmul_sg_nt_bias.*_24$/)]); // B from storage, untuned
-    // margin Infinity: no form displaces the one 'auto' took; every candidate still raced.
+    // margin Infinity: no form displaces the one 'auto' took; every candidate still raced, and the
+    // race's operands and products are all released.
+    const live = T.liveBuffers();
     const kept = await T.tuneMatmulShapes([...shapes, shapes[0]!], { repeats: 1, margin: Infinity });
+    expect(T.liveBuffers()).toBe(live);
     expect(kept).toHaveLength(3);
     const forward = kept.find((t) => key(t.shape) === '600x40x20nt')!;
     const raced = forward.forms.map((f) => `${f.form.kind}${f.form.rows ?? ''}`);
@@ -470,6 +473,7 @@ describe('matmul', () => {
     expect(after.kernels).toEqual([expect.stringMatching(new RegExp(`^matmul_sg_n${choice.kind === 'texture' ? 'x' : 't_bu'}.*_${choice.rows}x8$`))]);
     // Untuning forgets the shape's form.
     await untuned();
+    await expect(T.tuneMatmulShapes([{ M: 600, N: 0, K: 20, transA: false, transB: false }])).rejects.toThrow(/tuneMatmulShapes: shape \{"M":600,"N":0,"K":20,.*needs positive integer M, N and K/);
     expect((await auto()).kernels).toEqual(before.kernels);
     for (const t of [x, w, bias, ...batched]) t.dispose();
   });
