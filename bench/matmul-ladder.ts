@@ -1,6 +1,6 @@
 // The matmul ladder (after llm.c's dev/cuda): every version of the kernel, each checked against
-// a CPU reference and timed at the same shapes. The library uses v8 (subgroups of 8 or more;
-// v6 where B is too tall for a texture), else v4 (aligned shapes) or v3 (any shape) from
+// a CPU reference and timed at the same shapes. The library uses v8 or v9 (subgroups of 8 or
+// more; v6 where B is too tall for a texture), else v4 (aligned shapes) or v3 (any shape) from
 // kernels/matmul.ts; v1, v2 and v5 live only here, to read and to race.
 //
 // Napkin math for lavapipe (2 cores × 8 AVX2 lanes × 2 FMA units × 2 flops × ~3.7 GHz ≈ 237
@@ -153,9 +153,10 @@ function textureRung(a: T.Tensor, b: T.Tensor, c: T.Tensor, M: number, N: number
 
 // v8 (the library): v7 with each accumulator's 4 FMAs of a k-step taken together (the
 // accumulators live in memory, so this loads and stores each once per step instead of once per
-// FMA), 24-row tiles for tall matrices and vec4 stores.
-function libraryRung(a: T.Tensor, b: T.Tensor, c: T.Tensor, M: number, N: number, K: number): void {
-  useMatmulKernel('texture');
+// FMA), 8 columns a lane (16×64 a subgroup: each broadcast A element feeds two FMAs) and vec4
+// stores. v9: v8 at 24 rows (24×64), a form `tuneMatmulShapes` races for tall matrices.
+function libraryRung(a: T.Tensor, b: T.Tensor, c: T.Tensor, M: number, N: number, K: number, rows: 16 | 24 = 16): void {
+  useMatmulKernel('texture', { rows });
   try {
     launchMatmul({
       a: { t: a, offset: 0, ld: K, batchStrides: [] }, b: { t: b, offset: 0, ld: N, batchStrides: [] }, c: { t: c, offset: 0, ld: N, batchStrides: [] },
@@ -178,7 +179,8 @@ export async function ladderSuite(): Promise<SuiteRow[][]> {
       ? [
           ...[16, 24].map((TM) => ({ name: `v6 subgroup broadcast ${TM}x32`, source: () => matmulSubgroupKernel(false, false, false, true, true, TM, false, false, false, true), grid: (M: number, N: number) => grid1d(Math.ceil(M / TM) * Math.ceil(N / SUBGROUP_TN) * SUBGROUP_LANES, SUBGROUP_LANES) })),
           { name: 'v7 subgroup broadcast 16x32, B from a texture', launch: textureRung },
-          { name: 'v8 v7 with row-by-row FMAs, 24-row tiles (library)', launch: libraryRung },
+          { name: 'v8 v7 with row-by-row FMAs, 16x64 tiles (library)', launch: libraryRung },
+          { name: 'v9 v8 at 24x64 tiles (library, tuned per shape)', launch: (a: T.Tensor, b: T.Tensor, c: T.Tensor, M: number, N: number, K: number) => libraryRung(a, b, c, M, N, K, 24) },
         ]
       : []),
   ];
