@@ -774,7 +774,11 @@ ${MAIN_SUBGROUP} {
 /** The one-pass backward with vec4 memory access (hd % 16 == 0): keys, dK and dV move as vec4;
  * per query, lane l loads vec4 l of [q ‖ dO] (and of O beside dO, for D_i), and lanes
  * 0 … hd/4 − 1 store dQ_i's vec4s. Cold compile on lavapipe (LLVM 15): d16 with 7 keys a lane 9 s
- * against 17 s for the scalar kernel, d32 with 9 keys 63 s against 42 s. */
+ * against 17 s for the scalar kernel, d32 with 9 keys 63 s against 42 s. Every lane reading the
+ * whole query row at the same (uniform) address instead, with D_i and L_i computed in each lane,
+ * ran the backward 2.0× slower at B32 h4 N50 d16 and 1.4× at N65 d32 (profiler medians of 21
+ * interleaved; results identical): gallivm loads a uniform address a component at a time, each
+ * behind its own bounds branch. */
 export const flashBackwardOnePassVecKernel = memo(function flashBackwardOnePassVecKernel(hd: number, dropout: boolean, R: number): KernelSource {
   if (hd % 16 !== 0) throw new Error(`flashBackwardOnePassVecKernel: head dim ${hd} is not a multiple of 16`);
   const H4 = hd / 4;
