@@ -20,13 +20,29 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
-/** Attaches a backward rule to `out` when any input requires a gradient. Returns `out`. */
-export function record(op: string, out: Tensor, inputs: Tensor[], backward: GradNode['backward']): Tensor {
-  if (gradEnabled && inputs.some((t) => t.requiresGrad)) {
+/** Whether an op on these inputs records its backward now. */
+export function recording(inputs: readonly Tensor[]): boolean {
+  return gradEnabled && inputs.some((t) => t.requiresGrad);
+}
+
+/** Attaches a backward rule to `out` when any input requires a gradient. `saved` are tensors the
+ * op made for its backward alone (statistics, probabilities, pre-activations): they belong to the
+ * tape node, which releases them once its backward has run or when `out` is disposed, and they
+ * are released at once when nothing is recorded, so an op called outside a scope leaves only its
+ * result behind. Returns `out`. */
+export function record(op: string, out: Tensor, inputs: Tensor[], backward: GradNode['backward'], saved: Tensor[] = []): Tensor {
+  if (recording(inputs)) {
     out.requiresGrad = true;
-    out.gradFn = { op, inputs, backward };
-  }
+    out.gradFn = { op, inputs, backward, saved };
+  } else for (const t of saved) t.dispose();
   return out;
+}
+
+/** Runs an op composed of other ops. When no gradient is recorded its intermediate tensors are
+ * released before it returns (a scope around it); when one is, they are the tape's and live until
+ * the enclosing scope ends, like the intermediates of any expression. */
+export function composite<T>(inputs: readonly (Tensor | null | undefined)[], fn: () => T): T {
+  return recording(inputs.filter((t): t is Tensor => !!t)) ? fn() : scope(fn);
 }
 
 // Gradients a backward rule returned with the pending gradient of their input already added in.
@@ -126,6 +142,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: bool
     // what each input has received so far, to add it in where its kernel can.
     const pending = node.inputs.map((input) => (input.requiresGrad ? grads.get(input) : undefined));
     const inputGrads = scope(() => node.backward(g, pending));
+    const taken = new Set<Tensor>();
     node.inputs.forEach((input, i) => {
       if (!input.requiresGrad) return;
       const gi = inputGrads[i];
@@ -133,6 +150,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: bool
       if (gi.size !== input.size) {
         throw new Error(`backward of ${node.op}: gradient ${shapeStr(gi.shape)} for input ${i} does not match ${input.describe()}`);
       }
+      taken.add(gi);
       const prev = grads.get(input);
       if (foldedGrads.delete(gi)) {
         // gi already includes prev, the gradient the rule was handed for this input.
@@ -151,8 +169,16 @@ export function backward(root: Tensor, grad?: Tensor, opts: { retainGraph?: bool
         hold(gi);
       }
     });
-    for (const gi of inputGrads) if (gi) foldedGrads.delete(gi);
+    // Gradients a rule computed for inputs that want none (a layer norm's γ outside training).
+    for (const gi of inputGrads) {
+      if (!gi) continue;
+      foldedGrads.delete(gi);
+      if (!taken.has(gi) && gi !== g && !holders.get(gi)) gi.dispose();
+    }
     drop(g, owned);
-    if (!opts.retainGraph) t.gradFn = null;
+    if (!opts.retainGraph) {
+      for (const saved of node.saved ?? []) saved.dispose();
+      t.gradFn = null;
+    }
   }
 }

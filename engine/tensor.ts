@@ -18,6 +18,8 @@ export interface GradNode {
   op: string;
   inputs: Tensor[];
   backward: (grad: Tensor, pending?: readonly (Tensor | undefined)[]) => (Tensor | null)[];
+  /** Tensors made for this backward alone, released with the node. */
+  saved?: Tensor[];
 }
 
 /** Reference-counted GPU storage shared by a tensor and its reshaped views. A slice's storage
@@ -146,13 +148,16 @@ export class Tensor implements Disposable {
     return this.liveStorage().buffer;
   }
 
-  /** Releases the buffer (when no view shares it) and the autograd links. Idempotent. */
+  /** Releases the buffer (when no view shares it), the autograd links and the tensors its op
+   * saved for the backward. Idempotent. */
   dispose(): void {
     const s = this.storage;
     if (!s) return;
     this.storage = null;
+    const saved = this.gradFn?.saved;
     this.gradFn = null;
     s.release();
+    if (saved) for (const t of saved) t.dispose();
     if (this.grad) {
       this.grad.dispose();
       this.grad = null;

@@ -23,7 +23,8 @@ export interface AttentionOptions {
   training?: boolean;
   seed?: number;
   /** Receives the softmax probabilities (B, nh, N, N) of this call, e.g. for attention maps
-   * (forces the unfused path, which materialises them). */
+   * (forces the unfused path, which materialises them). The tensor is the caller's, like the
+   * result: released by the enclosing scope, or by dispose() outside one. */
   capture?: (probs: Tensor) => void;
   /** 'auto' (default), 'flash' or 'unfused'. */
   impl?: 'auto' | 'flash' | 'unfused';
@@ -263,7 +264,7 @@ function flashAttention(qkv: Tensor, nh: number, opts: AttentionOptions): Tensor
     const kkv = kvKernel(hd, p > 0, R);
     rt().run({ source: kkv, uniforms, buffers: [qkv.buffer, g.buffer, lse.buffer, delta.buffer, dqkv.buffer], grid: grid(kkv), flops: 2 * flops, label: `flash_attn_bwd_kv ${tag}` });
     return [dqkv];
-  });
+  }, [lse]);
 }
 
 function unfusedAttention(qkv: Tensor, numHeads: number, opts: AttentionOptions): Tensor {
@@ -305,5 +306,5 @@ function unfusedAttention(qkv: Tensor, numHeads: number, opts: AttentionOptions)
     launchMatmul({ a: square(dScores), b: head(qkv, 1, threeD), c: head(dqkv, 0, threeD), M: N, N: hd, K: N, batchShape, transA: false, transB: false, label: 'attn_dq' });
     launchMatmul({ a: square(dScores), b: head(qkv, 0, threeD), c: head(dqkv, 1, threeD), M: N, N: hd, K: N, batchShape, transA: true, transB: false, label: 'attn_dk' });
     return [dqkv];
-  });
+  }, [...(opts.capture ? [] : [probs]), ...(used !== probs ? [used] : [])]);
 }

@@ -5,7 +5,7 @@
 // through the batch statistics, as PyTorch does.
 import { BN_BLOCK, BN_CHUNK, bnApplyKernel, bnGradFinishKernel, bnGradInputKernel, bnGradPartialKernel, bnStatsFinishKernel, bnStatsPartialKernel } from '../../kernels/batchnorm.js';
 import { grid1d, type KernelSource } from '../../kernels/common.js';
-import { noGrad, record } from '../autograd.js';
+import { composite, noGrad, record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { Tensor } from '../tensor.js';
 import { add, addScalar, mul, mulScalar, rsqrt, sub } from './elementwise.js';
@@ -25,7 +25,7 @@ export function batchNorm2d(x: Tensor, weight: Tensor, bias: Tensor, runningMean
   const [B, C, H, W] = x.shape as [number, number, number, number];
   // Per-channel means as two row/column reductions of [B, C, H·W]: no permute of the batch.
   const channelMean = (t: Tensor) => mean(mean(reshape(t, [B, C, H * W]), 2), 0);
-  return normalize('batchNorm2d', x, C, B * H * W, channelMean, (t) => reshape(t, [1, C, 1, 1]), weight, bias, runningMean, runningVar, opts);
+  return composite([x, weight, bias], () => normalize('batchNorm2d', x, C, B * H * W, channelMean, (t) => reshape(t, [1, C, 1, 1]), weight, bias, runningMean, runningVar, opts));
 }
 
 /** BatchNorm over channels-last data [..., C] (every leading position is a sample of each
@@ -71,7 +71,7 @@ export function batchNormChannelsLast(x: Tensor, weight: Tensor, bias: Tensor, r
       run(bnGradInputKernel(relu, training), [x, y, g, stats, dweight, dbias, dx], blocks, 'bn_grad_input');
     }
     return [dx, dweight, dbias];
-  });
+  }, [stats]);
 }
 
 function normalize(

@@ -4,7 +4,7 @@
 // as a strided convolution does.
 import { grid1d } from '../../kernels/common.js';
 import { col2imKernel, im2colKernel, patchEmbedInputGradKernel, patchEmbedKernel, patchEmbedWeightGradKernel } from '../../kernels/conv.js';
-import { record } from '../autograd.js';
+import { composite, record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { Tensor } from '../tensor.js';
 import { add } from './elementwise.js';
@@ -24,11 +24,21 @@ export function patchEmbed(x: Tensor, weight: Tensor, bias?: Tensor | null): Ten
   const Hp = Math.floor(H / Pk);
   const Wp = Math.floor(W / Pk);
   const dims = { B, C, H, W, O, Pk, Hp, Wp };
+  return composite([x, weight, bias], () => {
+    const conv = patchConv(x, weight, dims);
+    return bias ? add(conv, reshape(bias, [O, 1, 1])) : conv;
+  });
+}
+
+interface PatchDims { B: number; C: number; H: number; W: number; O: number; Pk: number; Hp: number; Wp: number }
+
+function patchConv(x: Tensor, weight: Tensor, dims: PatchDims): Tensor {
+  const { B, C, H, W, O, Pk, Hp, Wp } = dims;
   const y = Tensor.empty([B, O, Hp, Wp], 'float32', 'patchEmbed');
   const k = patchEmbedKernel();
   const label = `${B}x${C}x${H}x${W} p${Pk} -> ${O}`;
   if (y.size > 0) rt().run({ source: k, uniforms: { n: y.size, ...dims }, buffers: [x.buffer, weight.buffer, y.buffer], grid: grid1d(y.size, k.workgroupSize), flops: 2 * y.size * C * Pk * Pk, bytes: 4 * (x.size + weight.size + y.size), label: `patch_embed ${label}` });
-  const conv = record('patchEmbed', y, [x, weight], (g) => {
+  return record('patchEmbed', y, [x, weight], (g) => {
     let dx: Tensor | null = null;
     let dw: Tensor | null = null;
     if (x.requiresGrad) {
@@ -43,7 +53,6 @@ export function patchEmbed(x: Tensor, weight: Tensor, bias?: Tensor | null): Ten
     }
     return [dx, dw];
   });
-  return bias ? add(conv, reshape(bias, [O, 1, 1])) : conv;
 }
 
 
@@ -97,6 +106,8 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Co
   const pad = opts.padding ?? 0;
   const Ho = Math.floor((H + 2 * pad - kh) / stride) + 1;
   const Wo = Math.floor((W + 2 * pad - kw) / stride) + 1;
-  const rows = linear(im2col(x, kh, kw, opts), reshape(weight, [O, C * kh * kw]), bias ?? null); // [B·Ho·Wo, O]
-  return permute(reshape(rows, [B, Ho, Wo, O]), [0, 3, 1, 2]);
+  return composite([x, weight, bias], () => {
+    const rows = linear(im2col(x, kh, kw, opts), reshape(weight, [O, C * kh * kw]), bias ?? null); // [B·Ho·Wo, O]
+    return permute(reshape(rows, [B, Ho, Wo, O]), [0, 3, 1, 2]);
+  });
 }

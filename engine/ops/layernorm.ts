@@ -82,5 +82,5 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
     rt().run({ source: fin, uniforms: sums, buffers: [sumsOf.buffer, dgamma.buffer, dbeta.buffer], grid: grid1d(vec ? cols / 4 : cols, fin.workgroupSize), label: `layernorm_param_grad_finish ${label}` });
     sumsOf.dispose();
     return [dx, dgamma, dbeta];
-  });
+  }, [stats]);
 }

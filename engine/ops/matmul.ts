@@ -5,7 +5,7 @@
 import { grid1d, type KernelSource, putList } from '../../kernels/common.js';
 import { FAST_TM, FAST_TN, MATMUL_BATCH_RANK, MATMUL_TM, MATMUL_TN, matmulFastKernel, matmulFastOk, matmulKernel, matmulPackBKernel, matmulPackBUniformKernel, matmulSubgroupKernel, matmulSubgroupVec, SUBGROUP_TN, UNIFORM_B_MAX_CHUNKS, UNIFORM_B_VEC4 } from '../../kernels/matmul.js';
 import { subgroupsOf8 } from '../device.js';
-import { record } from '../autograd.js';
+import { composite, record } from '../autograd.js';
 import { rt, type ScratchTexture } from '../dispatch.js';
 import type { PooledBuffer } from '../memory.js';
 import { broadcastShapes, broadcastStrides } from '../reference/nd.js';
@@ -550,7 +550,7 @@ function checkLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null 
  * is linear followed by gelu. */
 export function linearGelu(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   checkLinear('linearGelu', x, weight, bias);
-  if (!(forcedMatmul === 'auto' || forcedMatmul === 'subgroup' || forcedMatmul === 'texture' || forcedMatmul === 'uniform') || !subgroupsOf8()) return gelu(linear(x, weight, bias));
+  if (!(forcedMatmul === 'auto' || forcedMatmul === 'subgroup' || forcedMatmul === 'texture' || forcedMatmul === 'uniform') || !subgroupsOf8()) return composite([x, weight, bias], () => gelu(linear(x, weight, bias)));
   const preact = Tensor.empty([...x.shape.slice(0, -1), weight.shape[0]!], 'float32', 'linearGelu preactivation');
   const y = matmulForward(x, weight, false, true, bias ?? null, 'linear_gelu', preact);
   const inputs = bias ? [x, weight, bias] : [x, weight];
@@ -559,7 +559,7 @@ export function linearGelu(x: Tensor, weight: Tensor, bias?: Tensor | null): Ten
     const grads = linearGrads(x, weight, bias, dz);
     dz.dispose();
     return grads;
-  });
+  }, [preact]);
 }
 
 /** Gradients of y = x·wᵀ + b for x, w and b from g = dy: dx = g·w, dw = gᵀ·x over all rows, and

@@ -2,7 +2,7 @@
 // are permuted to the end (a recorded op, so its backward comes for free), then one row kernel.
 import { grid1d } from '../../kernels/common.js';
 import { argmaxScatterKernel, colSumKernel, type RowReduction, rowReduceKernel } from '../../kernels/reduce.js';
-import { record } from '../autograd.js';
+import { composite, record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { broadcastStrides } from '../reference/nd.js';
 import { numel, shapeStr, Tensor } from '../tensor.js';
@@ -109,13 +109,17 @@ function scaledSum(op: string, x: Tensor, axes: Axes, opts: ReduceOptions, mean:
 }
 
 /** Σ over `axes` (all when omitted). */
-export const sum = (x: Tensor, axes?: Axes, opts: ReduceOptions = {}) => scaledSum('sum', x, axes, opts, false);
+export const sum = (x: Tensor, axes?: Axes, opts: ReduceOptions = {}) => composite([x], () => scaledSum('sum', x, axes, opts, false));
 /** Mean over `axes` (all when omitted). */
-export const mean = (x: Tensor, axes?: Axes, opts: ReduceOptions = {}) => scaledSum('mean', x, axes, opts, true);
+export const mean = (x: Tensor, axes?: Axes, opts: ReduceOptions = {}) => composite([x], () => scaledSum('mean', x, axes, opts, true));
 
 /** Maximum over `axes` and the (first) position of it, flattened over the reduced axes. The
  * gradient goes to that position only. */
 export function max(x: Tensor, axes?: Axes, opts: ReduceOptions = {}): { values: Tensor; indices: Tensor } {
+  return composite([x], () => maxRows(x, axes, opts));
+}
+
+function maxRows(x: Tensor, axes: Axes, opts: ReduceOptions): { values: Tensor; indices: Tensor } {
   checkFloat('max', x);
   const ax = normAxes(x, axes, 'max');
   const p = prepare(x, ax);
@@ -133,6 +137,10 @@ export function max(x: Tensor, axes?: Axes, opts: ReduceOptions = {}): { values:
 
 /** Variance over `axes` with Bessel's correction by default (correction = 1, as torch.var). */
 export function variance(x: Tensor, axes?: Axes, opts: ReduceOptions & { correction?: number } = {}): Tensor {
+  return composite([x], () => varianceRows(x, axes, opts));
+}
+
+function varianceRows(x: Tensor, axes: Axes, opts: ReduceOptions & { correction?: number }): Tensor {
   checkFloat('var', x);
   const ax = normAxes(x, axes, 'var');
   const p = prepare(x, ax);
@@ -152,6 +160,10 @@ export function variance(x: Tensor, axes?: Axes, opts: ReduceOptions & { correct
 /** Sums a broadcast gradient back to `shape` (the backward of broadcasting). */
 export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {
   if (g.shape.length === shape.length && g.shape.every((d, i) => d === shape[i])) return g;
+  return composite([g], () => sumBroadcast(g, shape));
+}
+
+function sumBroadcast(g: Tensor, shape: readonly number[]): Tensor {
   const lead = g.rank - shape.length;
   const strides = broadcastStrides(shape, g.shape);
   const axes = g.shape.map((_, i) => i).filter((i) => i < lead || (strides[i] === 0 && g.shape[i] !== 1));

@@ -2,7 +2,7 @@
 // cross-entropy with integer labels or soft targets and label smoothing.
 import { grid1d } from '../../kernels/common.js';
 import { crossEntropyGradKernel, crossEntropyKernel, softmaxGradKernel, softmaxKernel } from '../../kernels/softmax.js';
-import { record } from '../autograd.js';
+import { composite, record } from '../autograd.js';
 import { rt } from '../dispatch.js';
 import { shapeStr, Tensor } from '../tensor.js';
 import { add, clamp, log, mapElements, mul, mulScalar, sub } from './elementwise.js';
@@ -33,7 +33,7 @@ function alongAxis(x: Tensor, axis: number, log: boolean): Tensor {
   const a = axis < 0 ? axis + x.rank : axis;
   if (a < 0 || a >= x.rank) throw new Error(`${log ? 'logSoftmax' : 'softmax'}: axis ${axis} is out of range for ${x.describe()}`);
   if (a === x.rank - 1) return softmaxLast(x, log);
-  return transpose(softmaxLast(transpose(x, a, -1), log), a, -1);
+  return composite([x], () => transpose(softmaxLast(transpose(x, a, -1), log), a, -1));
 }
 
 export const softmax = (x: Tensor, axis = -1) => alongAxis(x, axis, false);
@@ -62,11 +62,20 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
     const r = target.knownRange;
     if (r && N > 0 && (r[0] < 0 || r[1] >= C)) throw new Error(`crossEntropy: labels span [${r[0]}, ${r[1]}], outside the ${C} classes of logits ${shapeStr(logits.shape)}`);
   }
+  return composite([logits, target], () => {
+    const perRow = crossEntropyRows(logits, target, soft, eps);
+    return opts.reduction === 'none' ? perRow : mean(perRow);
+  });
+}
+
+/** Per-row losses [N]; the row's logsumexp is saved for the backward. */
+function crossEntropyRows(logits: Tensor, target: Tensor, soft: boolean, eps: number): Tensor {
+  const [N, C] = logits.shape as [number, number];
   const loss = Tensor.empty([N], 'float32', 'crossEntropy');
   const lse = Tensor.empty([N], 'float32', 'crossEntropy lse');
   const source = crossEntropyKernel(soft);
   if (N > 0) rt().run({ source, uniforms: { rows: N, cols: C, eps }, buffers: [logits.buffer, target.buffer, loss.buffer, lse.buffer], grid: grid1d(N, source.workgroupSize), label: `${source.name} ${N}x${C}` });
-  const perRow = record('crossEntropy', loss, [logits, target], (g) => {
+  return record('crossEntropy', loss, [logits, target], (g) => {
     let dz: Tensor | null = null;
     if (logits.requiresGrad) {
       dz = Tensor.empty(logits.shape, 'float32', 'crossEntropy backward');
@@ -76,8 +85,7 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
     // d loss / d t_c = -(1 - ε) log_softmax(z)_c = (1 - ε)(lse - z_c), times the row's gradient.
     const dt = soft && target.requiresGrad ? mapElements('crossEntropy_target_grad', '(1.0 - p) * (b - a) * c', [logits, reshapeCol(lse), reshapeCol(g)], logits.shape, eps) : null;
     return [dz, dt];
-  });
-  return opts.reduction === 'none' ? perRow : mean(perRow);
+  }, [lse]);
 }
 
 function reshapeCol(t: Tensor): Tensor {
@@ -88,6 +96,10 @@ function reshapeCol(t: Tensor): Tensor {
  * mean over the batch of (1/n) Σ_i KL(p_i ‖ M), M = (1/n) Σ_i p_i, with log M clamped at 1e-7
  * as in the reference code (augmix/imagenet.py). Composed from ops, so autograd gives backward. */
 export function jsdLoss(...views: Tensor[]): Tensor {
+  return composite(views, () => jsdOfViews(views));
+}
+
+function jsdOfViews(views: Tensor[]): Tensor {
   if (views.length < 2) throw new Error(`jsdLoss: needs at least two views of the batch, got ${views.length}`);
   const first = views[0]!;
   for (const v of views) {

@@ -120,6 +120,127 @@ describe('memory ownership', () => {
     a.dispose();
   });
 
+  it('an op called outside a scope with nothing recorded leaves only its result behind', async () => {
+    const keep = <X extends T.Tensor>(t: X) => T.keep(t);
+    const x = keep(T.randn([6, 17, 32], { seed: 1 }));
+    const w = keep(T.randn([40, 32], { seed: 2 }));
+    const b = keep(T.randn([40], { seed: 3 }));
+    const gamma = keep(T.randn([32], { seed: 4 }));
+    const beta = keep(T.randn([32], { seed: 5 }));
+    const logits = keep(T.randn([6, 10], { seed: 6 }));
+    const labels = keep(T.tensor(Int32Array.from([0, 3, 9, 1, 1, 7]), [6]));
+    const soft = keep(T.scope(() => T.softmax(T.randn([6, 10], { seed: 7 }))));
+    const img = keep(T.randn([2, 3, 12, 12], { seed: 8 }));
+    const pw = keep(T.randn([16, 3, 4, 4], { seed: 9 }));
+    const cw = keep(T.randn([5, 3, 3, 3], { seed: 10 }));
+    const pb = keep(T.randn([16], { seed: 11 }));
+    const cb = keep(T.randn([5], { seed: 12 }));
+    const ones3 = keep(T.ones([3]));
+    const zeros3 = keep(T.zeros([3]));
+    const runMean = keep(T.zeros([3]));
+    const runVar = keep(T.ones([3]));
+    const qkv = keep(T.randn([3, 17, 96], { seed: 13 }));
+    const rows = keep(T.randn([50, 8], { seed: 14 }));
+    const [ones8, zeros8, runMean8, runVar8] = [keep(T.ones([8])), keep(T.zeros([8])), keep(T.zeros([8])), keep(T.ones([8]))];
+    const ops: [string, () => T.Tensor[]][] = [
+      ['layerNorm', () => [T.layerNorm(x, gamma, beta)]],
+      ['linearGelu', () => [T.linearGelu(x, w, b)]],
+      ['crossEntropy', () => [T.crossEntropy(logits, labels, { labelSmoothing: 0.1 })]],
+      ['crossEntropy per row', () => [T.crossEntropy(logits, labels, { reduction: 'none' })]],
+      ['crossEntropy soft', () => [T.crossEntropy(logits, soft)]],
+      ['softmax over an inner axis', () => [T.softmax(x, 1)]],
+      ['jsdLoss', () => [T.jsdLoss(logits, soft, logits)]],
+      ['patchEmbed', () => [T.patchEmbed(img, pw, pb)]],
+      ['conv2d', () => [T.conv2d(img, cw, cb, { padding: 1 })]],
+      ['mean over an inner axis', () => [T.mean(x, 1, { keepdim: true })]],
+      ['variance', () => [T.variance(x, [0, 2])]],
+      ['max', () => Object.values(T.max(x, 1))],
+      ['sumToShape', () => [T.sumToShape(x, [17, 32])]],
+      ['batchNorm2d, training', () => [T.batchNorm2d(img, ones3, zeros3, runMean, runVar, { training: true })]],
+      ['batchNorm2d, eval', () => [T.batchNorm2d(img, ones3, zeros3, runMean, runVar, { training: false })]],
+      ['batchNormChannelsLast', () => [T.batchNormChannelsLast(rows, ones8, zeros8, runMean8, runVar8, { training: true })]],
+      ['attention, flash', () => [T.attention(qkv, 4, { impl: 'flash' })]],
+      ['attention, flash with dropout', () => [T.attention(qkv, 4, { impl: 'flash', dropout: 0.2, training: true })]],
+      ['attention, unfused', () => [T.attention(qkv, 4, { impl: 'unfused' })]],
+      ['attention, unfused with dropout', () => [T.attention(qkv, 4, { impl: 'unfused', dropout: 0.2, training: true })]],
+    ];
+    const leaks: string[] = [];
+    for (const [name, op] of ops) {
+      for (const [mode, run] of [['noGrad', () => T.noGrad(op)], ['no input requires grad', op]] as const) {
+        const before = T.liveBuffers();
+        const results = run();
+        for (const r of results) await r.data();
+        for (const r of results) r.dispose();
+        if (T.liveBuffers() !== before) leaks.push(`${name} (${mode}): ${T.liveBuffers() - before} buffer(s)`);
+      }
+    }
+    expect(leaks).toEqual([]);
+    // With gradients wanted on the inputs, noGrad still leaves nothing.
+    for (const t of [x, w, b, gamma, beta, logits, qkv]) t.requiresGrad = true;
+    const before = T.liveBuffers();
+    for (const [, op] of ops.slice(0, 7).concat(ops.slice(-4))) for (const r of T.noGrad(op)) r.dispose();
+    expect(T.liveBuffers()).toBe(before);
+    for (const t of [x, w, b, gamma, beta, logits, labels, soft, img, pw, cw, pb, cb, ones3, zeros3, runMean, runVar, qkv, rows, ones8, zeros8, runMean8, runVar8]) t.dispose();
+  });
+
+  it('the tape releases the tensors an op saved for its backward once that backward ran, or with the op\'s result', async () => {
+    const x = T.keep(T.randn([8, 24], { seed: 1 }));
+    const gamma = T.keep(T.ones([24]));
+    const beta = T.keep(T.zeros([24]));
+    const g = T.keep(T.randn([8, 24], { seed: 2 }));
+    x.requiresGrad = true;
+    const before = T.liveBuffers();
+    // Forward keeps the result and the row statistics; disposing the result releases both.
+    const y = T.layerNorm(x, gamma, beta);
+    expect(T.liveBuffers()).toBe(before + 2);
+    y.dispose();
+    expect(T.liveBuffers()).toBe(before);
+    // After backward the statistics are gone: the result and x.grad remain.
+    const y2 = T.layerNorm(x, gamma, beta);
+    y2.backward(g);
+    expect(T.liveBuffers()).toBe(before + 2);
+    const once = await x.grad!.data();
+    x.grad!.dispose();
+    x.grad = null;
+    y2.dispose();
+    expect(T.liveBuffers()).toBe(before);
+    // retainGraph keeps them for a second backward, which gives the same gradient again.
+    const y3 = T.layerNorm(x, gamma, beta);
+    y3.backward(g, { retainGraph: true });
+    y3.backward(g);
+    const twice = await x.grad!.data();
+    for (let i = 0; i < once.length; i++) expect(twice[i]).toBeCloseTo(2 * once[i]!, 5);
+    x.grad!.dispose();
+    x.grad = null;
+    y3.dispose();
+    expect(T.liveBuffers()).toBe(before);
+    // Attention: flash keeps its logsumexp, unfused its probabilities, until the backward ran.
+    const qkv = T.keep(T.randn([2, 9, 48], { seed: 3 }));
+    qkv.requiresGrad = true;
+    const go = T.keep(T.randn([2, 9, 16], { seed: 4 }));
+    for (const impl of ['flash', 'unfused'] as const) {
+      const b0 = T.liveBuffers();
+      const o = T.attention(qkv, 2, { impl });
+      expect(T.liveBuffers()).toBe(b0 + 2);
+      o.backward(go);
+      expect(T.liveBuffers()).toBe(b0 + 2); // o and qkv.grad
+      qkv.grad!.dispose();
+      qkv.grad = null;
+      o.dispose();
+      expect(T.liveBuffers()).toBe(b0);
+    }
+    // Probabilities handed to `capture` are the caller's: nothing releases them behind its back.
+    const captured: T.Tensor[] = [];
+    const o = T.noGrad(() => T.attention(qkv, 2, { capture: (probs) => captured.push(probs) }));
+    o.dispose();
+    const probs = captured[0]!;
+    expect(probs.isDisposed).toBe(false);
+    const row = [...(await probs.data()).slice(0, 9)];
+    expect(row.reduce((s, v) => s + v, 0)).toBeCloseTo(1, 5);
+    probs.dispose();
+    for (const t of [x, gamma, beta, g, qkv, go]) t.dispose();
+  });
+
   it('oversized tensors are refused before createBuffer', () => {
     expect(() => T.zeros([1 << 20, 1 << 12])).toThrow(/over the device limit/);
   });
