@@ -3,7 +3,7 @@
 // invocation beats a shared-memory tree (measured ~5-10x for softmax rows). Rows long enough to
 // leave the machine idle that way (a whole tensor's sum is one row) go in two passes instead:
 // chunks of every row reduced in parallel, then each row's partials combined (at the end).
-import { memo, kernel, type KernelSource, MAIN_1D, MAIN_SUBGROUP } from './common.js';
+import { type BufferDecl, memo, kernel, type KernelSource, MAIN_1D, MAIN_SUBGROUP, type UniformField } from './common.js';
 
 export const REDUCE_WG = 64;
 export type RowReduction = 'sum' | 'max' | 'var';
@@ -42,19 +42,24 @@ export const rowReduceKernel = memo(function rowReduceKernel(kind: RowReduction)
   for (var r = 0u; r < P.cols; r++) { let d = x[base + r] - mean; ss += d * d; }
   out[row] = ss / (f32(P.cols) - P.correction);`,
   };
+  return perRowKernel(`reduce_${kind}`, ROW_UNIFORMS, buffers, 'let base = row * P.cols;', bodies[kind]);
+});
+
+/** A kernel of one invocation per row (`P.rows` of them): `start` then `body` with `row` set. */
+function perRowKernel(name: string, uniforms: UniformField[], buffers: BufferDecl[], start: string, body: string): KernelSource {
   return kernel({
-    name: `reduce_${kind}`,
-    uniforms: ROW_UNIFORMS,
+    name,
+    uniforms,
     buffers,
     workgroupSize: REDUCE_WG,
     body: `${MAIN_1D} {
   let row = global_index(wid, lid, nwg);
   if (row >= P.rows) { return; }
-  let base = row * P.cols;
-  ${bodies[kind]}
+  ${start}
+  ${body}
 }`,
   });
-});
+}
 
 /** Backward of max over rows: the gradient goes to the argmax position only (as PyTorch). */
 export const argmaxScatterKernel = memo(function argmaxScatterKernel(): KernelSource {
@@ -227,18 +232,7 @@ export const rowCombineKernel = memo(function rowCombineKernel(kind: RowReductio
   }
   out[row] = m2 / (f32(P.cols) - P.correction);`,
   };
-  return kernel({
-    name: `reduce_${kind}_combine`,
-    uniforms: SPLIT_UNIFORMS,
-    buffers,
-    workgroupSize: REDUCE_WG,
-    body: `${MAIN_1D} {
-  let row = global_index(wid, lid, nwg);
-  if (row >= P.rows) { return; }
-  let first = row * P.chunks;
-  ${bodies[kind]}
-}`,
-  });
+  return perRowKernel(`reduce_${kind}_combine`, SPLIT_UNIFORMS, buffers, 'let first = row * P.chunks;', bodies[kind]);
 });
 
 const range = (n: number) => [...Array(n).keys()];
