@@ -106,11 +106,44 @@ async function tesseraAttention(families: T.FlashKernelFamily[]): Promise<Attent
   return runs;
 }
 
+export interface ReduceRun {
+  kind: T.ReduceKernelKind;
+  sum: number[];
+  max: number[];
+  argmax: number[];
+  variance: number[];
+  kernels: string[];
+}
+
+/** Sum, max with argmax and variance over the rows of `data` ([rows, cols]) in the page, each way
+ * a row reduction can run (one invocation a row; two passes with and without subgroups). */
+async function tesseraReduce(data: number[], rows: number, cols: number, kinds: T.ReduceKernelKind[]): Promise<ReduceRun[]> {
+  await T.init();
+  const x = T.tensor(data, [rows, cols]);
+  const runs: ReduceRun[] = [];
+  for (const kind of kinds) {
+    T.useReduceKernel(kind);
+    const before = new Set(T.compiledKernels().map((k) => k.name));
+    try {
+      const { values, indices } = T.max(x, 1);
+      const sum = T.sum(x, 1);
+      const variance = T.variance(x, 1);
+      runs.push({ kind, sum: [...(await sum.data())], max: [...(await values.data())], argmax: [...(await indices.data())], variance: [...(await variance.data())], kernels: T.compiledKernels().map((k) => k.name).filter((n) => !before.has(n)) });
+      for (const t of [values, indices, sum, variance]) t.dispose();
+    } finally {
+      T.useReduceKernel('auto');
+    }
+  }
+  x.dispose();
+  return runs;
+}
+
 declare global {
   interface Window {
     tesseraMlp: typeof tesseraMlp;
     tesseraProfile: typeof tesseraProfile;
     tesseraAttention: typeof tesseraAttention;
+    tesseraReduce: typeof tesseraReduce;
     tesseraReady: boolean;
   }
 }
@@ -118,6 +151,7 @@ declare global {
 window.tesseraMlp = tesseraMlp;
 window.tesseraProfile = tesseraProfile;
 window.tesseraAttention = tesseraAttention;
+window.tesseraReduce = tesseraReduce;
 
 const out = document.getElementById('out');
 if (out) {

@@ -10,10 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binary, binaryVjp, unary, unaryVjp } from '../../engine/reference/elementwise.js';
 import { matmul, matmulVjp } from '../../engine/reference/matmul.js';
 import { nd } from '../../engine/reference/nd.js';
-import { mean } from '../../engine/reference/reduce.js';
+import { max, mean, sum, variance } from '../../engine/reference/reduce.js';
 import { crossEntropy, crossEntropyVjp } from '../../engine/reference/softmax.js';
 import { buildWeb } from '../../web/build.js';
-import type { AttentionRun, MlpInput, MlpOutput } from '../../web/page.js';
+import type { AttentionRun, MlpInput, MlpOutput, ReduceRun } from '../../web/page.js';
 import { expectClose, makeData, rng } from '../helpers.js';
 
 const CHROMIUM = '/usr/lib/chromium/chromium';
@@ -120,6 +120,33 @@ describe('browser (headless Chromium, WebGPU)', () => {
     // Each family ran its own kernels (compiled in this page for the first time).
     expect(runs.find((r) => r.family === 'workgroup')!.kernels).toEqual(expect.arrayContaining(['flash_attn_fwd_wg_d16_t64', 'flash_attn_bwd_q_wg_d16_t64']));
     expect(runs.find((r) => r.family === 'scalar')!.kernels).toEqual(expect.arrayContaining(['flash_attn_fwd_d16']));
+  }, 180_000);
+
+  it('reduces long rows in the page each way (one invocation a row, two passes with and without subgroups) as the CPU reference does', async () => {
+    const rows = 3, cols = 4100; // two chunks and a remainder; vec4 loads
+    const data = [...makeData([rows, cols], 'normal', rng(5))];
+    data[2 * cols + 3000] = 9; // row 2's maximum, in its second chunk
+    data[2 * cols + 4099] = 9; // tied later: the first one wins
+    const page = await browser.newPage();
+    await page.goto(url);
+    await page.waitForFunction(() => window.tesseraReady === true, undefined, { timeout: 60_000 });
+    const runs = (await page.evaluate(([d, r, c]) => window.tesseraReduce(d as number[], r as number, c as number, ['rows', 'split', 'split-plain']), [data, rows, cols] as const)) as ReduceRun[];
+    await page.close();
+    const x = nd(data, [rows, cols]);
+    const want = { sum: sum(x, [1]).data, max: max(x, [1]), variance: variance(x, [1]).data };
+    // Sums of 4,100 terms of magnitude ~1 (worst case n·6e-8 ≈ 2.5e-4).
+    const tol = { atol: 5e-4, rtol: 1e-5 };
+    for (const r of runs) {
+      expectClose(r.sum, want.sum, tol, `browser sum (${r.kind})`);
+      expectClose(r.variance, want.variance, tol, `browser variance (${r.kind})`);
+      expect(r.max, `browser max (${r.kind})`).toEqual([...want.max.values.data]);
+      expect(r.argmax, `browser argmax (${r.kind})`).toEqual([...want.max.indices]);
+      expect(r.argmax[2]).toBe(3000);
+    }
+    // The two-pass kernels were compiled and run in the page ('split' takes the subgroup ones
+    // where SwiftShader offers subgroups of 8, else the same plain ones as 'split-plain').
+    expect(runs.flatMap((r) => r.kernels)).toEqual(expect.arrayContaining(['reduce_sum_partial_vec4', 'reduce_sum_combine', 'reduce_max_combine', 'reduce_var_combine']));
+    expect(runs.find((r) => r.kind === 'split')!.kernels.some((k) => k.startsWith('reduce_sum_partial'))).toBe(true);
   }, 180_000);
 
   it('profiles kernels in the page with GPU timestamps', async () => {
