@@ -241,7 +241,8 @@ Options:
                       image; flip-shift = those two each also moved one pixel left/right/up/down
                       (10 views) [none]
   --corruptions       accuracy under each common corruption at severities 1–5 (GPU, ImageNet-C style):
-                      gaussian/shot/impulse noise, gaussian/defocus/zoom blur, contrast, brightness, pixelate
+                      gaussian/shot/impulse noise, gaussian/defocus/zoom blur, contrast, brightness, pixelate,
+                      JPEG compression
   --baseline FILE     with --corruptions: also the baseline checkpoint's errors, CE per corruption and mCE
   --report FILE       with --corruptions: write the table as markdown
 Prints top-1 accuracy, NLL, ECE (15 bins) and the confusion matrix.`;
@@ -282,9 +283,10 @@ async function evalCmd(argv: string[]): Promise<void> {
   if (values.limit) ds = subset(ds, Number(values.limit));
   if (values.corruptions) {
     const { corruptionAccuracy, corruptionSummary } = await import('./robustness.js');
+    const { CORRUPTIONS } = await import('../kernels/corrupt.js');
     const batchSize = Number(values['batch-size'] ?? 500);
     const evalRows = async (m: typeof model, name: string) => {
-      console.log(`${name}: clean and 9 corruptions × 5 severities on ${Math.floor(ds.count / Math.min(batchSize, ds.count)) * Math.min(batchSize, ds.count)} ${dataName} test images`);
+      console.log(`${name}: clean and ${CORRUPTIONS.length} corruptions × 5 severities on ${Math.floor(ds.count / Math.min(batchSize, ds.count)) * Math.min(batchSize, ds.count)} ${dataName} test images`);
       return corruptionAccuracy(m, ds, { batchSize, onRow: (r) => console.log(`  ${r.corruption}${r.severity ? ` ${r.severity}` : ''}: ${(100 * r.accuracy).toFixed(2)}%`) });
     };
     const rows = await evalRows(model, values.checkpoint);
