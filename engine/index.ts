@@ -19,6 +19,7 @@ export { layerNorm, useLayerNormKernel } from './ops/layernorm.js';
 export { linear, linearGelu, matmul, type MatmulForm, type MatmulKernelKind, type MatmulOptions, type MatmulShape, matmulShapesOf, type MatmulTuning, type ShapeTuning, tuneMatmul, tuneMatmulShapes, useMatmulKernel } from './ops/matmul.js';
 export { concat, copy, expand, gather, indexSelect, pad, permute, reshape, slice, transpose } from './ops/movement.js';
 export { dropout, manualSeed, rand, randn } from './ops/random.js';
+export { argsort } from './ops/sort.js';
 export { max, mean, type ReduceKernelKind, type ReduceOptions, sum, sumToShape, useReduceKernel, variance } from './ops/reduce.js';
 export { crossEntropy, type CrossEntropyOptions, jsdLoss, logSoftmax, softmax } from './ops/softmax.js';
 export { attention, type AttentionOptions, type FlashKernelFamily, useFlashKernels, useFlashRowsPerLane } from './ops/attention.js';
