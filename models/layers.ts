@@ -39,6 +39,17 @@ export class Params {
     return t;
   }
 
+  /** Registers a fixed tensor of given values (MAE's sin-cos position embeddings): saved and
+   * loaded with the checkpoint, never trained. */
+  constant(name: string, shape: number[], values: Float32Array): T.Tensor {
+    const full = this.prefix ? `${this.prefix}.${name}` : name;
+    if (this.buffers.has(full) || this.store.has(full)) throw new Error(`'${full}' is defined twice`);
+    const t = T.keep(T.tensor(values, shape));
+    t.name = full;
+    this.buffers.set(full, t);
+    return t;
+  }
+
   /** Creates (on the GPU, from the seeded Philox generator) and registers a parameter. */
   get(name: string, shape: number[], init: Init, opts: { decay?: boolean; std?: number; fanIn?: number } = {}): T.Tensor {
     const full = this.prefix ? `${this.prefix}.${name}` : name;
@@ -111,7 +122,7 @@ export class LayerNorm {
 export class PatchEmbed {
   readonly proj: { weight: T.Tensor; bias: T.Tensor };
   readonly gridSize: [number, number];
-  constructor(p: Params, imgSize: number, readonly patchSize: number, inChans: number, embedDim: number) {
+  constructor(p: Params, imgSize: number, readonly patchSize: number, inChans: number, embedDim: number, weightInit: Init = 'fan_in_uniform') {
     if (imgSize % patchSize !== 0) throw new Error(`PatchEmbed: image size ${imgSize} is not divisible by patch size ${patchSize}`);
     // timm's init_weights_vit_timm touches only nn.Linear: the patchify conv keeps PyTorch's
     // Conv2d default, U(±1/√fan_in) for weight and bias. With patch 4 (fan-in 16) that is 7×
@@ -119,7 +130,7 @@ export class PatchEmbed {
     const q = p.pp('proj');
     const fanIn = inChans * patchSize * patchSize;
     this.proj = {
-      weight: q.get('weight', [embedDim, inChans, patchSize, patchSize], 'fan_in_uniform'),
+      weight: q.get('weight', [embedDim, inChans, patchSize, patchSize], weightInit),
       bias: q.get('bias', [embedDim], 'fan_in_uniform', { decay: false, fanIn }),
     };
     this.gridSize = [imgSize / patchSize, imgSize / patchSize];
@@ -199,11 +210,11 @@ export class Attention {
   /** When set, each forward pass hands it the softmax attention (B, nh, N, N). */
   capture: ((probs: T.Tensor) => void) | null = null;
 
-  constructor(p: Params, readonly dim: number, readonly numHeads: number, opts: { qkvBias?: boolean; attnDrop?: number; projDrop?: number } = {}) {
+  constructor(p: Params, readonly dim: number, readonly numHeads: number, opts: { qkvBias?: boolean; attnDrop?: number; projDrop?: number; init?: Init } = {}) {
     if (dim % numHeads !== 0) throw new Error(`Attention: dim ${dim} is not divisible by ${numHeads} heads`);
     this.headDim = dim / numHeads;
-    this.qkv = new Linear(p.pp('qkv'), dim, dim * 3, { bias: opts.qkvBias ?? true });
-    this.proj = new Linear(p.pp('proj'), dim, dim);
+    this.qkv = new Linear(p.pp('qkv'), dim, dim * 3, { bias: opts.qkvBias ?? true, init: opts.init });
+    this.proj = new Linear(p.pp('proj'), dim, dim, { init: opts.init });
     this.attnDrop = opts.attnDrop ?? 0;
     this.projDrop = opts.projDrop ?? 0;
   }
@@ -220,9 +231,9 @@ export class Attention {
 export class Mlp {
   readonly fc1: Linear;
   readonly fc2: Linear;
-  constructor(p: Params, inFeatures: number, hidden: number, readonly drop = 0) {
-    this.fc1 = new Linear(p.pp('fc1'), inFeatures, hidden);
-    this.fc2 = new Linear(p.pp('fc2'), hidden, inFeatures);
+  constructor(p: Params, inFeatures: number, hidden: number, readonly drop = 0, init?: Init) {
+    this.fc1 = new Linear(p.pp('fc1'), inFeatures, hidden, { init });
+    this.fc2 = new Linear(p.pp('fc2'), hidden, inFeatures, { init });
   }
   forward(x: T.Tensor, ctx: Ctx): T.Tensor {
     const h = T.dropout(T.linearGelu(x, this.fc1.weight, this.fc1.bias), this.drop, { training: ctx.training });
@@ -245,11 +256,11 @@ export class Block {
   readonly norm2: LayerNorm;
   readonly mlp: Mlp;
   private readonly dropPathRate: number;
-  constructor(p: Params, dim: number, numHeads: number, mlpRatio: number, opts: { qkvBias?: boolean; drop?: number; attnDrop?: number; dropPath?: number; normEps?: number } = {}) {
+  constructor(p: Params, dim: number, numHeads: number, mlpRatio: number, opts: { qkvBias?: boolean; drop?: number; attnDrop?: number; dropPath?: number; normEps?: number; init?: Init } = {}) {
     this.norm1 = new LayerNorm(p.pp('norm1'), dim, opts.normEps);
-    this.attn = new Attention(p.pp('attn'), dim, numHeads, { qkvBias: opts.qkvBias, attnDrop: opts.attnDrop, projDrop: opts.drop });
+    this.attn = new Attention(p.pp('attn'), dim, numHeads, { qkvBias: opts.qkvBias, attnDrop: opts.attnDrop, projDrop: opts.drop, init: opts.init });
     this.norm2 = new LayerNorm(p.pp('norm2'), dim, opts.normEps);
-    this.mlp = new Mlp(p.pp('mlp'), dim, Math.round(dim * mlpRatio), opts.drop);
+    this.mlp = new Mlp(p.pp('mlp'), dim, Math.round(dim * mlpRatio), opts.drop, opts.init);
     this.dropPathRate = opts.dropPath ?? 0;
   }
 

@@ -7,6 +7,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as T from '../engine/index.js';
+import { type ParamInfo } from '../models/layers.js';
 import { type ViTConfig, VisionTransformer } from '../models/vit.js';
 
 export type STDtype = 'F32' | 'I32' | 'F64' | 'I64' | 'U8' | 'F16' | 'BF16' | 'I8' | 'I16' | 'U16' | 'U32' | 'U64' | 'BOOL';
@@ -172,8 +173,15 @@ export function storedF32(shape: number[], data: Float32Array): StoredTensor {
 /** Optimizer state names follow torch.optim.AdamW's state_dict: exp_avg, exp_avg_sq. */
 const STATE_NAMES = { adamw: ['exp_avg', 'exp_avg_sq'], sgd: ['momentum_buffer'] } as const;
 
-export interface CheckpointInfo {
-  config: ViTConfig;
+/** What checkpoints hold of a model (a ViT, an MAE): its config, parameters and saved state by name. */
+export interface Checkpointable {
+  readonly config: object;
+  readonly params: Map<string, ParamInfo>;
+  state(): Map<string, T.Tensor>;
+}
+
+export interface CheckpointInfo<C = ViTConfig> {
+  config: C;
   step: number;
   epoch: number;
   metadata: Record<string, string>;
@@ -184,7 +192,7 @@ export interface CheckpointInfo {
  * `optim.ema.` names) and metadata, atomically. */
 export async function saveCheckpoint(
   path: string,
-  model: VisionTransformer,
+  model: Checkpointable,
   opts: { optimizer?: T.AdamW; ema?: T.WeightEma; step: number; epoch: number; extra?: Record<string, string> },
 ): Promise<void> {
   const tensors = new Map<string, StoredTensor>();
@@ -215,13 +223,13 @@ export async function saveCheckpoint(
   saveSafetensors(path, tensors, metadata);
 }
 
-export function readCheckpoint(path: string): CheckpointInfo {
+export function readCheckpoint<C = ViTConfig>(path: string): CheckpointInfo<C> {
   const st = loadSafetensors(path);
   const cfg = st.metadata.config;
   if (!cfg) throw new CheckpointError(`${path}: no 'config' in __metadata__ (not a tessera checkpoint?)`);
-  let config: ViTConfig;
+  let config: C;
   try {
-    config = JSON.parse(cfg) as ViTConfig;
+    config = JSON.parse(cfg) as C;
   } catch {
     throw new CheckpointError(`${path}: __metadata__.config is not valid JSON`);
   }
@@ -229,7 +237,7 @@ export function readCheckpoint(path: string): CheckpointInfo {
 }
 
 /** Copies stored weights into the model; lists every missing, unexpected or mismatched tensor. */
-export function loadWeights(model: VisionTransformer, ckpt: CheckpointInfo, path: string): void {
+export function loadWeights(model: Checkpointable, ckpt: CheckpointInfo<unknown>, path: string): void {
   const problems: string[] = [];
   const state = model.state();
   for (const [name, t] of state) {
@@ -243,8 +251,32 @@ export function loadWeights(model: VisionTransformer, ckpt: CheckpointInfo, path
   for (const [name, t] of state) T.upload(t, ckpt.tensors.get(name)!.data as Float32Array);
 }
 
+/** The architecture a checkpoint's config describes: 'mae' for MAE pre-training, 'vit' otherwise. */
+export function checkpointArch(ckpt: CheckpointInfo<unknown>): 'vit' | 'mae' {
+  return ckpt.metadata.arch === 'mae' ? 'mae' : 'vit';
+}
+
+/** Initialises a ViT from an MAE checkpoint's encoder, whose names are the ViT's (models_mae.py
+ * keeps timm's); the classification head is not in it and keeps its fresh initialisation.
+ * Returns the names left as initialised. */
+export function loadEncoderWeights(model: VisionTransformer, ckpt: CheckpointInfo<unknown>, path: string): string[] {
+  const problems: string[] = [];
+  const fresh: string[] = [];
+  const state = model.state();
+  for (const [name, t] of state) {
+    const s = ckpt.tensors.get(name);
+    if (!s && /^head(_dist)?\./.test(name)) fresh.push(name);
+    else if (!s) problems.push(`missing '${name}' ${JSON.stringify(t.shape)}`);
+    else if (s.dtype !== 'F32') problems.push(`'${name}' is ${s.dtype}, expected F32`);
+    else if (s.shape.length !== t.rank || s.shape.some((d, i) => d !== t.shape[i])) problems.push(`'${name}' has shape [${s.shape.join(', ')}], the model expects [${t.shape.join(', ')}]`);
+  }
+  if (problems.length) throw new CheckpointError(`${path}: its encoder does not match the model:\n  ${problems.join('\n  ')}`);
+  for (const [name, t] of state) if (!fresh.includes(name)) T.upload(t, ckpt.tensors.get(name)!.data as Float32Array);
+  return fresh;
+}
+
 /** Restores AdamW moments and step count saved by saveCheckpoint. */
-export function loadOptimizerState(optimizer: T.AdamW, model: VisionTransformer, ckpt: CheckpointInfo, path: string): void {
+export function loadOptimizerState(optimizer: T.AdamW, model: Checkpointable, ckpt: CheckpointInfo<unknown>, path: string): void {
   const step = Number(ckpt.metadata.optim_step);
   if (!Number.isFinite(step)) throw new CheckpointError(`${path}: no optimizer state (optim_step missing in __metadata__)`);
   for (const [name, p] of model.params) {
@@ -287,6 +319,7 @@ export function loadEmaState(ema: T.WeightEma, model: VisionTransformer, ckpt: C
 /** Builds a model from a checkpoint's config and weights. */
 export function modelFromCheckpoint(path: string): { model: VisionTransformer; info: CheckpointInfo } {
   const info = readCheckpoint(path);
+  if (checkpointArch(info) === 'mae') throw new CheckpointError(`${path} is an MAE pre-training checkpoint, not a classifier: fine-tune its encoder first (tessera train --init ${path})`);
   const model = new VisionTransformer(info.config, 0);
   loadWeights(model, info, path);
   return { model, info };

@@ -1,4 +1,4 @@
-// tessera's command line. Subcommands: train, kernels, info (more arrive with their issues).
+// tessera's command line. Subcommands: train, pretrain, eval, augment, profile, kernels, info.
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { AugPipeline, GridKind } from './augment.js';
@@ -11,6 +11,7 @@ Usage: tessera <command> [options]
 
 Commands:
   train      train a ViT on Fashion-MNIST (npm start runs this with the default preset)
+  pretrain   pre-train a ViT's encoder without labels: tessera pretrain mae (masked autoencoder)
   eval       accuracy, NLL, ECE and confusion matrix of a checkpoint
   augment    a PNG grid of GPU-augmented images, to look at an augmentation
   profile    per-kernel GPU time of a step (Chrome trace), and \`profile attention\` throughput sweep
@@ -224,6 +225,115 @@ async function train(argv: string[]): Promise<void> {
   const r = await run({ ...TRAIN_DEFAULTS, ...flags });
   console.log(`done: test accuracy ${(100 * r.finalAccuracy).toFixed(2)}% (best ${(100 * r.bestAccuracy).toFixed(2)}%) in ${r.seconds.toFixed(0)} s, ` +
     `${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
+  process.exit(0);
+}
+
+const PRETRAIN_HELP = `tessera pretrain mae — masked-autoencoder pre-training (He et al. 2021, facebookresearch/mae)
+
+The encoder sees a quarter of the patches; a small decoder predicts the pixels of the rest, each
+patch normalised by its own mean and spread. The run folder gets config.json, loss.jsonl,
+metrics.jsonl (test loss on fixed masks), last.safetensors after every epoch, reconstructions.png,
+curves.png and report.md; fine-tune with \`tessera train --init RUN/last.safetensors\`.
+
+Options:
+  --preset NAME        the ViT whose encoder is pre-trained (a patchifying preset) [vit-fmnist-p4]
+  --data NAME          fashion-mnist | mnist | cifar10 [fashion-mnist]
+  --data-dir DIR       dataset folder (also TESSERA_DATA)
+  --epochs N           [10]
+  --max-steps N        stop after N steps (the schedule still spans --epochs)
+  --batch-size N       [128]
+  --lr X               peak learning rate after warmup [1.5e-3]
+  --min-lr X           [0]
+  --warmup-steps N     [470]
+  --weight-decay X     AdamW weight decay on weights (not biases, norms, tokens) [0.05]
+  --mask-ratio X       fraction of the patches masked [0.75]
+  --no-norm-pix-loss   predict raw (normalised-image) pixels instead of per-patch normalised ones
+  --decoder-dim N      decoder width [the encoder's]
+  --decoder-depth N    decoder blocks [2]
+  --decoder-heads N    [the encoder's]
+  --crop-scale A,B     random resized crop area range; 1,1 turns crops off [0.2,1]
+  --flip X             probability of a horizontal flip [0.5]
+  --train-limit N      only the first N training images
+  --seed N             [0]
+  --out DIR            run folder [runs/mae-<time>]
+  --resume             continue from DIR/last.safetensors`;
+
+async function pretrain(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      preset: { type: 'string' },
+      data: { type: 'string' },
+      'data-dir': { type: 'string' },
+      epochs: { type: 'string' },
+      'max-steps': { type: 'string' },
+      'batch-size': { type: 'string' },
+      lr: { type: 'string' },
+      'min-lr': { type: 'string' },
+      'warmup-steps': { type: 'string' },
+      'weight-decay': { type: 'string' },
+      'mask-ratio': { type: 'string' },
+      'no-norm-pix-loss': { type: 'boolean' },
+      'decoder-dim': { type: 'string' },
+      'decoder-depth': { type: 'string' },
+      'decoder-heads': { type: 'string' },
+      'crop-scale': { type: 'string' },
+      flip: { type: 'string' },
+      'train-limit': { type: 'string' },
+      seed: { type: 'string' },
+      out: { type: 'string' },
+      resume: { type: 'boolean' },
+    },
+  });
+  if (values.help) return console.log(PRETRAIN_HELP);
+  if (positionals[0] !== 'mae' || positionals.length > 1) throw new UsageError(`tessera pretrain: give the method, 'mae' (got '${positionals.join(' ')}')`);
+  const num = (name: string, v: string | undefined, integer = false): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${name} expects ${integer ? 'an integer' : 'a number'}, got '${v}'`);
+    return n;
+  };
+  const { PRESETS } = await import('../models/vit.js');
+  const { DATASETS } = await import('./data.js');
+  if (values.preset && !(values.preset in PRESETS)) throw new UsageError(`--preset: unknown preset '${values.preset}'; presets: ${Object.keys(PRESETS).join(', ')}`);
+  if (values.data && !(values.data in DATASETS)) throw new UsageError(`--data: unknown dataset '${values.data}'; choose ${Object.keys(DATASETS).join(', ')}`);
+  let cropScale: [number, number] | undefined;
+  if (values['crop-scale'] !== undefined) {
+    const parts = values['crop-scale'].split(',').map(Number);
+    if (parts.length !== 2 || parts.some((v) => !Number.isFinite(v))) throw new UsageError(`--crop-scale expects two numbers like 0.2,1, got '${values['crop-scale']}'`);
+    cropScale = parts as [number, number];
+  }
+  const { pretrainMae, PRETRAIN_DEFAULTS } = await import('./pretrain.js');
+  const flags = Object.fromEntries(
+    Object.entries({
+      preset: values.preset,
+      data: values.data as keyof typeof DATASETS | undefined,
+      dataDir: values['data-dir'],
+      epochs: num('epochs', values.epochs, true),
+      maxSteps: num('max-steps', values['max-steps'], true),
+      batchSize: num('batch-size', values['batch-size'], true),
+      lr: num('lr', values.lr),
+      minLr: num('min-lr', values['min-lr']),
+      warmupSteps: num('warmup-steps', values['warmup-steps'], true),
+      weightDecay: num('weight-decay', values['weight-decay']),
+      maskRatio: num('mask-ratio', values['mask-ratio']),
+      normPixLoss: values['no-norm-pix-loss'] ? false : undefined,
+      decoderDim: num('decoder-dim', values['decoder-dim'], true),
+      decoderDepth: num('decoder-depth', values['decoder-depth'], true),
+      decoderHeads: num('decoder-heads', values['decoder-heads'], true),
+      cropScale,
+      flipProb: num('flip', values.flip),
+      trainLimit: num('train-limit', values['train-limit'], true),
+      seed: num('seed', values.seed, true),
+      out: values.out,
+      resume: values.resume,
+    }).filter(([, v]) => v !== undefined),
+  );
+  const r = await pretrainMae({ ...PRETRAIN_DEFAULTS, ...flags });
+  const last = r.metrics.at(-1);
+  console.log(`done: ${last ? `test loss ${last.test_loss.toFixed(4)}` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
   process.exit(0);
 }
 
@@ -479,7 +589,7 @@ async function profileCmd(argv: string[]): Promise<void> {
   process.exit(0);
 }
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evalCmd, augment: augmentCmd, profile: profileCmd, kernels, info };
+const commands: Record<string, (argv: string[]) => Promise<void>> = { train, pretrain, eval: evalCmd, augment: augmentCmd, profile: profileCmd, kernels, info };
 const [cmd, ...rest] = process.argv.slice(2);
 if (cmd && commands[cmd] && relaunchWithHugePages()) {
   // The relaunched process runs the command; this one waits and exits with its status.

@@ -20,8 +20,8 @@ export interface CurvePoint {
   series: string;
 }
 
-/** Training curves: loss on one panel, accuracy on another, against the step. */
-export function curvesSpec(loss: CurvePoint[], accuracy: CurvePoint[], title: string): Spec {
+/** Training curves: loss on one panel, accuracy (or `secondTitle`) on another, against the step. */
+export function curvesSpec(loss: CurvePoint[], accuracy: CurvePoint[], title: string, secondTitle = 'accuracy'): Spec {
   const panel = (values: CurvePoint[], y: string) => ({
     width: 520,
     height: 180,
@@ -33,5 +33,5 @@ export function curvesSpec(loss: CurvePoint[], accuracy: CurvePoint[], title: st
       color: { field: 'series', type: 'nominal' as const, title: null, legend: { labelLimit: 320 } },
     },
   });
-  return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title, vconcat: [panel(loss, 'loss'), panel(accuracy, 'accuracy')] } as Spec;
+  return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title, vconcat: [panel(loss, 'loss'), panel(accuracy, secondTitle)] } as Spec;
 }

@@ -47,3 +47,31 @@ export function writeSynthDataset(dir: string, train: number, test: number): str
   writeFileSync(join(dir, 't10k-labels-idx1-ubyte'), idxBytes([test], te.labels));
   return dir;
 }
+
+/** 28×28 images of one soft blob (a Gaussian of random centre and width) on black, labelled by
+ * the quadrant of its centre: most patches can be predicted from their neighbours, which is
+ * what a masked autoencoder learns. */
+export function blobImages(count: number, seed: number): { images: Uint8Array; labels: Uint8Array } {
+  let s = seed >>> 0;
+  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
+  const images = new Uint8Array(count * 784);
+  const labels = new Uint8Array(count);
+  for (let n = 0; n < count; n++) {
+    const [cx, cy, w] = [4 + rand() * 20, 4 + rand() * 20, 12 + rand() * 40];
+    labels[n] = (cx < 14 ? 0 : 1) + (cy < 14 ? 0 : 2);
+    for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) images[n * 784 + y * 28 + x] = Math.round(255 * Math.exp(-((x - cx) ** 2 + (y - cy) ** 2) / w));
+  }
+  return { images, labels };
+}
+
+/** Writes blob images as train and t10k IDX files into dir. */
+export function writeBlobDataset(dir: string, train: number, test: number): string {
+  mkdirSync(dir, { recursive: true });
+  const tr = blobImages(train, 3);
+  const te = blobImages(test, 4);
+  writeFileSync(join(dir, 'train-images-idx3-ubyte'), idxBytes([train, 28, 28], tr.images));
+  writeFileSync(join(dir, 'train-labels-idx1-ubyte'), idxBytes([train], tr.labels));
+  writeFileSync(join(dir, 't10k-images-idx3-ubyte'), idxBytes([test, 28, 28], te.images));
+  writeFileSync(join(dir, 't10k-labels-idx1-ubyte'), idxBytes([test], te.labels));
+  return dir;
+}
