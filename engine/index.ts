@@ -17,7 +17,7 @@ export { conv2d, type Conv2dOptions, im2col, type Im2colOptions, patchEmbed } fr
 export * from './ops/elementwise.js';
 export { layerNorm, useLayerNormKernel } from './ops/layernorm.js';
 export { linear, linearGelu, matmul, type MatmulForm, type MatmulKernelKind, type MatmulOptions, type MatmulShape, matmulShapesOf, type MatmulTuning, type ShapeTuning, tuneMatmul, tuneMatmulShapes, useMatmulKernel } from './ops/matmul.js';
-export { concat, copy, expand, gather, indexSelect, pad, permute, reshape, slice, transpose } from './ops/movement.js';
+export { concat, copy, expand, gather, type GatherOptions, indexSelect, pad, permute, reshape, slice, transpose } from './ops/movement.js';
 export { dropout, manualSeed, rand, randn } from './ops/random.js';
 export { argsort } from './ops/sort.js';
 export { max, mean, type ReduceKernelKind, type ReduceOptions, sum, sumToShape, useReduceKernel, variance } from './ops/reduce.js';

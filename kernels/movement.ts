@@ -65,6 +65,37 @@ export const gatherKernel = memo(function gatherKernel(rank: number): KernelSour
   });
 });
 
+/** Backward of a gather whose index holds every position along the axis at most once (for each
+ * other coordinate): each gradient element goes straight to its source, gx[c with c[axis] :=
+ * index[c]] = g[c], into zeros. Distinct targets, so no two invocations write one element. */
+export const scatterUniqueKernel = memo(function scatterUniqueKernel(rank: number): KernelSource {
+  return kernel({
+    name: `scatter_unique_r${rank}`,
+    uniforms: [
+      { name: 'n', type: 'u32' },
+      { name: 'axis_len', type: 'u32' },
+      { name: 'axis_stride', type: 'u32' },
+      ...fieldList('shape', rank),
+      ...fieldList('xst', rank),
+      ...fieldList('ist', rank),
+    ],
+    buffers: [
+      { name: 'g', access: 'read', type: 'f32' },
+      { name: 'index', access: 'read', type: 'i32' },
+      { name: 'out', access: 'read_write', type: 'f32' },
+    ],
+    workgroupSize: MOVEMENT_WG,
+    body: `${MAIN_1D} {
+  let i = global_index(wid, lid, nwg);
+  if (i >= P.n) { return; }
+  ${stridedOffsets(rank, 'i', 'shape', ['xst', 'ist'], ['xo', 'io'])}
+  let k = index[io];
+  if (k < 0 || u32(k) >= P.axis_len) { return; }
+  out[xo + u32(k) * P.axis_stride] = g[i];
+}`,
+  });
+});
+
 /** Backward of gather: gx[c] = Σ_k g[c with c[axis] := k] · [index[..k..] == c[axis]].
  * A loop per output element instead of float atomics (WGSL has none): deterministic. */
 export const gatherGradKernel = memo(function gatherGradKernel(rank: number, axis: number): KernelSource {

@@ -164,7 +164,8 @@ export class MaskedAutoencoderViT {
     const idsShuffle = T.argsort(noise, 1);
     const idsRestore = T.argsort(idsShuffle, 1);
     const idsKeep = T.slice(idsShuffle, [0, 0], [B, keep]);
-    const visible = T.gather(x, 1, T.expand(T.reshape(idsKeep, [B, keep, 1]), [B, keep, D]));
+    // Each row's kept positions are distinct (part of a permutation): the backward scatters.
+    const visible = T.gather(x, 1, T.expand(T.reshape(idsKeep, [B, keep, 1]), [B, keep, D]), { uniqueIndices: true });
     // 0 for the kept, 1 for the removed, in shuffled order, then unshuffled.
     const shuffled = new Float32Array(B * L);
     for (let b = 0; b < B; b++) shuffled.fill(1, b * L + keep, (b + 1) * L);
@@ -196,7 +197,7 @@ export class MaskedAutoencoderViT {
     const L = this.numPatches;
     const x = this.decoderEmbed.forward(latent); // (B, 1 + keep, Dd)
     const tokens = T.concat([T.slice(x, [0, 1], [B, kept]), T.expand(this.maskToken, [B, L + 1 - kept, Dd])], 1);
-    const unshuffled = T.gather(tokens, 1, T.expand(T.reshape(idsRestore, [B, L, 1]), [B, L, Dd]));
+    const unshuffled = T.gather(tokens, 1, T.expand(T.reshape(idsRestore, [B, L, 1]), [B, L, Dd]), { uniqueIndices: true });
     let y = T.add(T.concat([T.slice(x, [0, 0], [B, 1]), unshuffled], 1), this.decoderPosEmbed);
     for (const blk of this.decoderBlocks) y = blk.forward(y, ctx);
     const pred = this.decoderPred.forward(this.decoderNorm.forward(y));

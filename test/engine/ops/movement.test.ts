@@ -79,6 +79,35 @@ describe('movement ops', () => {
       vjp: ([x, i], g) => [R.gatherVjp(x!.shape, 1, Int32Array.from(i!.data), g), null],
     }));
 
+  it('gather with uniqueIndices scatters its gradient, equal to the searching backward and the reference', async () => {
+    // Index rows that are parts of permutations of the 9 positions (MAE's kept patches), and whole
+    // permutations along a middle axis (its unshuffle), with a trailing axis as in [B, L, D].
+    const r = rng(3);
+    const perm = () => [...Array(9).keys()].sort(() => r() - 0.5);
+    for (const keep of [4, 9]) {
+      const idx = new Int32Array(3 * keep * 5);
+      for (let b = 0; b < 3; b++) {
+        const p = perm();
+        for (let k = 0; k < keep; k++) for (let d = 0; d < 5; d++) idx[(b * keep + k) * 5 + d] = p[k]!;
+      }
+      const xv = Float32Array.from({ length: 3 * 9 * 5 }, () => r() - 0.5);
+      const gv = Float32Array.from({ length: 3 * keep * 5 }, () => r() - 0.5);
+      const grads: Float32Array[] = [];
+      for (const uniqueIndices of [false, true]) {
+        const x = T.tensor(xv, [3, 9, 5]);
+        x.requiresGrad = true;
+        const y = T.gather(x, 1, T.tensor(idx, [3, keep, 5]), { uniqueIndices });
+        expect(Array.from(await y.data())).toEqual(Array.from(R.gather({ data: Float64Array.from(xv), shape: [3, 9, 5] }, 1, idx, [3, keep, 5]).data, Math.fround));
+        T.sum(T.mul(y, T.tensor(gv, [3, keep, 5]))).backward();
+        grads.push((await x.grad!.data()) as Float32Array);
+      }
+      const ref = R.gatherVjp([3, 9, 5], 1, idx, { data: Float64Array.from(gv), shape: [3, keep, 5] });
+      // Each element receives one gradient value or none: exact.
+      expect(Array.from(grads[1]!)).toEqual(Array.from(grads[0]!));
+      expect(Array.from(grads[1]!)).toEqual(Array.from(ref.data, Math.fround));
+    }
+  });
+
   it('indexSelect along the last axis', () => {
     const idx = [4, 0, 4, 2];
     return checkOp({
