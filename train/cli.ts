@@ -13,6 +13,7 @@ Commands:
   train      train a ViT on Fashion-MNIST (npm start runs this with the default preset)
   pretrain   pre-train a ViT's encoder without labels: tessera pretrain mae (masked autoencoder)
   eval       accuracy, NLL, ECE and confusion matrix of a checkpoint
+  probe      k-NN and linear-probe accuracy of a checkpoint's frozen encoder (classifier or MAE)
   augment    a PNG grid of GPU-augmented images, to look at an augmentation
   profile    per-kernel GPU time of a step (Chrome trace), and \`profile attention\` throughput sweep
   kernels    print the WGSL of a kernel family: tessera kernels matmul --trans-b
@@ -337,6 +338,75 @@ async function pretrain(argv: string[]): Promise<void> {
   process.exit(0);
 }
 
+const PROBE_HELP = `tessera probe — how good a frozen encoder's features are
+
+Class-token features of every training and test image, then
+  k-NN: each test image takes the weighted vote of its k most cosine-similar training images
+        (weights exp(sim / 0.07), as DINO's eval_knn.py);
+  linear probe: a linear classifier trained on the standardised frozen features (AdamW, cosine).
+
+Options:
+  --checkpoint FILE    a classifier or an MAE pre-training checkpoint (required)
+  --data NAME          fashion-mnist | mnist | cifar10 [the checkpoint's dataset or fashion-mnist]
+  --data-dir DIR       dataset folder (also TESSERA_DATA)
+  --k N                neighbours [20]
+  --linear-epochs N    epochs of the linear probe; 0 skips it [30]
+  --train-limit N      only the first N training images (the k-NN bank and the probe's data)
+  --limit N            only the first N test images`;
+
+async function probeCmd(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      checkpoint: { type: 'string' },
+      data: { type: 'string' },
+      'data-dir': { type: 'string' },
+      k: { type: 'string' },
+      'linear-epochs': { type: 'string' },
+      'train-limit': { type: 'string' },
+      limit: { type: 'string' },
+    },
+  });
+  if (values.help) return console.log(PROBE_HELP);
+  if (!values.checkpoint) throw new UsageError('tessera probe needs --checkpoint FILE');
+  const count = (name: string, v: string | undefined, d: number, min = 1) => {
+    const n = v === undefined ? d : Number(v);
+    if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} expects an integer ≥ ${min}, got '${v}'`);
+    return n;
+  };
+  const k = count('k', values.k, 20);
+  const epochs = count('linear-epochs', values['linear-epochs'], 30, 0);
+  const T = await import('../engine/index.js');
+  const { loadDataset, normalize, subset, DATASETS } = await import('./data.js');
+  const { readCheckpoint } = await import('./checkpoint.js');
+  const { accuracyOf, encoderFromCheckpoint, extractFeatures, knnPredict, linearProbe } = await import('./probe.js');
+  await T.init();
+  const info = readCheckpoint(values.checkpoint);
+  const dataName = (values.data ?? info.metadata.dataset ?? 'fashion-mnist') as keyof typeof DATASETS;
+  if (!(dataName in DATASETS)) throw new UsageError(`--data: unknown dataset '${dataName}'`);
+  const model = encoderFromCheckpoint(values.checkpoint);
+  let [train, test] = [loadDataset(dataName, 'train', values['data-dir']), loadDataset(dataName, 'test', values['data-dir'])];
+  if (values['train-limit']) train = subset(train, count('train-limit', values['train-limit'], 0));
+  if (values.limit) test = subset(test, count('limit', values.limit, 0));
+  normalize(train, model.config.mean, model.config.std);
+  normalize(test, model.config.mean, model.config.std);
+  const t0 = performance.now();
+  const [trainF, testF] = [await extractFeatures(model, train), await extractFeatures(model, test)];
+  const D = model.config.embed_dim;
+  console.log(`${values.checkpoint}: ${D}-dim class-token features of ${train.count} train and ${test.count} test ${dataName} images in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const t1 = performance.now();
+  const knn = accuracyOf(await knnPredict(trainF, train.labels, testF, D, train.classes, k), test.labels);
+  console.log(`k-NN (k = ${k}, T = 0.07): ${(100 * knn).toFixed(2)}% (${((performance.now() - t1) / 1000).toFixed(1)} s)`);
+  if (epochs > 0) {
+    const t2 = performance.now();
+    const lin = accuracyOf(await linearProbe(trainF, train.labels, testF, D, train.classes, { epochs }), test.labels);
+    console.log(`linear probe (${epochs} epochs): ${(100 * lin).toFixed(2)}% (${((performance.now() - t2) / 1000).toFixed(1)} s)`);
+  }
+  model.dispose();
+  process.exit(0);
+}
+
 const EVAL_HELP = `tessera eval — evaluate a checkpoint
 
 Options:
@@ -589,7 +659,7 @@ async function profileCmd(argv: string[]): Promise<void> {
   process.exit(0);
 }
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { train, pretrain, eval: evalCmd, augment: augmentCmd, profile: profileCmd, kernels, info };
+const commands: Record<string, (argv: string[]) => Promise<void>> = { train, pretrain, probe: probeCmd, eval: evalCmd, augment: augmentCmd, profile: profileCmd, kernels, info };
 const [cmd, ...rest] = process.argv.slice(2);
 if (cmd && commands[cmd] && relaunchWithHugePages()) {
   // The relaunched process runs the command; this one waits and exits with its status.
