@@ -14,6 +14,7 @@ Commands:
   pretrain   pre-train a ViT's encoder without labels: tessera pretrain mae (masked autoencoder)
   eval       accuracy, NLL, ECE and confusion matrix of a checkpoint
   probe      k-NN and linear-probe accuracy of a checkpoint's frozen encoder (classifier or MAE)
+  inspect    attention of a trained ViT: mean attention distance per layer and head, class-token rollout
   augment    a PNG grid of GPU-augmented images, to look at an augmentation
   profile    per-kernel GPU time of a step (Chrome trace), and \`profile attention\` throughput sweep
   kernels    print the WGSL of a kernel family: tessera kernels matmul --trans-b
@@ -407,6 +408,60 @@ async function probeCmd(argv: string[]): Promise<void> {
   process.exit(0);
 }
 
+const INSPECT_HELP = `tessera inspect — what a trained ViT attends to
+
+Writes into --out: inspect.md (mean attention distance in pixels for every layer and head,
+against uniform attention), attention-distance.png (one dot per head against the layer, as the
+ViT paper's Fig. 7) and rollout.png (attention rollout of the class token over 8 test images).
+
+Options:
+  --checkpoint FILE    a classifier checkpoint with patch tokens, or an MAE checkpoint (required)
+  --data NAME          fashion-mnist | mnist | cifar10 [the checkpoint's dataset or fashion-mnist]
+  --data-dir DIR       dataset folder (also TESSERA_DATA)
+  --images N           test images averaged over [256]
+  --out DIR            [the checkpoint's folder]`;
+
+async function inspectCmd(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      checkpoint: { type: 'string' },
+      data: { type: 'string' },
+      'data-dir': { type: 'string' },
+      images: { type: 'string' },
+      out: { type: 'string' },
+    },
+  });
+  if (values.help) return console.log(INSPECT_HELP);
+  if (!values.checkpoint) throw new UsageError('tessera inspect needs --checkpoint FILE');
+  const images = Number(values.images ?? 256);
+  if (!Number.isInteger(images) || images < 1) throw new UsageError(`--images expects a positive integer, got '${values.images}'`);
+  const { dirname } = await import('node:path');
+  const { mkdirSync } = await import('node:fs');
+  const T = await import('../engine/index.js');
+  const { loadDataset, normalize, subset, DATASETS } = await import('./data.js');
+  const { readCheckpoint } = await import('./checkpoint.js');
+  const { encoderFromCheckpoint } = await import('./probe.js');
+  const { inspectModel } = await import('./inspect.js');
+  await T.init();
+  const info = readCheckpoint(values.checkpoint);
+  const dataName = (values.data ?? info.metadata.dataset ?? 'fashion-mnist') as keyof typeof DATASETS;
+  if (!(dataName in DATASETS)) throw new UsageError(`--data: unknown dataset '${dataName}'`);
+  const model = encoderFromCheckpoint(values.checkpoint);
+  const test = subset(loadDataset(dataName, 'test', values['data-dir']), images);
+  const raw = test.images.slice();
+  normalize(test, model.config.mean, model.config.std);
+  const out = values.out ?? dirname(values.checkpoint);
+  mkdirSync(out, { recursive: true });
+  const r = await inspectModel(model, test, { images, out, title: values.checkpoint, rawImages: raw });
+  console.log(`mean attention distance (pixels) over ${r.images} images; uniform attention: ${r.uniform.toFixed(2)}`);
+  r.distance.forEach((heads, l) => console.log(`  layer ${l}: ${heads.map((d) => d.toFixed(2)).join('  ')}`));
+  console.log(`wrote ${out}/inspect.md, attention-distance.png, rollout.png`);
+  model.dispose();
+  process.exit(0);
+}
+
 const EVAL_HELP = `tessera eval — evaluate a checkpoint
 
 Options:
@@ -659,7 +714,7 @@ async function profileCmd(argv: string[]): Promise<void> {
   process.exit(0);
 }
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { train, pretrain, probe: probeCmd, eval: evalCmd, augment: augmentCmd, profile: profileCmd, kernels, info };
+const commands: Record<string, (argv: string[]) => Promise<void>> = { train, pretrain, probe: probeCmd, inspect: inspectCmd, eval: evalCmd, augment: augmentCmd, profile: profileCmd, kernels, info };
 const [cmd, ...rest] = process.argv.slice(2);
 if (cmd && commands[cmd] && relaunchWithHugePages()) {
   // The relaunched process runs the command; this one waits and exits with its status.

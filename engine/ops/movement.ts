@@ -203,8 +203,9 @@ export interface GatherOptions {
   /** A promise that along the axis the index names every position at most once (for each other
    * coordinate): a permutation or part of one, as MAE's masks are. The backward then sends each
    * gradient element to its source (O(1) an element) instead of searching the index for every
-   * element of x (O(index length)): MAE's two gathers of a vit-fmnist-p4 step 27 → 1 ms. A
-   * repeated position breaks the promise and its gradient. */
+   * element of x (O(index length)): the backward of a [128, 49, 64] gather along 49 takes 3.5
+   * instead of 25.3 ms (profiler, medians of 15 interleaved), MAE's two of a vit-fmnist-p4 step
+   * 4.6 instead of 27. A repeated position breaks the promise and its gradient. */
   uniqueIndices?: boolean;
 }
 
