@@ -102,7 +102,8 @@ export async function inspectModel(model: VisionTransformer, ds: Dataset, opts: 
   let rows = 0;
   const rollouts: Float64Array[] = [];
   const captured: T.Tensor[] = [];
-  model.blocks.forEach((blk, i) => (blk.attn.capture = (p) => (captured[i] = p)));
+  // Kept past the forward pass's scope until read.
+  model.blocks.forEach((blk, i) => (blk.attn.capture = (p) => (captured[i] = T.keep(p))));
   const loader = new BatchLoader(ds, batch);
   const order = Int32Array.from({ length: ds.count }, (_, i) => i);
   try {
