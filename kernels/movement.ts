@@ -37,9 +37,14 @@ export const stridedCopyKernel = memo(function stridedCopyKernel(rank: number, v
 });
 
 /** out[c] = x[c with c[axis] := index[c]] (torch.gather); out of range indices give 0. */
-export const gatherKernel = memo(function gatherKernel(rank: number): KernelSource {
+/** gather: element i of the output reads x at its index along the axis. The backward of a
+ * gather whose index holds every position along the axis at most once (for each other
+ * coordinate) is the same walk the other way: element i of the gradient goes straight to its
+ * source, into zeros; distinct targets, so no two invocations write one element. Words are
+ * copied as u32, so either dtype moves bit for bit. */
+function indexedCopyKernel(kind: 'gather' | 'scatter_unique', rank: number): KernelSource {
   return kernel({
-    name: `gather_r${rank}`,
+    name: `${kind}_r${rank}`,
     uniforms: [
       { name: 'n', type: 'u32' },
       { name: 'axis_len', type: 'u32' },
@@ -59,42 +64,17 @@ export const gatherKernel = memo(function gatherKernel(rank: number): KernelSour
   if (i >= P.n) { return; }
   ${stridedOffsets(rank, 'i', 'shape', ['xst', 'ist'], ['xo', 'io'])}
   let k = index[io];
-  if (k < 0 || u32(k) >= P.axis_len) { out[i] = 0u; return; }
-  out[i] = x[xo + u32(k) * P.axis_stride];
+  ${kind === 'gather'
+    ? `if (k < 0 || u32(k) >= P.axis_len) { out[i] = 0u; return; }
+  out[i] = x[xo + u32(k) * P.axis_stride];`
+    : `if (k < 0 || u32(k) >= P.axis_len) { return; }
+  out[xo + u32(k) * P.axis_stride] = x[i];`}
 }`,
   });
-});
+}
 
-/** Backward of a gather whose index holds every position along the axis at most once (for each
- * other coordinate): each gradient element goes straight to its source, gx[c with c[axis] :=
- * index[c]] = g[c], into zeros. Distinct targets, so no two invocations write one element. */
-export const scatterUniqueKernel = memo(function scatterUniqueKernel(rank: number): KernelSource {
-  return kernel({
-    name: `scatter_unique_r${rank}`,
-    uniforms: [
-      { name: 'n', type: 'u32' },
-      { name: 'axis_len', type: 'u32' },
-      { name: 'axis_stride', type: 'u32' },
-      ...fieldList('shape', rank),
-      ...fieldList('xst', rank),
-      ...fieldList('ist', rank),
-    ],
-    buffers: [
-      { name: 'g', access: 'read', type: 'f32' },
-      { name: 'index', access: 'read', type: 'i32' },
-      { name: 'out', access: 'read_write', type: 'f32' },
-    ],
-    workgroupSize: MOVEMENT_WG,
-    body: `${MAIN_1D} {
-  let i = global_index(wid, lid, nwg);
-  if (i >= P.n) { return; }
-  ${stridedOffsets(rank, 'i', 'shape', ['xst', 'ist'], ['xo', 'io'])}
-  let k = index[io];
-  if (k < 0 || u32(k) >= P.axis_len) { return; }
-  out[xo + u32(k) * P.axis_stride] = g[i];
-}`,
-  });
-});
+export const gatherKernel = memo((rank: number) => indexedCopyKernel('gather', rank));
+export const scatterUniqueKernel = memo((rank: number) => indexedCopyKernel('scatter_unique', rank));
 
 /** Backward of gather: gx[c] = Σ_k g[c with c[axis] := k] · [index[..k..] == c[axis]].
  * A loop per output element instead of float atomics (WGSL has none): deterministic. */

@@ -87,6 +87,45 @@ function initTensor(shape: number[], init: Init, seed: number, std: number, fanI
   }
 }
 
+/** What a model holds, parameters and saved buffers by name, and what training asks of them. */
+export abstract class Module {
+  abstract readonly params: Map<string, ParamInfo>;
+  abstract readonly buffers: Map<string, T.Tensor>;
+
+  /** Everything a checkpoint holds: parameters and buffers by name. */
+  state(): Map<string, T.Tensor> {
+    const m = new Map<string, T.Tensor>();
+    for (const [name, p] of this.params) m.set(name, p.tensor);
+    for (const [name, t] of this.buffers) m.set(name, t);
+    return m;
+  }
+
+  parameters(): T.Tensor[] {
+    return [...this.params.values()].map((p) => p.tensor);
+  }
+
+  /** AdamW groups: weights decay; biases, norms, tokens and position embeddings do not (timm's
+   * and MAE's add_weight_decay). */
+  paramGroups(weightDecay: number): T.ParamGroup[] {
+    const all = [...this.params.values()];
+    return [
+      { params: all.filter((p) => p.decay).map((p) => p.tensor), weightDecay },
+      { params: all.filter((p) => !p.decay).map((p) => p.tensor), weightDecay: 0 },
+    ];
+  }
+
+  numParams(): number {
+    let n = 0;
+    for (const p of this.params.values()) n += p.tensor.size;
+    return n;
+  }
+
+  dispose(): void {
+    for (const p of this.params.values()) p.tensor.dispose();
+    for (const t of this.buffers.values()) t.dispose();
+  }
+}
+
 /** Runtime options of a forward pass. */
 export interface Ctx {
   training: boolean;

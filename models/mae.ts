@@ -4,7 +4,7 @@
 // initialise one for fine-tuning.
 import * as T from '../engine/index.js';
 import { type ViTConfig } from './vit.js';
-import { Block, type Ctx, LayerNorm, Linear, Params, type ParamInfo, PatchEmbed } from './layers.js';
+import { Block, type Ctx, LayerNorm, Linear, Module, Params, type ParamInfo, PatchEmbed } from './layers.js';
 
 /** models_mae.py's constructor arguments (timm's names for the encoder), plus the input
  * normalisation and the masking ratio used in pre-training. */
@@ -93,7 +93,7 @@ export interface MAEOutput {
   mask: T.Tensor;
 }
 
-export class MaskedAutoencoderViT {
+export class MaskedAutoencoderViT extends Module {
   readonly config: MAEConfig;
   readonly params: Map<string, ParamInfo>;
   readonly buffers: Map<string, T.Tensor>;
@@ -110,6 +110,7 @@ export class MaskedAutoencoderViT {
   readonly decoderPred: Linear;
 
   constructor(config: MAEConfig, seed = 0) {
+    super();
     const c = (this.config = config);
     if (!(c.mask_ratio >= 0 && c.mask_ratio < 1)) throw new Error(`MAE: mask ratio ${c.mask_ratio} must be in [0, 1)`);
     const p = Params.root(seed);
@@ -224,37 +225,5 @@ export class MaskedAutoencoderViT {
     const { latent, mask, idsRestore } = this.forwardEncoder(imgs, ctx, opts.maskRatio ?? this.config.mask_ratio, noise);
     const pred = this.forwardDecoder(latent, idsRestore, ctx);
     return { loss: this.forwardLoss(imgs, pred, mask), pred, mask };
-  }
-
-  /** Everything a checkpoint holds: parameters and the fixed position embeddings by name. */
-  state(): Map<string, T.Tensor> {
-    const m = new Map<string, T.Tensor>();
-    for (const [name, p] of this.params) m.set(name, p.tensor);
-    for (const [name, t] of this.buffers) m.set(name, t);
-    return m;
-  }
-
-  parameters(): T.Tensor[] {
-    return [...this.params.values()].map((p) => p.tensor);
-  }
-
-  /** AdamW groups as MAE's add_weight_decay: no decay for biases, norms and tokens. */
-  paramGroups(weightDecay: number): T.ParamGroup[] {
-    const all = [...this.params.values()];
-    return [
-      { params: all.filter((p) => p.decay).map((p) => p.tensor), weightDecay },
-      { params: all.filter((p) => !p.decay).map((p) => p.tensor), weightDecay: 0 },
-    ];
-  }
-
-  numParams(): number {
-    let n = 0;
-    for (const p of this.params.values()) n += p.tensor.size;
-    return n;
-  }
-
-  dispose(): void {
-    for (const p of this.params.values()) p.tensor.dispose();
-    for (const t of this.buffers.values()) t.dispose();
   }
 }

@@ -2,7 +2,7 @@
 // 2021), following timm's vision_transformer.py: names, layouts and init match, so a checkpoint
 // loads in timm unchanged.
 import * as T from '../engine/index.js';
-import { Block, ConvStem, type Ctx, LayerNorm, Linear, Params, type ParamInfo, PatchEmbed } from './layers.js';
+import { Block, ConvStem, type Ctx, LayerNorm, Linear, Module, Params, type ParamInfo, PatchEmbed } from './layers.js';
 
 /** timm's field names, as stored in checkpoints' `config` metadata. */
 export interface ViTConfig {
@@ -80,7 +80,7 @@ export interface ViTOutput {
   distLogits?: T.Tensor;
 }
 
-export class VisionTransformer {
+export class VisionTransformer extends Module {
   readonly config: ViTConfig;
   readonly params: Map<string, ParamInfo>;
   readonly patchEmbed: PatchEmbed | ConvStem;
@@ -96,6 +96,7 @@ export class VisionTransformer {
   readonly numPrefixTokens: number;
 
   constructor(config: ViTConfig, seed = 0) {
+    super();
     const c = (this.config = config);
     if (c.distilled && !c.class_token) throw new Error('ViT: a distilled model needs the class token');
     const p = Params.root(seed);
@@ -144,38 +145,6 @@ export class VisionTransformer {
     const distLogits = this.headDist.forward(token(1));
     // DeiT: during training both heads are returned; at inference their mean.
     return ctx.training ? { logits, distLogits } : { logits: T.mulScalar(T.add(logits, distLogits), 0.5) };
-  }
-
-  /** Everything a checkpoint holds: parameters and buffers by name. */
-  state(): Map<string, T.Tensor> {
-    const m = new Map<string, T.Tensor>();
-    for (const [name, p] of this.params) m.set(name, p.tensor);
-    for (const [name, t] of this.buffers) m.set(name, t);
-    return m;
-  }
-
-  parameters(): T.Tensor[] {
-    return [...this.params.values()].map((p) => p.tensor);
-  }
-
-  /** AdamW groups: weights decay, biases / norms / tokens / position embeddings do not. */
-  paramGroups(weightDecay: number): T.ParamGroup[] {
-    const all = [...this.params.values()];
-    return [
-      { params: all.filter((p) => p.decay).map((p) => p.tensor), weightDecay },
-      { params: all.filter((p) => !p.decay).map((p) => p.tensor), weightDecay: 0 },
-    ];
-  }
-
-  numParams(): number {
-    let n = 0;
-    for (const p of this.params.values()) n += p.tensor.size;
-    return n;
-  }
-
-  dispose(): void {
-    for (const p of this.params.values()) p.tensor.dispose();
-    for (const t of this.buffers.values()) t.dispose();
   }
 }
 

@@ -132,33 +132,69 @@ Augmentation on the GPU (see tessera augment to look at it):
   --soft-aug-power K   [2]
 Writes config.json, metrics.jsonl, last/best.safetensors, curves.png and report.md to the run folder.`;
 
+/** A numeric flag's value, or undefined when absent; a malformed one is a usage error. */
+function numberFlag(name: string, v: string | undefined, integer = false): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${name} expects ${integer ? 'an integer' : 'a number'}, got '${v}'`);
+  return n;
+}
+
+/** The options `train` and `pretrain` share: model, data, schedule, run folder. */
+const RUN_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  preset: { type: 'string' },
+  data: { type: 'string' },
+  'data-dir': { type: 'string' },
+  epochs: { type: 'string' },
+  'max-steps': { type: 'string' },
+  'batch-size': { type: 'string' },
+  lr: { type: 'string' },
+  'min-lr': { type: 'string' },
+  'warmup-steps': { type: 'string' },
+  'weight-decay': { type: 'string' },
+  'train-limit': { type: 'string' },
+  seed: { type: 'string' },
+  out: { type: 'string' },
+  resume: { type: 'boolean' },
+} as const;
+
+type RunOptionValues = { [K in keyof typeof RUN_OPTIONS]?: (typeof RUN_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+
+/** RUN_OPTIONS' values as config fields (absent flags left out). */
+function runFlags(values: RunOptionValues) {
+  return {
+    preset: values.preset,
+    dataDir: values['data-dir'],
+    epochs: numberFlag('epochs', values.epochs, true),
+    maxSteps: numberFlag('max-steps', values['max-steps'], true),
+    batchSize: numberFlag('batch-size', values['batch-size'], true),
+    lr: numberFlag('lr', values.lr),
+    minLr: numberFlag('min-lr', values['min-lr']),
+    warmupSteps: numberFlag('warmup-steps', values['warmup-steps'], true),
+    weightDecay: numberFlag('weight-decay', values['weight-decay']),
+    trainLimit: numberFlag('train-limit', values['train-limit'], true),
+    seed: numberFlag('seed', values.seed, true),
+    out: values.out,
+    resume: values.resume,
+  };
+}
+
+const defined = <V>(o: Record<string, V | undefined>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Record<string, V>;
+
 async function train(argv: string[]): Promise<void> {
   const { PRESETS } = await import('../models/vit.js');
   const { values } = parseArgs({
     args: argv,
     options: {
-      help: { type: 'boolean', short: 'h' },
-      preset: { type: 'string' },
-      data: { type: 'string' },
-      'data-dir': { type: 'string' },
-      epochs: { type: 'string' },
-      'max-steps': { type: 'string' },
+      ...RUN_OPTIONS,
       'time-budget': { type: 'string' },
       'schedule-steps': { type: 'string' },
-      'batch-size': { type: 'string' },
-      lr: { type: 'string' },
-      'min-lr': { type: 'string' },
-      'warmup-steps': { type: 'string' },
-      'weight-decay': { type: 'string' },
       'label-smoothing': { type: 'string' },
       'clip-grad': { type: 'string' },
       ema: { type: 'string' },
-      seed: { type: 'string' },
-      out: { type: 'string' },
-      resume: { type: 'boolean' },
       teacher: { type: 'string' },
       init: { type: 'string' },
-      'train-limit': { type: 'string' },
       'eval-limit': { type: 'string' },
       aug: { type: 'string' },
       'ra-layers': { type: 'string' },
@@ -174,12 +210,7 @@ async function train(argv: string[]): Promise<void> {
     },
   });
   if (values.help) return console.log(TRAIN_HELP.replace('${PRESET_NAMES}', Object.keys(PRESETS).join(', ')));
-  const num = (name: string, v: string | undefined, integer = false): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${name} expects ${integer ? 'an integer' : 'a number'}, got '${v}'`);
-    return n;
-  };
+  const num = numberFlag;
   const { train: run, TRAIN_DEFAULTS } = await import('./trainer.js');
   const { DATASETS } = await import('./data.js');
   if (values.data && !(values.data in DATASETS)) throw new UsageError(`--data: unknown dataset '${values.data}'; choose ${Object.keys(DATASETS).join(', ')}`);
@@ -187,43 +218,29 @@ async function train(argv: string[]): Promise<void> {
   if (values.preset && !(values.preset in PRESETS)) throw new UsageError(`--preset: unknown preset '${values.preset}'; presets: ${Object.keys(PRESETS).join(', ')}`);
   const { AUG_PIPELINES } = await import('./augment.js');
   if (values.aug && !(AUG_PIPELINES as readonly string[]).includes(values.aug)) throw new UsageError(`--aug: unknown pipeline '${values.aug}'; choose ${AUG_PIPELINES.join(', ')}`);
-  const flags = Object.fromEntries(
-    Object.entries({
-      preset: values.preset,
-      data: values.data as keyof typeof DATASETS | undefined,
-      dataDir: values['data-dir'],
-      epochs: num('epochs', values.epochs, true),
-      maxSteps: num('max-steps', values['max-steps'], true),
-      timeBudget: num('time-budget', values['time-budget']),
-      scheduleSteps: num('schedule-steps', values['schedule-steps'], true),
-      batchSize: num('batch-size', values['batch-size'], true),
-      lr: num('lr', values.lr),
-      minLr: num('min-lr', values['min-lr']),
-      warmupSteps: num('warmup-steps', values['warmup-steps'], true),
-      weightDecay: num('weight-decay', values['weight-decay']),
-      labelSmoothing: num('label-smoothing', values['label-smoothing']),
-      clipGrad: num('clip-grad', values['clip-grad']),
-      ema: num('ema', values.ema),
-      seed: num('seed', values.seed, true),
-      out: values.out,
-      resume: values.resume,
-      teacher: values.teacher,
-      init: values.init,
-      trainLimit: num('train-limit', values['train-limit'], true),
-      evalLimit: num('eval-limit', values['eval-limit'], true),
-      aug: values.aug as AugPipeline | undefined,
-      raLayers: num('ra-layers', values['ra-layers'], true),
-      raMagnitude: num('ra-magnitude', values['ra-magnitude']),
-      jsdWeight: num('jsd-weight', values['jsd-weight']),
-      cropPad: num('crop-pad', values['crop-pad'], true),
-      mixup: num('mixup', values.mixup),
-      cutmix: num('cutmix', values.cutmix),
-      randomErasing: num('random-erasing', values['random-erasing']),
-      softAug: values['soft-aug'],
-      softAugMin: num('soft-aug-min', values['soft-aug-min']),
-      softAugPower: num('soft-aug-power', values['soft-aug-power']),
-    }).filter(([, v]) => v !== undefined),
-  );
+  const flags = defined({
+    ...runFlags(values),
+    data: values.data as keyof typeof DATASETS | undefined,
+    timeBudget: num('time-budget', values['time-budget']),
+    scheduleSteps: num('schedule-steps', values['schedule-steps'], true),
+    labelSmoothing: num('label-smoothing', values['label-smoothing']),
+    clipGrad: num('clip-grad', values['clip-grad']),
+    ema: num('ema', values.ema),
+    teacher: values.teacher,
+    init: values.init,
+    evalLimit: num('eval-limit', values['eval-limit'], true),
+    aug: values.aug as AugPipeline | undefined,
+    raLayers: num('ra-layers', values['ra-layers'], true),
+    raMagnitude: num('ra-magnitude', values['ra-magnitude']),
+    jsdWeight: num('jsd-weight', values['jsd-weight']),
+    cropPad: num('crop-pad', values['crop-pad'], true),
+    mixup: num('mixup', values.mixup),
+    cutmix: num('cutmix', values.cutmix),
+    randomErasing: num('random-erasing', values['random-erasing']),
+    softAug: values['soft-aug'],
+    softAugMin: num('soft-aug-min', values['soft-aug-min']),
+    softAugPower: num('soft-aug-power', values['soft-aug-power']),
+  });
   const r = await run({ ...TRAIN_DEFAULTS, ...flags });
   console.log(`done: test accuracy ${(100 * r.finalAccuracy).toFixed(2)}% (best ${(100 * r.bestAccuracy).toFixed(2)}%) in ${r.seconds.toFixed(0)} s, ` +
     `${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
@@ -265,17 +282,7 @@ async function pretrain(argv: string[]): Promise<void> {
     args: argv,
     allowPositionals: true,
     options: {
-      help: { type: 'boolean', short: 'h' },
-      preset: { type: 'string' },
-      data: { type: 'string' },
-      'data-dir': { type: 'string' },
-      epochs: { type: 'string' },
-      'max-steps': { type: 'string' },
-      'batch-size': { type: 'string' },
-      lr: { type: 'string' },
-      'min-lr': { type: 'string' },
-      'warmup-steps': { type: 'string' },
-      'weight-decay': { type: 'string' },
+      ...RUN_OPTIONS,
       'mask-ratio': { type: 'string' },
       'no-norm-pix-loss': { type: 'boolean' },
       'decoder-dim': { type: 'string' },
@@ -283,20 +290,11 @@ async function pretrain(argv: string[]): Promise<void> {
       'decoder-heads': { type: 'string' },
       'crop-scale': { type: 'string' },
       flip: { type: 'string' },
-      'train-limit': { type: 'string' },
-      seed: { type: 'string' },
-      out: { type: 'string' },
-      resume: { type: 'boolean' },
     },
   });
   if (values.help) return console.log(PRETRAIN_HELP);
   if (positionals[0] !== 'mae' || positionals.length > 1) throw new UsageError(`tessera pretrain: give the method, 'mae' (got '${positionals.join(' ')}')`);
-  const num = (name: string, v: string | undefined, integer = false): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${name} expects ${integer ? 'an integer' : 'a number'}, got '${v}'`);
-    return n;
-  };
+  const num = numberFlag;
   const { PRESETS } = await import('../models/vit.js');
   const { DATASETS } = await import('./data.js');
   if (values.preset && !(values.preset in PRESETS)) throw new UsageError(`--preset: unknown preset '${values.preset}'; presets: ${Object.keys(PRESETS).join(', ')}`);
@@ -308,31 +306,17 @@ async function pretrain(argv: string[]): Promise<void> {
     cropScale = parts as [number, number];
   }
   const { pretrainMae, PRETRAIN_DEFAULTS } = await import('./pretrain.js');
-  const flags = Object.fromEntries(
-    Object.entries({
-      preset: values.preset,
-      data: values.data as keyof typeof DATASETS | undefined,
-      dataDir: values['data-dir'],
-      epochs: num('epochs', values.epochs, true),
-      maxSteps: num('max-steps', values['max-steps'], true),
-      batchSize: num('batch-size', values['batch-size'], true),
-      lr: num('lr', values.lr),
-      minLr: num('min-lr', values['min-lr']),
-      warmupSteps: num('warmup-steps', values['warmup-steps'], true),
-      weightDecay: num('weight-decay', values['weight-decay']),
-      maskRatio: num('mask-ratio', values['mask-ratio']),
-      normPixLoss: values['no-norm-pix-loss'] ? false : undefined,
-      decoderDim: num('decoder-dim', values['decoder-dim'], true),
-      decoderDepth: num('decoder-depth', values['decoder-depth'], true),
-      decoderHeads: num('decoder-heads', values['decoder-heads'], true),
-      cropScale,
-      flipProb: num('flip', values.flip),
-      trainLimit: num('train-limit', values['train-limit'], true),
-      seed: num('seed', values.seed, true),
-      out: values.out,
-      resume: values.resume,
-    }).filter(([, v]) => v !== undefined),
-  );
+  const flags = defined({
+    ...runFlags(values),
+    data: values.data as keyof typeof DATASETS | undefined,
+    maskRatio: num('mask-ratio', values['mask-ratio']),
+    normPixLoss: values['no-norm-pix-loss'] ? false : undefined,
+    decoderDim: num('decoder-dim', values['decoder-dim'], true),
+    decoderDepth: num('decoder-depth', values['decoder-depth'], true),
+    decoderHeads: num('decoder-heads', values['decoder-heads'], true),
+    cropScale,
+    flipProb: num('flip', values.flip),
+  });
   const r = await pretrainMae({ ...PRETRAIN_DEFAULTS, ...flags });
   const last = r.metrics.at(-1);
   console.log(`done: ${last ? `test loss ${last.test_loss.toFixed(4)}` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);

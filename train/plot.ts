@@ -35,3 +35,22 @@ export function curvesSpec(loss: CurvePoint[], accuracy: CurvePoint[], title: st
   });
   return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title, vconcat: [panel(loss, 'loss'), panel(accuracy, secondTitle)] } as Spec;
 }
+
+/** Per-step losses averaged over windows (at most 200 points), as the "train loss" series. */
+export function smoothedLoss(losses: readonly number[]): CurvePoint[] {
+  const points: CurvePoint[] = [];
+  const win = Math.max(1, Math.floor(losses.length / 200));
+  for (let i = 0; i + win <= losses.length; i += win) {
+    points.push({ step: i + win, value: losses.slice(i, i + win).reduce((a, b) => a + b, 0) / win, series: 'train loss (batch mean)' });
+  }
+  return points;
+}
+
+/** Renders a run's curves; a failure is reported, not thrown: the run's results are already saved. */
+export async function renderCurves(spec: Spec, path: string): Promise<void> {
+  try {
+    await renderPng(spec, path);
+  } catch (e) {
+    console.error(`tessera: could not render ${path} (${(e as Error).message})`);
+  }
+}

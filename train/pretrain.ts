@@ -3,7 +3,7 @@
 // linear warmup then half-cycle cosine; a run folder with config, losses, checkpoints, curves,
 // reconstructions and a report, and exact resume. Its last.safetensors initialises a ViT for
 // fine-tuning (`tessera train --init`).
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as T from '../engine/index.js';
 import { type MAEConfig, maeConfigFor, MaskedAutoencoderViT } from '../models/mae.js';
@@ -11,8 +11,9 @@ import { presetConfig, type ViTConfig } from '../models/vit.js';
 import { checkpointArch, CheckpointError, loadOptimizerState, loadWeights, readCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, permutation, subset } from './data.js';
 import { writeImageGrid } from './image.js';
-import { curvesSpec, renderPng, type CurvePoint } from './plot.js';
+import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
 import { ProgressBar } from './progress.js';
+import { openRunLogs } from './runlog.js';
 import { warmupCosine } from './schedule.js';
 
 export interface PretrainConfig {
@@ -236,18 +237,11 @@ export async function pretrainMae(overrides: Partial<PretrainConfig>): Promise<P
     loadWeights(model, resumeInfo, lastPath);
     loadOptimizerState(opt, model, resumeInfo, lastPath);
     step = resumeInfo.step;
-    const lines = (path: string) => (existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean) : []);
-    const keptMetrics = lines(metricsPath).filter((l) => (JSON.parse(l) as PretrainEpoch).step <= step);
-    const keptLosses = lines(lossPath).slice(0, step);
-    history.push(...keptMetrics.map((l) => JSON.parse(l) as PretrainEpoch));
-    losses.push(...keptLosses.map((l) => (JSON.parse(l) as { loss: number }).loss));
-    writeFileSync(metricsPath, keptMetrics.map((l) => l + '\n').join(''));
-    writeFileSync(lossPath, keptLosses.map((l) => l + '\n').join(''));
     log(`resumed ${lastPath} at step ${step} (epoch ${Math.floor(step / stepsPerEpoch)})`);
-  } else {
-    writeFileSync(metricsPath, '');
-    writeFileSync(lossPath, '');
   }
+  const logs = openRunLogs<PretrainEpoch>(metricsPath, lossPath, resumeInfo ? step : null);
+  history.push(...logs.metrics);
+  losses.push(...logs.losses);
   writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ pretrain: cfg, model: mc, params: model.numParams() }, null, 2) + '\n');
   log(`tessera: MAE pre-training of ${cfg.preset}'s encoder (${model.numParams().toLocaleString()} parameters with the decoder) on ${cfg.data}: ` +
     `${trainSet.count} images, ${Math.round(100 * mc.mask_ratio)}% of ${model.numPatches} patches masked, ${cfg.epochs} epochs of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
@@ -320,18 +314,9 @@ export async function pretrainMae(overrides: Partial<PretrainConfig>): Promise<P
 }
 
 async function writeReport(cfg: PretrainConfig, mc: MAEConfig, params: number, r: PretrainResult): Promise<void> {
-  const smooth: CurvePoint[] = [];
-  const win = Math.max(1, Math.floor(r.losses.length / 200));
-  for (let i = 0; i + win <= r.losses.length; i += win) {
-    smooth.push({ step: i + win, value: r.losses.slice(i, i + win).reduce((a, b) => a + b, 0) / win, series: 'train loss (batch mean)' });
-  }
   const test = r.metrics.map((m) => ({ step: m.step, value: m.test_loss, series: 'test loss (fixed masks)' }));
   const speed = r.metrics.map((m) => ({ step: m.step, value: m.images_per_s, series: 'training images/s' }));
-  try {
-    await renderPng(curvesSpec([...smooth, ...test], speed, `MAE pre-training, ${cfg.preset} on ${cfg.data}`, 'images/s'), join(cfg.out, 'curves.png'));
-  } catch (e) {
-    console.error(`tessera: could not render curves.png (${(e as Error).message})`);
-  }
+  await renderCurves(curvesSpec([...smoothedLoss(r.losses), ...test], speed, `MAE pre-training, ${cfg.preset} on ${cfg.data}`, 'images/s'), join(cfg.out, 'curves.png'));
   const rows = r.metrics.map((m) => `| ${m.epoch} | ${m.step} | ${m.train_loss.toFixed(4)} | ${m.test_loss.toFixed(4)} | ${m.images_per_s.toFixed(0)} | ${m.elapsed_s.toFixed(0)} |`);
   const md = [
     `# MAE pre-training: ${cfg.preset} on ${cfg.data}`,

@@ -1,7 +1,7 @@
 // Supervised training of a ViT / DeiT: AdamW with warmup + cosine, label smoothing, global-norm
 // clipping, optional weight EMA and DeiT hard distillation, evaluation each epoch, a run folder
 // with config, metrics, checkpoints, curves and a report, and exact resume.
-import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as T from '../engine/index.js';
 import { presetConfig, type ViTConfig, VisionTransformer } from '../models/vit.js';
@@ -10,8 +10,9 @@ import { type MAEConfig, vitConfigFromMae } from '../models/mae.js';
 import { AUGMENT_DEFAULTS, type AugmentConfig, augmentBatch, augmenting, checkAugmentConfig } from './augment.js';
 import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, permutation, subset } from './data.js';
 import { classificationMetrics, type ClassificationMetrics, confusionTable } from './metrics.js';
-import { curvesSpec, renderPng, type CurvePoint } from './plot.js';
+import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
 import { ProgressBar } from './progress.js';
+import { openRunLogs } from './runlog.js';
 import { stepsWithinBudget, warmupCosine } from './schedule.js';
 
 /** Training options; `{...TRAIN_DEFAULTS, ...preset recipe, ...flags}`; augmentation fields
@@ -258,19 +259,11 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     if (restarted.length) log(`${lastPath} holds no weight EMA for ${restarted.length === model.state().size ? 'the model' : restarted.join(', ')}: it starts from the resumed values`);
     step = resumeInfo.step;
     best = Number(resumeInfo.metadata.best_accuracy ?? 0);
-    const lines = (path: string) => (existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean) : []);
-    // A run killed after its last checkpoint wrote lines for steps it will now repeat: drop them.
-    const keptMetrics = lines(metricsPath).filter((l) => (JSON.parse(l) as EpochMetrics).step <= step);
-    const keptLosses = lines(lossPath).slice(0, step);
-    history.push(...keptMetrics.map((l) => JSON.parse(l) as EpochMetrics));
-    losses.push(...keptLosses.map((l) => (JSON.parse(l) as { loss: number }).loss));
-    writeFileSync(metricsPath, keptMetrics.map((l) => l + '\n').join(''));
-    writeFileSync(lossPath, keptLosses.map((l) => l + '\n').join(''));
     log(`resumed ${lastPath} at step ${step} (epoch ${Math.floor(step / stepsPerEpoch)})`);
-  } else {
-    writeFileSync(metricsPath, '');
-    writeFileSync(lossPath, '');
   }
+  const logs = openRunLogs<EpochMetrics>(metricsPath, lossPath, resumeInfo ? step : null);
+  history.push(...logs.metrics);
+  losses.push(...logs.losses);
   log(`tessera: ${modelName} (${model.numParams().toLocaleString()} parameters) on ${cfg.data}: ${trainSet.count} train / ${testSet.count} test images, ` +
     `${budgeted ? `a ${cfg.timeBudget} min budget` : `${formatEpochs(totalSteps / stepsPerEpoch)} epochs`} of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
 
@@ -458,19 +451,11 @@ function runModelName(cfg: TrainConfig): string {
 
 async function writeReport(cfg: TrainConfig, mc: ViTConfig, params: number, r: TrainResult, testSet: Dataset): Promise<void> {
   const modelName = runModelName(cfg);
-  const smooth: CurvePoint[] = [];
-  const win = Math.max(1, Math.floor(r.losses.length / 200));
-  for (let i = 0; i + win <= r.losses.length; i += win) {
-    smooth.push({ step: i + win, value: r.losses.slice(i, i + win).reduce((a, b) => a + b, 0) / win, series: 'train loss (batch mean)' });
-  }
+  const smooth = smoothedLoss(r.losses);
   const evalLoss = r.metrics.map((m) => ({ step: m.step, value: m.test_nll, series: 'test NLL' }));
   const acc = r.metrics.map((m) => ({ step: m.step, value: m.test_accuracy, series: 'test accuracy' }));
   const emaAcc = r.metrics.filter((m) => m.ema_accuracy !== undefined).map((m) => ({ step: m.step, value: m.ema_accuracy!, series: 'EMA test accuracy' }));
-  try {
-    await renderPng(curvesSpec([...smooth, ...evalLoss], [...acc, ...emaAcc], `${modelName} on ${cfg.data}`), join(cfg.out, 'curves.png'));
-  } catch (e) {
-    console.error(`tessera: could not render curves.png (${(e as Error).message})`);
-  }
+  await renderCurves(curvesSpec([...smooth, ...evalLoss], [...acc, ...emaAcc], `${modelName} on ${cfg.data}`), join(cfg.out, 'curves.png'));
   const withEma = r.metrics.some((m) => m.ema_accuracy !== undefined);
   const emaCell = (m: EpochMetrics) => (withEma ? ` ${m.ema_accuracy !== undefined ? (100 * m.ema_accuracy).toFixed(2) : ''} |` : '');
   const rows = r.metrics.map((m) => `| ${m.epoch} | ${m.step} | ${m.train_loss.toFixed(4)} | ${(100 * m.test_accuracy).toFixed(2)} |${emaCell(m)} ${m.test_nll.toFixed(4)} | ${m.test_ece.toFixed(4)} | ${m.images_per_s.toFixed(0)} | ${m.elapsed_s.toFixed(0)} |`);
