@@ -120,8 +120,9 @@ export class VisionTransformer extends Module {
     this.headDist = c.distilled ? new Linear(p.pp('head_dist'), c.embed_dim, c.num_classes) : null;
   }
 
-  /** Tokens after the final norm: (B, prefix + N, D). */
-  forwardFeatures(x: T.Tensor, ctx: Ctx): T.Tensor {
+  /** Tokens after the final norm: (B, prefix + N, D). `tap`, when given, sees the tokens entering
+   * the first block (layer 0) and leaving each block (layers 1 … depth). */
+  forwardFeatures(x: T.Tensor, ctx: Ctx, tap?: (layer: number, tokens: T.Tensor) => void): T.Tensor {
     const c = this.config;
     if (x.rank !== 4 || x.shape[1] !== c.in_chans || x.shape[2] !== c.img_size || x.shape[3] !== c.img_size) {
       throw new Error(`ViT: input ${x.describe()} must be [B, ${c.in_chans}, ${c.img_size}, ${c.img_size}]`);
@@ -131,7 +132,11 @@ export class VisionTransformer extends Module {
     const prefix = [this.clsToken, this.distToken].filter((t): t is T.Tensor => t !== null).map((t) => T.expand(t, [B, 1, c.embed_dim]));
     if (prefix.length) h = T.concat([...prefix, h], 1); // (B, prefix + N, D)
     h = T.dropout(T.add(h, this.posEmbed), c.drop_rate, { training: ctx.training });
-    for (const blk of this.blocks) h = blk.forward(h, ctx);
+    tap?.(0, h);
+    this.blocks.forEach((blk, i) => {
+      h = blk.forward(h, ctx);
+      tap?.(i + 1, h);
+    });
     return this.norm.forward(h);
   }
 

@@ -396,13 +396,17 @@ const INSPECT_HELP = `tessera inspect — what a trained ViT attends to
 
 Writes into --out: inspect.md (mean attention distance in pixels for every layer and head,
 against uniform attention), attention-distance.png (one dot per head against the layer, as the
-ViT paper's Fig. 7) and rollout.png (attention rollout of the class token over 8 test images).
+ViT paper's Fig. 7), rollout.png (attention rollout of the class token over 8 test images), and
+cka.md / cka.png (linear CKA between layers, Kornblith et al. 2019).
 
 Options:
   --checkpoint FILE    a classifier checkpoint with patch tokens, or an MAE checkpoint (required)
   --data NAME          fashion-mnist | mnist | cifar10 [the checkpoint's dataset or fashion-mnist]
   --data-dir DIR       dataset folder (also TESSERA_DATA)
   --images N           test images averaged over [256]
+  --compare FILE       the linear CKA between every layer of --checkpoint and of this
+                       checkpoint (same image size) on the first 256 test images: cka.png, cka.md;
+                       without it, the checkpoint's layers against each other
   --out DIR            [the checkpoint's folder]`;
 
 async function inspectCmd(argv: string[]): Promise<void> {
@@ -414,6 +418,7 @@ async function inspectCmd(argv: string[]): Promise<void> {
       data: { type: 'string' },
       'data-dir': { type: 'string' },
       images: { type: 'string' },
+      compare: { type: 'string' },
       out: { type: 'string' },
     },
   });
@@ -427,7 +432,7 @@ async function inspectCmd(argv: string[]): Promise<void> {
   const { loadDataset, normalize, subset, DATASETS } = await import('./data.js');
   const { readCheckpoint } = await import('./checkpoint.js');
   const { encoderFromCheckpoint } = await import('./probe.js');
-  const { inspectModel } = await import('./inspect.js');
+  const { ckaMatrix, inspectModel, writeCkaPng } = await import('./inspect.js');
   await T.init();
   const info = readCheckpoint(values.checkpoint);
   const dataName = (values.data ?? info.metadata.dataset ?? 'fashion-mnist') as keyof typeof DATASETS;
@@ -441,7 +446,23 @@ async function inspectCmd(argv: string[]): Promise<void> {
   const r = await inspectModel(model, test, { images, out, title: values.checkpoint, rawImages: raw });
   console.log(`mean attention distance (pixels) over ${r.images} images; uniform attention: ${r.uniform.toFixed(2)}`);
   r.distance.forEach((heads, l) => console.log(`  layer ${l}: ${heads.map((d) => d.toFixed(2)).join('  ')}`));
-  console.log(`wrote ${out}/inspect.md, attention-distance.png, rollout.png`);
+  // CKA of layer representations (all tokens, flattened) on the first 256 test images.
+  const other = values.compare ? encoderFromCheckpoint(values.compare) : model;
+  const c = model.config;
+  if (other.config.img_size !== c.img_size || other.config.in_chans !== c.in_chans) throw new UsageError(`--compare: ${values.compare} takes ${other.config.in_chans}×${other.config.img_size}² images, ${values.checkpoint} ${c.in_chans}×${c.img_size}²`);
+  const m = Math.min(256, test.count);
+  const batch = T.tensor(test.images.subarray(0, m * c.in_chans * c.img_size ** 2), [m, c.in_chans, c.img_size, c.img_size]);
+  const cka = await ckaMatrix(model, other, batch);
+  batch.dispose();
+  const names = [values.checkpoint, values.compare ?? values.checkpoint];
+  await writeCkaPng(cka, `${out}/cka.png`, `linear CKA on ${m} test images (layer 0: tokens before the first block)`, names[0]!, names[1]!);
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(`${out}/cka.md`, [`# Linear CKA: rows ${names[0]}, columns ${names[1]} (${m} test images, all tokens of a layer flattened)`, '',
+    `| layer | ${cka[0]!.map((_, j) => j).join(' | ')} |`, `|---:|${cka[0]!.map(() => '---:').join('|')}|`,
+    ...cka.map((row, i) => `| ${i} | ${row.map((v) => v.toFixed(3)).join(' | ')} |`), '', '![cka](cka.png)', ''].join('\n'));
+  if (values.compare) console.log(`linear CKA, layer by layer against ${values.compare}: ${cka.map((row, i) => (row[i] ?? NaN).toFixed(3)).join('  ')}`);
+  console.log(`wrote ${out}/inspect.md, attention-distance.png, rollout.png, cka.md, cka.png`);
+  if (other !== model) other.dispose();
   model.dispose();
   process.exit(0);
 }

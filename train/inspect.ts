@@ -189,3 +189,63 @@ async function writeInspectFiles(distance: number[][], uniform: number, images: 
   ].join('\n');
   writeFileSync(join(opts.out, 'inspect.md'), md);
 }
+
+// ---- CKA (Kornblith et al. 2019, as Raghu et al. use it) ----------------------------------------
+
+/** Linear CKA from two Gram matrices of column-centred representations of the same m examples,
+ * K = X̃X̃ᵀ and L = ỸỸᵀ (m × m, row-major): tr(KL) / √(tr(KK) · tr(LL)), which equals
+ * ‖ỸᵀX̃‖²_F / (‖X̃ᵀX̃‖_F · ‖ỸᵀỸ‖_F). */
+export function linearCka(K: Float64Array, L: Float64Array): number {
+  let [kl, kk, ll] = [0, 0, 0];
+  for (let i = 0; i < K.length; i++) {
+    kl += K[i]! * L[i]!;
+    kk += K[i]! * K[i]!;
+    ll += L[i]! * L[i]!;
+  }
+  return kl / Math.sqrt(kk * ll);
+}
+
+/** The centred Gram matrix of rows x [m, p] (each column's mean removed), on the GPU. */
+export function centredGram(x: T.Tensor): T.Tensor {
+  const c = T.sub(x, T.mean(x, 0, { keepdim: true }));
+  return T.matmul(c, c, { transB: true });
+}
+
+/** Gram matrices of every layer's tokens (flattened, [m, N·D]) for m images in one batch. */
+export async function layerGrams(model: VisionTransformer, images: T.Tensor): Promise<Float64Array[]> {
+  const grams: T.Tensor[] = [];
+  const m = images.shape[0]!;
+  T.noGrad(() => T.scope(() => void model.forwardFeatures(images, { training: false }, (layer, h) => (grams[layer] = T.keep(centredGram(T.reshape(h, [m, h.size / m])))))));
+  const out: Float64Array[] = [];
+  for (const g of grams) {
+    out.push(Float64Array.from(await g.data()));
+    g.dispose();
+  }
+  return out;
+}
+
+/** CKA between every layer of model a (rows) and of model b (columns) on the same images. */
+export async function ckaMatrix(a: VisionTransformer, b: VisionTransformer, images: T.Tensor): Promise<number[][]> {
+  const ga = await layerGrams(a, images);
+  const gb = a === b ? ga : await layerGrams(b, images);
+  return ga.map((K) => gb.map((L) => linearCka(K, L)));
+}
+
+/** A heatmap of the CKA matrix (layer 0 = the embedded tokens before the first block). */
+export async function writeCkaPng(cka: number[][], path: string, title: string, rowsName: string, colsName: string): Promise<void> {
+  const values = cka.flatMap((row, i) => row.map((v, j) => ({ a: i, b: j, cka: v })));
+  const spec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    width: 24 * cka[0]!.length,
+    height: 24 * cka.length,
+    data: { values },
+    mark: 'rect',
+    encoding: {
+      x: { field: 'b', type: 'ordinal', title: `${colsName} layer` },
+      y: { field: 'a', type: 'ordinal', title: `${rowsName} layer`, sort: 'descending' },
+      color: { field: 'cka', type: 'quantitative', scale: { domain: [0, 1], scheme: 'magma' }, title: 'CKA' },
+    },
+  } as unknown as Spec;
+  await renderPng(spec, path);
+}
