@@ -377,7 +377,7 @@ async function probeCmd(argv: string[]): Promise<void> {
   normalize(train, model.config.mean, model.config.std);
   normalize(test, model.config.mean, model.config.std);
   const t0 = performance.now();
-  const [trainF, testF] = [await extractFeatures(model, train), await extractFeatures(model, test)];
+  const [trainF, testF] = [await extractFeatures(model, train, 500, 'train features'), await extractFeatures(model, test, 500, 'test features')];
   const D = model.config.embed_dim;
   console.log(`${values.checkpoint}: ${D}-dim class-token features of ${train.count} train and ${test.count} test ${dataName} images in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const t1 = performance.now();

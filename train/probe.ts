@@ -8,6 +8,7 @@ import { vitConfigFromMae, type MAEConfig } from '../models/mae.js';
 import { presetConfig, VisionTransformer } from '../models/vit.js';
 import { checkpointArch, loadEncoderWeights, loadWeights, readCheckpoint } from './checkpoint.js';
 import { BatchLoader, type Dataset, permutation } from './data.js';
+import { ProgressBar } from './progress.js';
 import { warmupCosine } from './schedule.js';
 
 /** The encoder of a classifier or MAE checkpoint, as a ViT (an MAE's head is left unused). */
@@ -23,11 +24,13 @@ export function encoderFromCheckpoint(path: string): VisionTransformer {
   return model;
 }
 
-/** Class-token features [N, D] of a normalised dataset. */
-export async function extractFeatures(model: VisionTransformer, ds: Dataset, batchSize = 500): Promise<Float32Array> {
+/** Class-token features [N, D] of a normalised dataset; `progress` names a bar to show. */
+export async function extractFeatures(model: VisionTransformer, ds: Dataset, batchSize = 500, progress?: string): Promise<Float32Array> {
   const D = model.config.embed_dim;
   const out = new Float32Array(ds.count * D);
   const order = Int32Array.from({ length: ds.count }, (_, i) => i);
+  const steps = Math.ceil(ds.count / batchSize);
+  const bar = progress ? new ProgressBar(progress, steps, batchSize, 10) : null;
   for (let start = 0; start < ds.count; start += batchSize) {
     const n = Math.min(batchSize, ds.count - start);
     const loader = new BatchLoader(ds, n);
@@ -36,7 +39,9 @@ export async function extractFeatures(model: VisionTransformer, ds: Dataset, bat
     await f.data(out.subarray(start * D, (start + n) * D));
     f.dispose();
     loader.dispose();
+    bar?.update(start / batchSize + 1, {});
   }
+  bar?.finish();
   return out;
 }
 
