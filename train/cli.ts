@@ -304,18 +304,23 @@ async function pretrain(argv: string[]): Promise<void> {
     const parts = values['crop-scale'].split(',').map(Number);
     if (parts.length !== 2 || parts.some((v) => !Number.isFinite(v))) throw new UsageError(`--crop-scale expects two numbers like 0.2,1, got '${values['crop-scale']}'`);
     cropScale = parts as [number, number];
+    if (!(parts[0]! > 0 && parts[0]! <= parts[1]! && parts[1]! <= 1)) throw new UsageError(`--crop-scale ${values['crop-scale']}: need 0 < min ≤ max ≤ 1`);
   }
+  const maskRatio = num('mask-ratio', values['mask-ratio']);
+  if (maskRatio !== undefined && !(maskRatio >= 0 && maskRatio < 1)) throw new UsageError(`--mask-ratio must be in [0, 1), got ${maskRatio}`);
+  const flipProb = num('flip', values.flip);
+  if (flipProb !== undefined && !(flipProb >= 0 && flipProb <= 1)) throw new UsageError(`--flip is a probability, got ${flipProb}`);
   const { pretrainMae, PRETRAIN_DEFAULTS } = await import('./pretrain.js');
   const flags = defined({
     ...runFlags(values),
     data: values.data as keyof typeof DATASETS | undefined,
-    maskRatio: num('mask-ratio', values['mask-ratio']),
+    maskRatio,
     normPixLoss: values['no-norm-pix-loss'] ? false : undefined,
     decoderDim: num('decoder-dim', values['decoder-dim'], true),
     decoderDepth: num('decoder-depth', values['decoder-depth'], true),
     decoderHeads: num('decoder-heads', values['decoder-heads'], true),
     cropScale,
-    flipProb: num('flip', values.flip),
+    flipProb,
   });
   const r = await pretrainMae({ ...PRETRAIN_DEFAULTS, ...flags });
   const last = r.metrics.at(-1);

@@ -94,6 +94,9 @@ describe('MAE pre-training runs', () => {
     const bad = (args: string[]) => spawnSync(process.execPath, ['bin/tessera.js', 'pretrain', ...args], { env, encoding: 'utf8' });
     expect(bad(['dino']).stderr).toMatch(/give the method, 'mae'/);
     expect(bad(['mae', '--crop-scale', '0.2']).stderr).toMatch(/--crop-scale expects two numbers/);
+    expect(bad(['mae', '--crop-scale', '0.5,0.2']).stderr).toMatch(/--crop-scale 0.5,0.2: need 0 < min ≤ max ≤ 1/);
+    expect(bad(['mae', '--mask-ratio', '1']).stderr).toMatch(/^tessera pretrain: --mask-ratio must be in \[0, 1\), got 1\n$/);
+    expect(bad(['mae', '--flip', '2']).stderr).toMatch(/--flip is a probability, got 2/);
     expect(bad(['mae', '--preset', 'vit-fmnist-convstem', '--out', join(out, 'x')]).stderr).toMatch(/must patchify/);
     const ev = spawnSync(process.execPath, ['bin/tessera.js', 'eval', '--checkpoint', join(out, 'last.safetensors')], { env, encoding: 'utf8' });
     expect(ev.status).not.toBe(0);
