@@ -22,20 +22,20 @@ export const THETA_SIZE = 8;
 export const PIXELS_PER_INVOCATION = 4;
 /** The entry point of a per-pixel kernel: `prologue` runs once per invocation (per-image values
  * read or derived once for its pixels), then `pixel_(t, xi, yi, plane, b, c` + `args`) per pixel. */
-export function mainPixels(prologue = '', args = ''): string {
+export function mainPixels(prologue = '', args = '', out = { H: 'P.H', W: 'P.W' }): string {
   return /* wgsl */ `
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let yi = gid.y;
-  if (yi >= P.H) { return; }
-  let plane = gid.z * P.H * P.W;
+  if (yi >= ${out.H}) { return; }
+  let plane = gid.z * ${out.H} * ${out.W};
   let b = gid.z / P.C;
   let c = gid.z % P.C;
   ${prologue}
   for (var k = 0u; k < ${PIXELS_PER_INVOCATION}u; k++) {
     let xi = gid.x * ${PIXELS_PER_INVOCATION}u + k;
-    if (xi >= P.W) { break; }
-    pixel_(plane + yi * P.W + xi, xi, yi, plane, b, c${args});
+    if (xi >= ${out.W}) { break; }
+    pixel_(plane + yi * ${out.W} + xi, xi, yi, plane, b, c${args});
   }
 }`;
 }
@@ -95,6 +95,8 @@ export const geometryParamsKernel = memo(function geometryParamsKernel(): Kernel
       { name: 'logRatioHi', type: 'f32' },
       { name: 'pad', type: 'u32' },
       { name: 'flipProb', type: 'f32' },
+      { name: 'outH', type: 'u32' },
+      { name: 'outW', type: 'u32' },
     ],
     buffers: [
       { name: 'u', access: 'read', type: 'f32' },
@@ -151,14 +153,14 @@ export const geometryParamsKernel = memo(function geometryParamsKernel(): Kernel
     left = min(floor(u[ub + 22u] * span), span - 1.0) - padf;
     visible = ((Hf - abs(top)) * (Wf - abs(left))) / (Hf * Wf);
   }
-  // Output pixel x reads the crop at (x + 0.5) * cw / W - 0.5 + left (align_corners = False);
-  // a flip first maps x to W - 1 - x.
-  let sx = cw / Wf;
-  let sy = ch / Hf;
+  // Output pixel x of outW reads the crop at (x + 0.5) * cw / outW - 0.5 + left
+  // (align_corners = False); a flip first maps x to outW - 1 - x.
+  let sx = cw / f32(P.outW);
+  let sy = ch / f32(P.outH);
   let o = b * ${THETA_SIZE}u;
   if (flip) {
     theta[o] = -sx;
-    theta[o + 2u] = sx * (Wf - 0.5) - 0.5 + left;
+    theta[o + 2u] = sx * (f32(P.outW) - 0.5) - 0.5 + left;
   } else {
     theta[o] = sx;
     theta[o + 2u] = sx * 0.5 - 0.5 + left;
@@ -179,6 +181,8 @@ export const affineSampleKernel = memo(function affineSampleKernel(): KernelSour
     uniforms: [
       ...IMAGE_DIMS,
       { name: 'fill', type: 'f32' },
+      { name: 'outH', type: 'u32' },
+      { name: 'outW', type: 'u32' },
     ],
     buffers: [
       { name: 'x', access: 'read', type: 'f32' },
@@ -187,12 +191,13 @@ export const affineSampleKernel = memo(function affineSampleKernel(): KernelSour
     ],
     workgroupSize: AUGMENT_WG,
     body: `${WGSL_BILINEAR}
-fn pixel_(t: u32, xi: u32, yi: u32, plane: u32, b: u32, c: u32, tx: vec3<f32>, ty: vec3<f32>) {
+fn pixel_(t: u32, xi: u32, yi: u32, plane: u32, b: u32, c: u32, tx: vec3<f32>, ty: vec3<f32>, inPlane: u32) {
   let p = vec3<f32>(f32(xi), f32(yi), 1.0);
-  y[t] = bilinear_(plane, dot(tx, p), dot(ty, p));
+  y[t] = bilinear_(inPlane, dot(tx, p), dot(ty, p));
 }
 ${mainPixels(`let o = b * ${THETA_SIZE}u;
   let tx = vec3<f32>(theta[o], theta[o + 1u], theta[o + 2u]);
-  let ty = vec3<f32>(theta[o + 3u], theta[o + 4u], theta[o + 5u]);`, ', tx, ty')}`,
+  let ty = vec3<f32>(theta[o + 3u], theta[o + 4u], theta[o + 5u]);
+  let inPlane = gid.z * P.H * P.W;`, ', tx, ty, inPlane', { H: 'P.outH', W: 'P.outW' })}`,
   });
 });

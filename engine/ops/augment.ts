@@ -4,6 +4,7 @@
 // of per-image uniforms, so a batch is reproducible and the CPU never waits for the GPU.
 // These are data ops: they do not record gradients (an input that requires grad is refused).
 import { AUGMENT_WG, affineSampleKernel, GEOMETRY_MODES, GEOMETRY_UNIFORMS, geometryParamsKernel, pixelGrid, THETA_SIZE } from '../../kernels/augment-geometry.js';
+import { COLOR_PARAMS, COLOR_UNIFORMS, colorApplyKernel, colorParamsKernel, MAX_BLUR_RADIUS } from '../../kernels/augment-color.js';
 import { augmentFinishKernel, ERASE_UNIFORMS, eraseApplyKernel, eraseParamsKernel, MIX_PARAMS, MIX_UNIFORMS, mixApplyKernel, mixParamsKernel, softTargetsKernel } from '../../kernels/augment-mix.js';
 import { AUGMENT_OPS, type AugmentOpName, augmentOpKernel, augmentStatsKernel, OP_UNIFORMS, STATS_SIZE } from '../../kernels/augment-ops.js';
 import { grid1d } from '../../kernels/common.js';
@@ -45,6 +46,15 @@ export interface GeometryOptions {
   pad?: number;
   /** Probability of a horizontal flip (default 0.5). */
   flipProb?: number;
+  /** Output [height, width] (default the input's): a crop resized to it, as torchvision's
+   * RandomResizedCrop(size). */
+  size?: [number, number];
+}
+
+function outputSize(size: [number, number] | undefined, H: number, W: number, what: string): [number, number] {
+  const [oh, ow] = size ?? [H, W];
+  if (!(Number.isInteger(oh) && Number.isInteger(ow) && oh > 0 && ow > 0)) throw new Error(`${what}: size [${size?.join(', ')}] must be two positive integers (output height, width)`);
+  return [oh, ow];
 }
 
 /** Per-image affine maps [B, 8] from uniforms [B, GEOMETRY_UNIFORMS]: (t0..t5, visible fraction,
@@ -60,12 +70,14 @@ export function geometryParams(u: Tensor, B: number, H: number, W: number, opts:
   checkRange('ratio', ratio, Number.MIN_VALUE, Infinity, what);
   checkRange('flipProb', [flipProb, flipProb], 0, 1, what);
   if (!Number.isInteger(pad) || pad < 0) throw new Error(`${what}: pad ${pad} must be a non-negative integer`);
+  const [outH, outW] = outputSize(opts.size, H, W, what);
+  if (opts.mode !== 'resizedCrop' && (outH !== H || outW !== W)) throw new Error(`${what}: only resizedCrop changes the size; got size [${outH}, ${outW}] for ${H}×${W} images`);
   const theta = Tensor.empty([B, THETA_SIZE], 'float32', 'geometry params');
   const k = geometryParamsKernel();
   if (B > 0) {
     rt().run({
       source: k,
-      uniforms: { B, H, W, mode: GEOMETRY_MODES[opts.mode], scaleLo: scale[0], scaleHi: scale[1], logRatioLo: Math.log(ratio[0]), logRatioHi: Math.log(ratio[1]), pad, flipProb },
+      uniforms: { B, H, W, mode: GEOMETRY_MODES[opts.mode], scaleLo: scale[0], scaleHi: scale[1], logRatioLo: Math.log(ratio[0]), logRatioHi: Math.log(ratio[1]), pad, flipProb, outH, outW },
       buffers: [u.buffer, theta.buffer],
       grid: grid1d(B, k.workgroupSize),
       label: `geometry_params ${opts.mode} B${B}`,
@@ -74,16 +86,18 @@ export function geometryParams(u: Tensor, B: number, H: number, W: number, opts:
   return theta;
 }
 
-/** Bilinear resampling of every image through its affine map theta [B, 8]; `fill` outside. */
-export function affineSample(x: Tensor, theta: Tensor, fill = 0): Tensor {
+/** Bilinear resampling of every image through its affine map theta [B, 8] into images of
+ * `size` (default the input's); `fill` outside. */
+export function affineSample(x: Tensor, theta: Tensor, fill = 0, size?: [number, number]): Tensor {
   const [B, C, H, W] = checkImages(x, 'affineSample');
   if (theta.rank !== 2 || theta.shape[0] !== B || theta.shape[1] !== THETA_SIZE) {
     throw new Error(`affineSample: theta ${theta.describe()} must be [${B}, ${THETA_SIZE}] for images ${x.describe()}`);
   }
-  const y = Tensor.empty(x.shape, 'float32', 'affineSample');
+  const [outH, outW] = outputSize(size, H, W, 'affineSample');
+  const y = Tensor.empty([B, C, outH, outW], 'float32', 'affineSample');
   const k = affineSampleKernel();
   if (y.size > 0) {
-    rt().run({ source: k, uniforms: { B, C, H, W, fill }, buffers: [x.buffer, theta.buffer, y.buffer], grid: pixelGrid(B * C, H, W), flops: 8 * y.size, bytes: 20 * y.size, label: `affine_sample ${shapeStr(x.shape)}` });
+    rt().run({ source: k, uniforms: { B, C, H, W, fill, outH, outW }, buffers: [x.buffer, theta.buffer, y.buffer], grid: pixelGrid(B * C, outH, outW), flops: 8 * y.size, bytes: 20 * y.size, label: `affine_sample ${shapeStr(x.shape)}→${outH}x${outW}` });
   }
   return y;
 }
@@ -98,15 +112,80 @@ function randomGeometry(x: Tensor, mode: GeometryOptions['mode'], opts: RandomGe
   const u = rand([B, GEOMETRY_UNIFORMS], { seed: opts.seed });
   const theta = geometryParams(u, B, H, W, { ...opts, mode });
   u.dispose();
-  return { images: affineSample(x, theta, opts.fill ?? 0), theta };
+  return { images: affineSample(x, theta, opts.fill ?? 0, opts.size), theta };
 }
 
-/** torchvision's RandomResizedCrop (bilinear, output size = input size) and a random flip. */
+/** torchvision's RandomResizedCrop (bilinear, without antialiasing; output `size`, default the
+ * input's) and a random flip. */
 export const randomResizedCrop = (x: Tensor, opts: RandomGeometryOptions = {}) => randomGeometry(x, 'resizedCrop', opts);
 /** Pad by `pad` pixels of `fill`, crop back to H × W at a random offset; random flip. */
 export const padCrop = (x: Tensor, opts: RandomGeometryOptions = {}) => randomGeometry(x, 'padCrop', opts);
 /** Horizontal flip with probability `flipProb`. */
 export const randomFlip = (x: Tensor, opts: RandomGeometryOptions = {}) => randomGeometry(x, 'flipOnly', opts);
+
+// ---------------------------------------------------------------- DINO's photometric augmentation
+
+export interface ColorOptions {
+  /** Probability of ColorJitter (DINO: 0.8). */
+  jitterProb?: number;
+  /** Jitter strengths: factors drawn from [max(0, 1 − s), 1 + s] (DINO: 0.4, 0.4, 0.2). */
+  brightness?: number;
+  contrast?: number;
+  saturation?: number;
+  /** Probability of RandomGrayscale (DINO: 0.2; a no-op on one channel). */
+  grayProb?: number;
+  /** Probability of a Gaussian blur and its sigma range in pixels (DINO: [0.1, 2] at 224 px). */
+  blurProb?: number;
+  blurSigma?: [number, number];
+  /** Probability of solarization (DINO: 0.2 on the second global view). */
+  solarizeProb?: number;
+}
+
+/** Per-image photometric parameters [B, 8] from uniforms [B, COLOR_UNIFORMS] (see
+ * kernels/augment-color.ts for the layout). */
+export function colorParams(x: Tensor, u: Tensor, opts: ColorOptions = {}): Tensor {
+  const [B, C, H, W] = checkImages(x, 'colorParams');
+  if (C !== 1 && C !== 3) throw new Error(`colorParams: ${x.describe()} must have 1 or 3 channels`);
+  checkUniforms(u, [B, COLOR_UNIFORMS], 'colorParams');
+  const o = { jitterProb: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, grayProb: 0.2, blurProb: 0, solarizeProb: 0, ...opts };
+  const sigma = opts.blurSigma ?? [0.1, 2];
+  for (const name of ['jitterProb', 'grayProb', 'blurProb', 'solarizeProb'] as const) checkRange(name, [o[name], o[name]], 0, 1, 'colorParams');
+  for (const name of ['brightness', 'contrast', 'saturation'] as const) checkRange(name, [o[name], o[name]], 0, Infinity, 'colorParams');
+  checkRange('blurSigma', sigma, Number.MIN_VALUE, MAX_BLUR_RADIUS / 3, 'colorParams');
+  const prm = Tensor.empty([B, COLOR_PARAMS], 'float32', 'color params');
+  const k = colorParamsKernel();
+  if (B > 0) {
+    rt().run({
+      source: k,
+      uniforms: { B, C, H, W, jitterProb: o.jitterProb, brightness: o.brightness, contrast: o.contrast, saturation: o.saturation, grayProb: o.grayProb, blurProb: o.blurProb, sigmaLo: sigma[0], sigmaHi: sigma[1], solarizeProb: o.solarizeProb },
+      buffers: [x.buffer, u.buffer, prm.buffer],
+      grid: grid1d(B, k.workgroupSize),
+      label: `color_params ${shapeStr(x.shape)}`,
+    });
+  }
+  return prm;
+}
+
+/** Applies colorParams: jitter, grayscale, blur, solarize. */
+export function colorApply(x: Tensor, params: Tensor): Tensor {
+  const [B, C, H, W] = checkImages(x, 'colorApply');
+  if (params.size !== B * COLOR_PARAMS) throw new Error(`colorApply: params ${params.describe()} must be [${B}, ${COLOR_PARAMS}] for ${x.describe()}`);
+  const y = Tensor.empty(x.shape, 'float32', 'colorApply');
+  if (y.size > 0) {
+    rt().run({ source: colorApplyKernel(), uniforms: { B, C, H, W }, buffers: [x.buffer, params.buffer, y.buffer], grid: pixelGrid(B * C, H, W), bytes: 8 * y.size, label: `color_apply ${shapeStr(x.shape)}` });
+  }
+  return y;
+}
+
+/** DINO's photometric pipeline with random per-image parameters (explicit `seed`, or the global
+ * generator's next stream). */
+export function randomColor(x: Tensor, opts: ColorOptions & { seed?: number } = {}): { images: Tensor; params: Tensor } {
+  const [B] = checkImages(x, 'randomColor');
+  const u = rand([B, COLOR_UNIFORMS], { seed: opts.seed });
+  const params = colorParams(x, u, opts);
+  u.dispose();
+  return { images: colorApply(x, params), params };
+}
 
 // ---------------------------------------------------------------- RandAugment / TrivialAugment
 

@@ -1,6 +1,7 @@
 // CPU twins of the augmentation kernels (kernels/augment-*.ts), in float64, driven by the same
 // per-image uniforms so the tests can compare image by image. Written for clarity.
 import { AUGMENT_OPS } from '../../kernels/augment-ops.js';
+import { COLOR_ORDERS, COLOR_PARAMS, COLOR_UNIFORMS, MAX_BLUR_RADIUS } from '../../kernels/augment-color.js';
 import { GEOMETRY_MODES, GEOMETRY_UNIFORMS, THETA_SIZE } from '../../kernels/augment-geometry.js';
 import { ERASE_UNIFORMS, MIX_PARAMS } from '../../kernels/augment-mix.js';
 import { type Nd } from './nd.js';
@@ -19,6 +20,8 @@ export interface GeometryRefOptions {
   ratio: [number, number];
   pad: number;
   flipProb: number;
+  /** Output [height, width] (default the input's). */
+  size?: [number, number];
 }
 
 export function geometryParams(u: ArrayLike<number>, B: number, H: number, W: number, o: GeometryRefOptions): Float64Array {
@@ -54,9 +57,10 @@ export function geometryParams(u: ArrayLike<number>, B: number, H: number, W: nu
       left = Math.min(Math.floor(at(22) * span), span - 1) - o.pad;
       visible = ((H - Math.abs(top)) * (W - Math.abs(left))) / (H * W);
     }
-    const sx = cw / W;
-    const sy = ch / H;
-    theta.set([flip ? -sx : sx, 0, flip ? sx * (W - 0.5) - 0.5 + left : sx * 0.5 - 0.5 + left, 0, sy, sy * 0.5 - 0.5 + top, visible, flip ? 1 : 0], b * THETA_SIZE);
+    const [outH, outW] = o.size ?? [H, W];
+    const sx = cw / outW;
+    const sy = ch / outH;
+    theta.set([flip ? -sx : sx, 0, flip ? sx * (outW - 0.5) - 0.5 + left : sx * 0.5 - 0.5 + left, 0, sy, sy * 0.5 - 0.5 + top, visible, flip ? 1 : 0], b * THETA_SIZE);
   }
   return theta;
 }
@@ -73,21 +77,23 @@ function bilinear(x: Float64Array, p: number, H: number, W: number, xs: number, 
   return mix(top, bottom, fy);
 }
 
-export function affineSample(x: Nd, theta: ArrayLike<number>, fill: number): Nd {
+export function affineSample(x: Nd, theta: ArrayLike<number>, fill: number, size?: [number, number]): Nd {
   const [B, C, H, W] = x.shape as [number, number, number, number];
-  const out = new Float64Array(x.data.length);
+  const [outH, outW] = size ?? [H, W];
+  const out = new Float64Array(B * C * outH * outW);
   for (let b = 0; b < B; b++) {
     const t = Array.from({ length: 6 }, (_, k) => theta[b * THETA_SIZE + k]!);
     for (let c = 0; c < C; c++) {
       const p = (b * C + c) * H * W;
-      for (let yo = 0; yo < H; yo++) {
-        for (let xo = 0; xo < W; xo++) {
-          out[p + yo * W + xo] = bilinear(x.data, p, H, W, t[0]! * xo + t[1]! * yo + t[2]!, t[3]! * xo + t[4]! * yo + t[5]!, fill);
+      const q = (b * C + c) * outH * outW;
+      for (let yo = 0; yo < outH; yo++) {
+        for (let xo = 0; xo < outW; xo++) {
+          out[q + yo * outW + xo] = bilinear(x.data, p, H, W, t[0]! * xo + t[1]! * yo + t[2]!, t[3]! * xo + t[4]! * yo + t[5]!, fill);
         }
       }
     }
   }
-  return { data: out, shape: [...x.shape] };
+  return { data: out, shape: [B, C, outH, outW] };
 }
 
 /** The uniform record of engine/ops/augment.ts augmentLayerUniforms (names as in the kernel). */
@@ -358,6 +364,91 @@ export function eraseApply(x: Nd, boxes: ArrayLike<number>, noise: ArrayLike<num
     const [xi, yi] = [t % W, Math.floor(t / W) % H];
     const [top, left, h, w] = [boxes[b * 4]!, boxes[b * 4 + 1]!, boxes[b * 4 + 2]!, boxes[b * 4 + 3]!];
     if (yi >= top && yi < top + h && xi >= left && xi < left + w) out[t] = noise[t]!;
+  }
+  return { data: out, shape: [...x.shape] };
+}
+
+// ---- DINO's photometric augmentation (kernels/augment-color.ts)
+
+export interface ColorRefOptions {
+  jitterProb: number;
+  brightness: number;
+  contrast: number;
+  saturation: number;
+  grayProb: number;
+  blurProb: number;
+  blurSigma: [number, number];
+  solarizeProb: number;
+}
+
+const LUMA = [0.299, 0.587, 0.114] as const;
+const grey = (rgb: number[]) => rgb[0]! * LUMA[0] + rgb[1]! * LUMA[1] + rgb[2]! * LUMA[2];
+
+function rgbAt(x: Nd, b: number, i: number): number[] {
+  const [, C, H, W] = x.shape as [number, number, number, number];
+  const base = b * C * H * W;
+  return C === 3 ? [0, 1, 2].map((c) => x.data[base + c * H * W + i]!) : [x.data[base + i]!, x.data[base + i]!, x.data[base + i]!];
+}
+
+function jitterStep(rgb: number[], step: number, f: number[], mean: number, C: number): number[] {
+  if (step === 0) return rgb.map((v) => clamp(v * f[0]!, 0, 1));
+  if (step === 1) return rgb.map((v) => clamp(f[1]! * v + (1 - f[1]!) * mean, 0, 1));
+  if (C === 1) return rgb;
+  const g = grey(rgb);
+  return rgb.map((v) => clamp(f[2]! * v + (1 - f[2]!) * g, 0, 1));
+}
+
+export function colorParams(x: Nd, u: ArrayLike<number>, o: ColorRefOptions): Float64Array {
+  const [B, C, H, W] = x.shape as [number, number, number, number];
+  const out = new Float64Array(B * COLOR_PARAMS);
+  for (let b = 0; b < B; b++) {
+    const at = (k: number) => u[b * COLOR_UNIFORMS + k]!;
+    const jitter = at(0) < o.jitterProb;
+    const f = [mix(Math.max(0, 1 - o.brightness), 1 + o.brightness, at(1)), mix(Math.max(0, 1 - o.contrast), 1 + o.contrast, at(2)), mix(Math.max(0, 1 - o.saturation), 1 + o.saturation, at(3))];
+    const order = Math.min(Math.floor(at(4) * 6), 5);
+    let mean = 0;
+    if (jitter) {
+      const before = COLOR_ORDERS[order]!.slice(0, COLOR_ORDERS[order]!.indexOf(1));
+      for (let i = 0; i < H * W; i++) mean += grey(before.reduce((rgb, step) => jitterStep(rgb, step, f, 0, C), rgbAt(x, b, i)));
+      mean /= H * W;
+    }
+    out.set([f[0]!, f[1]!, f[2]!, jitter ? order : -1, mean, at(5) < o.grayProb ? 1 : 0, at(6) < o.blurProb ? mix(o.blurSigma[0], o.blurSigma[1], at(7)) : 0, at(8) < o.solarizeProb ? 1 : 0], b * COLOR_PARAMS);
+  }
+  return out;
+}
+
+export function colorApply(x: Nd, params: ArrayLike<number>): Nd {
+  const [B, C, H, W] = x.shape as [number, number, number, number];
+  const out = new Float64Array(x.data.length);
+  for (let b = 0; b < B; b++) {
+    const k = Array.from({ length: COLOR_PARAMS }, (_, i) => params[b * COLOR_PARAMS + i]!);
+    const [f, order, mean, gray, sigma, solarize] = [k.slice(0, 3), k[3]!, k[4]!, k[5]!, k[6]!, k[7]!];
+    const colored = (i: number, c: number) => {
+      let rgb = rgbAt(x, b, i);
+      if (order >= 0) for (const step of COLOR_ORDERS[order]!) rgb = jitterStep(rgb, step, f, mean, C);
+      return gray > 0 && C === 3 ? grey(rgb) : rgb[c]!;
+    };
+    for (let c = 0; c < C; c++) {
+      for (let yi = 0; yi < H; yi++) {
+        for (let xi = 0; xi < W; xi++) {
+          let v: number;
+          if (sigma > 0) {
+            const r = Math.min(Math.ceil(3 * sigma), MAX_BLUR_RADIUS);
+            let [acc, wsum] = [0, 0];
+            for (let dy = -r; dy <= r; dy++) {
+              for (let dx = -r; dx <= r; dx++) {
+                const w = Math.exp((-(dy * dy) - dx * dx) / (2 * sigma * sigma));
+                acc += w * colored(clamp(yi + dy, 0, H - 1) * W + clamp(xi + dx, 0, W - 1), c);
+                wsum += w;
+              }
+            }
+            v = acc / wsum;
+          } else v = colored(yi * W + xi, c);
+          if (solarize > 0 && v >= 128 / 255) v = 1 - v;
+          out[((b * C + c) * H + yi) * W + xi] = v;
+        }
+      }
+    }
   }
   return { data: out, shape: [...x.shape] };
 }

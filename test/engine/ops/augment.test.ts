@@ -5,6 +5,7 @@ import * as R from '../../../engine/reference/augment.js';
 import * as RandomRef from '../../../engine/reference/random.js';
 import { type Nd } from '../../../engine/reference/nd.js';
 import { GEOMETRY_UNIFORMS } from '../../../kernels/augment-geometry.js';
+import { COLOR_PARAMS, COLOR_UNIFORMS } from '../../../kernels/augment-color.js';
 import { ERASE_UNIFORMS, MIX_UNIFORMS } from '../../../kernels/augment-mix.js';
 import { OP_UNIFORMS } from '../../../kernels/augment-ops.js';
 import { expectClose, rng } from '../../helpers.js';
@@ -72,6 +73,30 @@ describe('geometry: affine sampling and crop parameters', () => {
       });
     }
   }
+
+  for (const [shape, size] of [[[3, 1, 28, 28], [12, 12]], [[2, 3, 17, 23], [9, 31]], [[2, 1, 8, 8], [1, 1]]] as [number[], [number, number]][]) {
+    it(`resizedCrop ${JSON.stringify(shape)} → ${size.join('×')}: parameters and images match the reference`, async () => {
+      const [B, C, H, W] = shape as [number, number, number, number];
+      const opts = { mode: 'resizedCrop' as const, scale: [0.05, 0.4] as [number, number], ratio: [3 / 4, 4 / 3] as [number, number], pad: 0, flipProb: 0.5, size };
+      const u = T.rand([B, GEOMETRY_UNIFORMS], { seed: 21 });
+      const theta = T.geometryParams(u, B, H, W, opts);
+      const refTheta = R.geometryParams(await u.data(), B, H, W, opts);
+      expectClose(await theta.data(), refTheta, { atol: 1e-6, rtol: 1e-6 }, 'theta');
+      const { t, nd } = images(shape, 5);
+      const y = T.affineSample(t, theta, 0, size);
+      expect(y.shape).toEqual([B, C, ...size]);
+      expectClose(await y.data(), R.affineSample(nd, refTheta, 0, size).data, RESAMPLE, 'resized crops');
+    });
+  }
+
+  it('a whole-image crop to half the size averages pixel pairs (align_corners = False)', async () => {
+    const x = Float32Array.from({ length: 16 }, (_, i) => i / 16);
+    const y = await T.randomResizedCrop(T.tensor(x, [1, 1, 4, 4]), { scale: [1, 1], ratio: [1, 1], flipProb: 0, size: [2, 2], seed: 1 }).images.data();
+    // Output (0, 0) reads input (0.5, 0.5): the mean of pixels 0, 1, 4, 5.
+    expectClose(y, [2.5 / 16, 4.5 / 16, 10.5 / 16, 12.5 / 16], POINT, 'half-size');
+    expect(() => T.padCrop(T.tensor(x, [1, 1, 4, 4]), { size: [2, 2] })).toThrow(/only resizedCrop changes the size/);
+    expect(() => T.randomResizedCrop(T.tensor(x, [1, 1, 4, 4]), { size: [0, 2] })).toThrow(/two positive integers/);
+  });
 
   it('identity settings return the input: full-image crop, no padding, no flip', async () => {
     const { t } = images([2, 1, 28, 28], 4);
@@ -303,5 +328,56 @@ describe('Mixup, CutMix, soft targets, random erasing', () => {
     for (let i = 0; i < 50; i++) for (const r of run()) r.dispose();
     await T.sync();
     expect(T.liveBuffers()).toBe(before);
+  });
+});
+
+describe("DINO's photometric augmentation: jitter, grayscale, blur, solarize", () => {
+  const DINO = { jitterProb: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, grayProb: 0.2, blurProb: 0.5, blurSigma: [0.1, 2] as [number, number], solarizeProb: 0.2 };
+  // The grey mean sums up to 31·37 f32 values (relative error ~1e-6 over values ≤ 1); the blur
+  // sums at most 13² weighted taps whose weights come from f32 exp (relative 1e-6 each): 2e-5.
+  const COLOR = { atol: 2e-5, rtol: 0 };
+
+  for (const shape of [[6, 1, 28, 28], [5, 3, 17, 23], [3, 3, 31, 37], [4, 1, 1, 1]]) {
+    it(`${JSON.stringify(shape)}: parameters and images match the reference`, async () => {
+      const [B] = shape as [number];
+      const { t, nd } = images(shape, 8);
+      const u = T.rand([B, COLOR_UNIFORMS], { seed: 13 });
+      const prm = T.colorParams(t, u, DINO);
+      const ref = R.colorParams(nd, await u.data(), DINO);
+      expectClose(await prm.data(), ref, { atol: 1e-5, rtol: 1e-6 }, 'color params');
+      expectClose(await T.colorApply(t, prm).data(), R.colorApply(nd, ref).data, COLOR, 'colored images');
+    });
+  }
+
+  it('every branch is taken somewhere in a batch of 64', async () => {
+    const { t } = images([64, 3, 8, 8], 9);
+    const p = await T.randomColor(t, { ...DINO, seed: 3 }).params.data();
+    const col = (k: number) => Array.from({ length: 64 }, (_, b) => p[b * COLOR_PARAMS + k]!);
+    expect(new Set(col(3)).size).toBe(7); // no jitter and all six orders
+    for (const k of [5, 6, 7]) expect(col(k).some((v) => v === 0) && col(k).some((v) => v > 0)).toBe(true);
+  });
+
+  it('known values: brightness scales and clamps, solarize inverts bright levels, a blur keeps a flat image', async () => {
+    const x = T.tensor([0.2, 0.5, 0.8, 0.6], [1, 1, 2, 2]);
+    // jitter with brightness factor 1.4 only (order 0 first, contrast and saturation factors 1).
+    const bright = T.tensor([1.4, 1, 1, 0, 0, 0, 0, 0], [1, 8]);
+    expectClose(await T.colorApply(x, bright).data(), [0.28, 0.7, 1, 0.84], POINT, 'brightness');
+    const sol = T.tensor([1, 1, 1, -1, 0, 0, 0, 1], [1, 8]);
+    expectClose(await T.colorApply(x, sol).data(), [0.2, 0.5, 0.2, 0.4], POINT, 'solarize');
+    const flat = T.full([2, 3, 9, 7], 0.375);
+    const blur = T.tensor(Array.from({ length: 2 }, () => [1, 1, 1, -1, 0, 0, 2.5, 0]).flat(), [2, 8]);
+    expectClose(await T.colorApply(flat, blur).data(), new Float32Array(2 * 3 * 63).fill(0.375), { atol: 1e-6, rtol: 0 }, 'flat blur');
+    // Contrast 0 replaces the image by its grey mean; grayscale makes the channels equal.
+    const rgb = images([1, 3, 4, 4], 2);
+    const greyP = T.tensor([1, 0, 1, 0, 0.5, 1, 0, 0], [1, 8]);
+    expectClose(await T.colorApply(rgb.t, greyP).data(), new Float32Array(48).fill(0.5), POINT, 'contrast 0');
+    expect(() => T.colorParams(T.zeros([1, 2, 4, 4]), T.zeros([1, COLOR_UNIFORMS]))).toThrow(/1 or 3 channels/);
+    expect(() => T.randomColor(x, { blurSigma: [0.1, 9] })).toThrow(/blurSigma/);
+  });
+
+  it('probabilities 0 are the identity', async () => {
+    const { t } = images([3, 3, 10, 10], 10);
+    const y = T.randomColor(t, { jitterProb: 0, grayProb: 0, blurProb: 0, solarizeProb: 0, seed: 1 }).images;
+    expectClose(await y.data(), await t.data(), { atol: 0, rtol: 0 }, 'identity');
   });
 });
