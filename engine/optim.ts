@@ -398,6 +398,9 @@ export interface WeightEmaOptions {
    * tf.train.ExponentialMovingAverage does with num_updates, so the average does not keep
    * the random initialisation for thousands of steps. */
   warmup?: boolean;
+  /** Tensors to hold the average (one per tracked tensor, same shapes), owned by the caller:
+   * DINO's teacher is the EMA of its student. They start as copies of the tracked tensors. */
+  into?: Tensor[];
 }
 
 /** Exponential moving average of model state (timm's ModelEmaV2, which averages the BatchNorm
@@ -407,15 +410,27 @@ export class WeightEma {
   /** Updates applied so far (the warmup's n). */
   updates = 0;
   constructor(readonly tracked: Tensor[], readonly decay: number, readonly options: WeightEmaOptions = {}) {
-    this.shadow = tracked.map((t) => keep(copyOf(t)));
+    const into = options.into;
+    if (into) {
+      if (into.length !== tracked.length) throw new Error(`WeightEma: ${into.length} tensors to hold the average of ${tracked.length}`);
+      into.forEach((s, i) => {
+        const t = tracked[i]!;
+        if (s.size !== t.size || s.dtype !== t.dtype) throw new Error(`WeightEma: ${s.describe()} cannot hold the average of ${t.describe()}`);
+      });
+      this.shadow = [...into];
+      this.reset();
+    } else {
+      this.shadow = tracked.map((t) => keep(copyOf(t)));
+    }
   }
   /** The decay the next update uses. */
   currentDecay(): number {
     return this.options.warmup ? Math.min(this.decay, (1 + this.updates) / (10 + this.updates)) : this.decay;
   }
-  update(): void {
+  /** One step of the average; `decay` overrides the configured one (a momentum schedule). */
+  update(decay?: number): void {
     const k = emaKernel();
-    const m = this.currentDecay();
+    const m = decay ?? this.currentDecay();
     this.tracked.forEach((t, i) => {
       rt().run({ source: k, uniforms: { n: t.size, m }, buffers: [t.buffer, this.shadow[i]!.buffer], grid: grid1d(t.size, k.workgroupSize), label: `ema ${shapeStr(t.shape)}` });
     });
@@ -435,7 +450,7 @@ export class WeightEma {
     }
   }
   dispose(): void {
-    for (const t of this.shadow) t.dispose();
+    if (!this.options.into) for (const t of this.shadow) t.dispose();
   }
 }
 

@@ -185,7 +185,7 @@ export class PatchEmbed {
     const [D, C, P] = this.proj.weight.shape as [number, number, number];
     const B = x.shape[0]!;
     const rows = T.linear(T.im2col(x, P, P, { stride: P }), T.reshape(this.proj.weight, [D, C * P * P]), this.proj.bias);
-    return T.reshape(rows, [B, this.numPatches, D]); // (B, N, D)
+    return T.reshape(rows, [B, Math.floor(x.shape[2]! / P) * Math.floor(x.shape[3]! / P), D]); // (B, N, D)
   }
 }
 

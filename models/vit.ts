@@ -91,15 +91,20 @@ export class VisionTransformer extends Module {
   readonly posEmbed: T.Tensor;
   readonly blocks: Block[];
   readonly norm: LayerNorm;
-  readonly head: Linear;
+  /** Absent when num_classes is 0 (timm's Identity head: a backbone, as DINO's). */
+  readonly head: Linear | null;
   readonly headDist: Linear | null;
   readonly numPrefixTokens: number;
+  /** Bicubic resampling matrices of the patch position embeddings, by grid size. */
+  private readonly posResample = new Map<string, T.Tensor>();
 
-  constructor(config: ViTConfig, seed = 0) {
+  /** `params`: where to register the weights (default a fresh root store seeded by `seed`); a
+   * scoped view prefixes every name (DINO's student is `student.*`). */
+  constructor(config: ViTConfig, seed = 0, params?: Params) {
     super();
     const c = (this.config = config);
     if (c.distilled && !c.class_token) throw new Error('ViT: a distilled model needs the class token');
-    const p = Params.root(seed);
+    const p = params ?? Params.root(seed);
     this.params = p.store;
     this.buffers = p.buffers;
     this.patchEmbed = c.conv_stem?.length
@@ -116,22 +121,28 @@ export class VisionTransformer extends Module {
       }),
     );
     this.norm = new LayerNorm(p.pp('norm'), c.embed_dim, c.norm_eps);
-    this.head = new Linear(p.pp('head'), c.embed_dim, c.num_classes);
-    this.headDist = c.distilled ? new Linear(p.pp('head_dist'), c.embed_dim, c.num_classes) : null;
+    this.head = c.num_classes > 0 ? new Linear(p.pp('head'), c.embed_dim, c.num_classes) : null;
+    this.headDist = c.distilled && c.num_classes > 0 ? new Linear(p.pp('head_dist'), c.embed_dim, c.num_classes) : null;
   }
 
   /** Tokens after the final norm: (B, prefix + N, D). `tap`, when given, sees the tokens entering
-   * the first block (layer 0) and leaving each block (layers 1 … depth). */
+   * the first block (layer 0) and leaving each block (layers 1 … depth). A patchifying model also
+   * takes other image sizes (multiples of the patch), with its position embeddings resampled
+   * bicubically to the grid, as DINO's interpolate_pos_encoding for its local crops. */
   forwardFeatures(x: T.Tensor, ctx: Ctx, tap?: (layer: number, tokens: T.Tensor) => void): T.Tensor {
     const c = this.config;
-    if (x.rank !== 4 || x.shape[1] !== c.in_chans || x.shape[2] !== c.img_size || x.shape[3] !== c.img_size) {
-      throw new Error(`ViT: input ${x.describe()} must be [B, ${c.in_chans}, ${c.img_size}, ${c.img_size}]`);
+    const native = x.rank === 4 && x.shape[2] === c.img_size && x.shape[3] === c.img_size;
+    const resizable = !(this.patchEmbed instanceof ConvStem) && x.rank === 4 && x.shape[2]! % c.patch_size === 0 && x.shape[3]! % c.patch_size === 0 && x.shape[2]! > 0 && x.shape[3]! > 0;
+    if (x.rank !== 4 || x.shape[1] !== c.in_chans || !(native || resizable)) {
+      throw new Error(`ViT: input ${x.describe()} must be [B, ${c.in_chans}, ${c.img_size}, ${c.img_size}]` +
+        (this.patchEmbed instanceof ConvStem ? ' (a conv stem takes one size)' : ` or another size divisible by the patch ${c.patch_size}`));
     }
     const B = x.shape[0]!;
     let h = this.patchEmbed.forward(x, ctx); // (B, N, D)
     const prefix = [this.clsToken, this.distToken].filter((t): t is T.Tensor => t !== null).map((t) => T.expand(t, [B, 1, c.embed_dim]));
     if (prefix.length) h = T.concat([...prefix, h], 1); // (B, prefix + N, D)
-    h = T.dropout(T.add(h, this.posEmbed), c.drop_rate, { training: ctx.training });
+    const pos = native ? this.posEmbed : this.resampledPosEmbed(x.shape[2]! / c.patch_size, x.shape[3]! / c.patch_size);
+    h = T.dropout(T.add(h, pos), c.drop_rate, { training: ctx.training });
     tap?.(0, h);
     this.blocks.forEach((blk, i) => {
       h = blk.forward(h, ctx);
@@ -140,17 +151,67 @@ export class VisionTransformer extends Module {
     return this.norm.forward(h);
   }
 
+  /** The position embeddings for a gh × gw patch grid: the prefix tokens' unchanged, the
+   * patches' as M · pos with M the bicubic resampling matrix (so gradients reach pos_embed). */
+  private resampledPosEmbed(gh: number, gw: number): T.Tensor {
+    const [g0h, g0w] = this.patchEmbed.gridSize;
+    const key = `${gh}x${gw}`;
+    let m = this.posResample.get(key);
+    if (!m) {
+      m = T.keep(T.tensor(bicubicResampleMatrix([g0h, g0w], [gh, gw]), [gh * gw, g0h * g0w]));
+      this.posResample.set(key, m);
+    }
+    const [n, D, P] = [this.numPrefixTokens, this.config.embed_dim, g0h * g0w];
+    const patches = T.matmul(m, T.reshape(T.slice(this.posEmbed, [0, n], [1, n + P]), [P, D]));
+    const resampled = T.reshape(patches, [1, gh * gw, D]);
+    return n ? T.concat([T.slice(this.posEmbed, [0, 0], [1, n]), resampled], 1) : resampled;
+  }
+
+  override dispose(): void {
+    super.dispose();
+    for (const m of this.posResample.values()) m.dispose();
+    this.posResample.clear();
+  }
+
   forward(x: T.Tensor, ctx: Ctx): ViTOutput {
     const h = this.forwardFeatures(x, ctx);
     const [B, N, D] = h.shape as [number, number, number];
     const token = (i: number) => T.reshape(T.slice(h, [0, i], [B, i + 1]), [B, D]);
     const pooled = this.config.global_pool === 'avg' ? T.mean(T.slice(h, [0, this.numPrefixTokens], [B, N]), 1) : token(0);
+    if (!this.head) return { logits: pooled };
     const logits = this.head.forward(T.dropout(pooled, this.config.drop_rate, { training: ctx.training }));
     if (!this.headDist) return { logits };
     const distLogits = this.headDist.forward(token(1));
     // DeiT: during training both heads are returned; at inference their mean.
     return ctx.training ? { logits, distLogits } : { logits: T.mulScalar(T.add(logits, distLogits), 0.5) };
   }
+}
+
+/** PyTorch's bicubic interpolation (A = −0.75, align_corners = False, indices clamped at the
+ * border, no antialiasing) of a [from] grid to a [to] grid, as a [to_h·to_w, from_h·from_w]
+ * matrix of weights: row i holds the weights output cell i gives every input cell. */
+export function bicubicResampleMatrix(from: [number, number], to: [number, number]): Float32Array {
+  const weights1d = (inSize: number, outSize: number): Float64Array => {
+    const w = new Float64Array(outSize * inSize);
+    const A = -0.75;
+    const cubic = (t: number) => [((A * (t + 1) - 5 * A) * (t + 1) + 8 * A) * (t + 1) - 4 * A, ((A + 2) * t - (A + 3)) * t * t + 1, ((A + 2) * (1 - t) - (A + 3)) * (1 - t) * (1 - t) + 1];
+    for (let o = 0; o < outSize; o++) {
+      const src = ((o + 0.5) * inSize) / outSize - 0.5;
+      const i0 = Math.floor(src);
+      const [a, b, c] = cubic(src - i0);
+      const taps = [a!, b!, c!, 1 - a! - b! - c!];
+      taps.forEach((v, k) => { const j = o * inSize + Math.min(Math.max(i0 - 1 + k, 0), inSize - 1); w[j] = w[j]! + v; });
+    }
+    return w;
+  };
+  const [wy, wx] = [weights1d(from[0], to[0]), weights1d(from[1], to[1])];
+  const m = new Float32Array(to[0] * to[1] * from[0] * from[1]);
+  for (let oy = 0; oy < to[0]; oy++) for (let ox = 0; ox < to[1]; ox++) {
+    for (let iy = 0; iy < from[0]; iy++) for (let ix = 0; ix < from[1]; ix++) {
+      m[(oy * to[1] + ox) * from[0] * from[1] + iy * from[1] + ix] = wy[oy * from[0] + iy]! * wx[ox * from[1] + ix]!;
+    }
+  }
+  return m;
 }
 
 /** Parameter count by hand from the config (the test compares it with the built model). */
