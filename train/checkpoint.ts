@@ -7,8 +7,10 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as T from '../engine/index.js';
+import { type DINOConfig, vitConfigFromDino } from '../models/dino.js';
 import { type ParamInfo } from '../models/layers.js';
-import { type ViTConfig, VisionTransformer } from '../models/vit.js';
+import { type MAEConfig, vitConfigFromMae } from '../models/mae.js';
+import { presetConfig, type ViTConfig, VisionTransformer } from '../models/vit.js';
 
 export type STDtype = 'F32' | 'I32' | 'F64' | 'I64' | 'U8' | 'F16' | 'BF16' | 'I8' | 'I16' | 'U16' | 'U32' | 'U64' | 'BOOL';
 const DTYPE_BYTES: Record<STDtype, number> = { F32: 4, I32: 4, F64: 8, I64: 8, U8: 1, F16: 2, BF16: 2, I8: 1, I16: 2, U16: 2, U32: 4, U64: 8, BOOL: 1 };
@@ -251,14 +253,32 @@ export function loadWeights(model: Checkpointable, ckpt: CheckpointInfo<unknown>
   for (const [name, t] of state) T.upload(t, ckpt.tensors.get(name)!.data as Float32Array);
 }
 
-/** The architecture a checkpoint's config describes: 'mae' for MAE pre-training, 'vit' otherwise. */
-export function checkpointArch(ckpt: CheckpointInfo<unknown>): 'vit' | 'mae' {
-  return ckpt.metadata.arch === 'mae' ? 'mae' : 'vit';
+export type CheckpointArch = 'vit' | 'mae' | 'dino';
+
+/** The architecture a checkpoint's config describes: 'mae' / 'dino' for pre-training, 'vit' otherwise. */
+export function checkpointArch(ckpt: CheckpointInfo<unknown>): CheckpointArch {
+  const arch = ckpt.metadata.arch;
+  return arch === 'mae' || arch === 'dino' ? arch : 'vit';
 }
 
-/** Initialises a ViT from an MAE checkpoint's encoder, whose names are the ViT's (models_mae.py
- * keeps timm's); the classification head is not in it and keeps its fresh initialisation.
- * Returns the names left as initialised. */
+/** The ViT a pre-training checkpoint's encoder fits: its encoder fields over `base` (the preset
+ * the run named, or `fallback`: head, pooling, regularisation). */
+export function encoderConfig(ckpt: CheckpointInfo<unknown>, fallback: string): ViTConfig {
+  const base = presetConfig(ckpt.metadata.preset ?? fallback);
+  switch (checkpointArch(ckpt)) {
+    case 'mae':
+      return vitConfigFromMae(base, ckpt.config as MAEConfig);
+    case 'dino':
+      return vitConfigFromDino(base, ckpt.config as DINOConfig);
+    case 'vit':
+      return ckpt.config as ViTConfig;
+  }
+}
+
+/** Initialises a ViT from a pre-training checkpoint's encoder, whose names are the ViT's
+ * (models_mae.py keeps timm's; a DINO checkpoint holds its teacher under them); the
+ * classification head is not in it and keeps its fresh initialisation. Returns the names left
+ * as initialised. */
 export function loadEncoderWeights(model: VisionTransformer, ckpt: CheckpointInfo<unknown>, path: string): string[] {
   const problems: string[] = [];
   const fresh: string[] = [];
@@ -319,7 +339,8 @@ export function loadEmaState(ema: T.WeightEma, model: VisionTransformer, ckpt: C
 /** Builds a model from a checkpoint's config and weights. */
 export function modelFromCheckpoint(path: string): { model: VisionTransformer; info: CheckpointInfo } {
   const info = readCheckpoint(path);
-  if (checkpointArch(info) === 'mae') throw new CheckpointError(`${path} is an MAE pre-training checkpoint, not a classifier: fine-tune its encoder first (tessera train --init ${path})`);
+  const arch = checkpointArch(info);
+  if (arch !== 'vit') throw new CheckpointError(`${path} is ${arch === 'mae' ? 'an MAE' : 'a DINO'} pre-training checkpoint, not a classifier: fine-tune its encoder first (tessera train --init ${path})`);
   const model = new VisionTransformer(info.config, 0);
   loadWeights(model, info, path);
   return { model, info };

@@ -11,9 +11,10 @@ Usage: tessera <command> [options]
 
 Commands:
   train      train a ViT on Fashion-MNIST (npm start runs this with the default preset)
-  pretrain   pre-train a ViT's encoder without labels: tessera pretrain mae (masked autoencoder)
+  pretrain   pre-train a ViT's encoder without labels: tessera pretrain mae (masked autoencoder) or
+             tessera pretrain dino (self-distillation)
   eval       accuracy, NLL, ECE and confusion matrix of a checkpoint
-  probe      k-NN and linear-probe accuracy of a checkpoint's frozen encoder (classifier or MAE)
+  probe      k-NN and linear-probe accuracy of a checkpoint's frozen encoder (classifier, MAE or DINO)
   inspect    attention of a trained ViT: mean attention distance per layer and head, class-token rollout
   augment    a PNG grid of GPU-augmented images, to look at an augmentation
   profile    per-kernel GPU time of a step (Chrome trace), and \`profile attention\` throughput sweep
@@ -278,6 +279,7 @@ Options:
   --resume             continue from DIR/last.safetensors`;
 
 async function pretrain(argv: string[]): Promise<void> {
+  if (argv[0] === 'dino') return pretrainDino(argv.slice(1));
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -293,19 +295,13 @@ async function pretrain(argv: string[]): Promise<void> {
     },
   });
   if (values.help) return console.log(PRETRAIN_HELP);
-  if (positionals[0] !== 'mae' || positionals.length > 1) throw new UsageError(`tessera pretrain: give the method, 'mae' (got '${positionals.join(' ')}')`);
+  if (positionals[0] !== 'mae' || positionals.length > 1) throw new UsageError(`tessera pretrain: give the method first, 'mae' or 'dino' (got '${positionals.join(' ')}')`);
   const num = numberFlag;
   const { PRESETS } = await import('../models/vit.js');
   const { DATASETS } = await import('./data.js');
   if (values.preset && !(values.preset in PRESETS)) throw new UsageError(`--preset: unknown preset '${values.preset}'; presets: ${Object.keys(PRESETS).join(', ')}`);
   if (values.data && !(values.data in DATASETS)) throw new UsageError(`--data: unknown dataset '${values.data}'; choose ${Object.keys(DATASETS).join(', ')}`);
-  let cropScale: [number, number] | undefined;
-  if (values['crop-scale'] !== undefined) {
-    const parts = values['crop-scale'].split(',').map(Number);
-    if (parts.length !== 2 || parts.some((v) => !Number.isFinite(v))) throw new UsageError(`--crop-scale expects two numbers like 0.2,1, got '${values['crop-scale']}'`);
-    cropScale = parts as [number, number];
-    if (!(parts[0]! > 0 && parts[0]! <= parts[1]! && parts[1]! <= 1)) throw new UsageError(`--crop-scale ${values['crop-scale']}: need 0 < min ≤ max ≤ 1`);
-  }
+  const cropScale = scaleFlag('crop-scale', values['crop-scale']);
   const maskRatio = num('mask-ratio', values['mask-ratio']);
   if (maskRatio !== undefined && !(maskRatio >= 0 && maskRatio < 1)) throw new UsageError(`--mask-ratio must be in [0, 1), got ${maskRatio}`);
   const flipProb = num('flip', values.flip);
@@ -325,6 +321,129 @@ async function pretrain(argv: string[]): Promise<void> {
   const r = await pretrainMae({ ...PRETRAIN_DEFAULTS, ...flags });
   const last = r.metrics.at(-1);
   console.log(`done: ${last ? `test loss ${last.test_loss.toFixed(4)}` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
+  process.exit(0);
+}
+
+const PRETRAIN_DINO_HELP = `tessera pretrain dino — self-distillation with no labels (Caron et al. 2021, facebookresearch/dino)
+
+A student ViT learns to match, from every crop of an image, what its teacher (the EMA of the
+student) outputs for the two global crops, centred and sharpened. Crops and colour changes are
+made on the GPU: 2 global crops at the image size and N local crops at 12/28 of it, flips,
+ColorJitter, grayscale, Gaussian blur, solarisation (DataAugmentationDINO). Each epoch measures
+the teacher's weighted k-NN accuracy and writes last.safetensors (teacher under timm's names,
+student, centre, optimizer), views.png (the crops and the teacher's class-token attention),
+curves.png and report.md. Probe with \`tessera probe --checkpoint RUN/last.safetensors\`,
+fine-tune with \`tessera train --init RUN/last.safetensors\`.
+
+Options:
+  --preset NAME             the ViT whose encoder is pre-trained (a patchifying preset) [vit-fmnist-p4]
+  --data NAME               fashion-mnist | mnist | cifar10 [fashion-mnist]
+  --data-dir DIR            dataset folder (also TESSERA_DATA)
+  --epochs N                [10]
+  --max-steps N             stop after N steps (the schedules still span --epochs)
+  --batch-size N            [128]
+  --lr X                    peak learning rate after warmup [1e-3]
+  --min-lr X                [1e-6]
+  --warmup-epochs N         linear warmup of the learning rate [1]
+  --weight-decay X          AdamW weight decay at the start, on weights only [0.04]
+  --weight-decay-end X      weight decay at the end (cosine) [0.4]
+  --momentum-teacher X      teacher EMA momentum, cosine to 1 [0.996]
+  --teacher-temp X          [0.04]
+  --warmup-teacher-temp X   teacher temperature at the start [0.04]
+  --warmup-teacher-temp-epochs N   linear warmup of the teacher temperature [0]
+  --clip-grad X             global gradient-norm clip, 0 = off [3]
+  --freeze-last-layer N     epochs in which the prototypes are not trained [1]
+  --local-crops N           local crops per image [6]
+  --local-crop-size PX      [12/28 of the image, a multiple of the patch]
+  --global-crop-scale A,B   [0.4,1]
+  --local-crop-scale A,B    [0.05,0.4]
+  --out-dim N               prototypes [4096]
+  --hidden-dim N            head MLP width [1024]
+  --bottleneck-dim N        [128]
+  --no-norm-last-layer      train the prototypes' norms (weight_g) too
+  --knn-train N             k-NN bank: the first N training images [10000]
+  --eval-images N           k-NN queries: the first N test images, 0 = no evaluation [2000]
+  --train-limit N           only the first N training images
+  --seed N                  [0]
+  --out DIR                 run folder [runs/dino-<time>]
+  --resume                  continue from DIR/last.safetensors`;
+
+/** "A,B" → [A, B] with 0 < A ≤ B ≤ 1, or a usage error naming the flag. */
+function scaleFlag(name: string, v: string | undefined): [number, number] | undefined {
+  if (v === undefined) return undefined;
+  const parts = v.split(',').map(Number);
+  if (parts.length !== 2 || parts.some((x) => !Number.isFinite(x))) throw new UsageError(`--${name} expects two numbers like 0.4,1, got '${v}'`);
+  if (!(parts[0]! > 0 && parts[0]! <= parts[1]! && parts[1]! <= 1)) throw new UsageError(`--${name} ${v}: need 0 < min ≤ max ≤ 1`);
+  return parts as [number, number];
+}
+
+async function pretrainDino(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...RUN_OPTIONS,
+      'warmup-epochs': { type: 'string' },
+      'weight-decay-end': { type: 'string' },
+      'momentum-teacher': { type: 'string' },
+      'teacher-temp': { type: 'string' },
+      'warmup-teacher-temp': { type: 'string' },
+      'warmup-teacher-temp-epochs': { type: 'string' },
+      'clip-grad': { type: 'string' },
+      'freeze-last-layer': { type: 'string' },
+      'local-crops': { type: 'string' },
+      'local-crop-size': { type: 'string' },
+      'global-crop-scale': { type: 'string' },
+      'local-crop-scale': { type: 'string' },
+      'out-dim': { type: 'string' },
+      'hidden-dim': { type: 'string' },
+      'bottleneck-dim': { type: 'string' },
+      'no-norm-last-layer': { type: 'boolean' },
+      'knn-train': { type: 'string' },
+      'eval-images': { type: 'string' },
+    },
+  });
+  if (values.help) return console.log(PRETRAIN_DINO_HELP);
+  if (positionals.length) throw new UsageError(`tessera pretrain dino: unexpected '${positionals.join(' ')}'`);
+  if (values['warmup-steps'] !== undefined) throw new UsageError('tessera pretrain dino: the warmup is in epochs, as DINO\'s: use --warmup-epochs');
+  const num = numberFlag;
+  const { PRESETS } = await import('../models/vit.js');
+  const { DATASETS } = await import('./data.js');
+  if (values.preset && !(values.preset in PRESETS)) throw new UsageError(`--preset: unknown preset '${values.preset}'; presets: ${Object.keys(PRESETS).join(', ')}`);
+  if (values.data && !(values.data in DATASETS)) throw new UsageError(`--data: unknown dataset '${values.data}'; choose ${Object.keys(DATASETS).join(', ')}`);
+  const momentumTeacher = num('momentum-teacher', values['momentum-teacher']);
+  if (momentumTeacher !== undefined && !(momentumTeacher >= 0 && momentumTeacher <= 1)) throw new UsageError(`--momentum-teacher must be in [0, 1], got ${momentumTeacher}`);
+  for (const name of ['teacher-temp', 'warmup-teacher-temp'] as const) {
+    const v = num(name, values[name]);
+    if (v !== undefined && !(v > 0)) throw new UsageError(`--${name} must be positive, got ${v}`);
+  }
+  const { pretrainDino: run, DINO_DEFAULTS } = await import('./pretrain-dino.js');
+  const { warmupSteps: _warmupSteps, ...shared } = runFlags(values);
+  const flags = defined({
+    ...shared,
+    data: values.data as keyof typeof DATASETS | undefined,
+    warmupEpochs: num('warmup-epochs', values['warmup-epochs']),
+    weightDecayEnd: num('weight-decay-end', values['weight-decay-end']),
+    momentumTeacher,
+    teacherTemp: num('teacher-temp', values['teacher-temp']),
+    warmupTeacherTemp: num('warmup-teacher-temp', values['warmup-teacher-temp']),
+    warmupTeacherTempEpochs: num('warmup-teacher-temp-epochs', values['warmup-teacher-temp-epochs'], true),
+    clipGrad: num('clip-grad', values['clip-grad']),
+    freezeLastLayer: num('freeze-last-layer', values['freeze-last-layer'], true),
+    localCrops: num('local-crops', values['local-crops'], true),
+    localCropSize: num('local-crop-size', values['local-crop-size'], true),
+    globalCropScale: scaleFlag('global-crop-scale', values['global-crop-scale']),
+    localCropScale: scaleFlag('local-crop-scale', values['local-crop-scale']),
+    outDim: num('out-dim', values['out-dim'], true),
+    hiddenDim: num('hidden-dim', values['hidden-dim'], true),
+    bottleneckDim: num('bottleneck-dim', values['bottleneck-dim'], true),
+    normLastLayer: values['no-norm-last-layer'] ? false : undefined,
+    knnTrain: num('knn-train', values['knn-train'], true),
+    evalImages: num('eval-images', values['eval-images'], true),
+  });
+  const r = await run({ ...DINO_DEFAULTS, ...flags });
+  const last = r.metrics.at(-1);
+  console.log(`done: ${last ? `teacher k-NN accuracy ${last.knn_acc.toFixed(2)}%` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
   process.exit(0);
 }
 

@@ -4,18 +4,18 @@
 // the frozen features, standardised, as MAE's main_linprobe.py with its BatchNorm without
 // affine). Features are the class token after the encoder's final norm.
 import * as T from '../engine/index.js';
-import { vitConfigFromMae, type MAEConfig } from '../models/mae.js';
-import { presetConfig, VisionTransformer } from '../models/vit.js';
-import { checkpointArch, loadEncoderWeights, loadWeights, readCheckpoint } from './checkpoint.js';
+import { VisionTransformer } from '../models/vit.js';
+import { checkpointArch, encoderConfig, loadEncoderWeights, loadWeights, readCheckpoint } from './checkpoint.js';
 import { BatchLoader, type Dataset, permutation } from './data.js';
 import { ProgressBar } from './progress.js';
 import { warmupCosine } from './schedule.js';
 
-/** The encoder of a classifier or MAE checkpoint, as a ViT (an MAE's head is left unused). */
+/** The encoder of a classifier, MAE or DINO checkpoint (its teacher), as a ViT (the new head is
+ * left unused). */
 export function encoderFromCheckpoint(path: string): VisionTransformer {
   const info = readCheckpoint(path);
-  if (checkpointArch(info) === 'mae') {
-    const model = new VisionTransformer(vitConfigFromMae(presetConfig(info.metadata.preset ?? 'vit-fmnist-p4'), info.config as unknown as MAEConfig), 0);
+  if (checkpointArch(info) !== 'vit') {
+    const model = new VisionTransformer(encoderConfig(info, 'vit-fmnist-p4'), 0);
     loadEncoderWeights(model, info, path);
     return model;
   }

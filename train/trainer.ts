@@ -5,8 +5,7 @@ import { existsSync, mkdirSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as T from '../engine/index.js';
 import { presetConfig, type ViTConfig, VisionTransformer } from '../models/vit.js';
-import { checkpointArch, loadEmaState, loadEncoderWeights, loadOptimizerState, loadWeights, modelFromCheckpoint, readCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { type MAEConfig, vitConfigFromMae } from '../models/mae.js';
+import { checkpointArch, encoderConfig, loadEmaState, loadEncoderWeights, loadOptimizerState, loadWeights, modelFromCheckpoint, readCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { AUGMENT_DEFAULTS, type AugmentConfig, augmentBatch, augmenting, checkAugmentConfig } from './augment.js';
 import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, permutation, subset } from './data.js';
 import { classificationMetrics, type ClassificationMetrics, confusionTable } from './metrics.js';
@@ -198,10 +197,10 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   const resumeInfo = resuming ? readCheckpoint(lastPath) : null;
   // A resumed fine-tuning run takes its weights from its own last checkpoint, not from --init.
   const initInfo = cfg.init && !resuming ? readCheckpoint(cfg.init) : null;
-  // An MAE checkpoint gives the encoder (its config's encoder fields over the preset's); the
-  // head starts afresh.
+  // An MAE or DINO checkpoint gives the encoder (its config's encoder fields over the preset's);
+  // the head starts afresh.
   const initArch = initInfo ? checkpointArch(initInfo) : 'vit';
-  const mc: ViTConfig = resumeInfo?.config ?? (initInfo && initArch === 'mae' ? vitConfigFromMae(presetConfig(initInfo.metadata.preset ?? cfg.preset), initInfo.config as unknown as MAEConfig) : initInfo?.config) ?? { ...presetConfig(cfg.preset), ...cfg.modelOverrides };
+  const mc: ViTConfig = resumeInfo?.config ?? (initInfo ? encoderConfig(initInfo, cfg.preset) : null) ?? { ...presetConfig(cfg.preset), ...cfg.modelOverrides };
   const model = new VisionTransformer(mc, cfg.seed);
   const modelName = runModelName(cfg);
   let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
@@ -242,9 +241,9 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   const teacher = cfg.teacher ? modelFromCheckpoint(cfg.teacher).model : null;
   if (teacher && !mc.distilled) throw new Error(`--teacher needs a distilled preset (a model with dist_token and head_dist); '${cfg.preset}' is not`);
 
-  if (initInfo && initArch === 'mae') {
+  if (initInfo && initArch !== 'vit') {
     const fresh = loadEncoderWeights(model, initInfo, cfg.init!);
-    log(`--init ${cfg.init}: the MAE encoder's weights (step ${initInfo.step}); ${fresh.join(', ')} initialised afresh`);
+    log(`--init ${cfg.init}: the ${initArch === 'mae' ? 'MAE encoder' : 'DINO teacher'}'s weights (step ${initInfo.step}); ${fresh.join(', ')} initialised afresh`);
   } else if (initInfo) loadWeights(model, initInfo, cfg.init!);
   const metricsPath = join(cfg.out, 'metrics.jsonl');
   const lossPath = join(cfg.out, 'loss.jsonl');

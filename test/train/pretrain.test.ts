@@ -92,7 +92,7 @@ describe('MAE pre-training runs', () => {
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/done: test loss \d/);
     const bad = (args: string[]) => spawnSync(process.execPath, ['bin/tessera.js', 'pretrain', ...args], { env, encoding: 'utf8' });
-    expect(bad(['dino']).stderr).toMatch(/give the method, 'mae'/);
+    expect(bad(['byol']).stderr).toMatch(/give the method first, 'mae' or 'dino'/);
     expect(bad(['mae', '--crop-scale', '0.2']).stderr).toMatch(/--crop-scale expects two numbers/);
     expect(bad(['mae', '--crop-scale', '0.5,0.2']).stderr).toMatch(/--crop-scale 0.5,0.2: need 0 < min ≤ max ≤ 1/);
     expect(bad(['mae', '--mask-ratio', '1']).stderr).toMatch(/^tessera pretrain: --mask-ratio must be in \[0, 1\), got 1\n$/);
