@@ -134,7 +134,22 @@ export function augmentBatch(x: T.Tensor, labels: T.Tensor, classes: number, a: 
   });
 }
 
-export const GRID_KINDS = ['basic', 'randaugment', 'trivialaugment', 'augmix', 'mixup', 'cutmix', 'erasing', 'crop', 'ops', 'corruptions'] as const;
+/** DataAugmentationDINO's three kinds of view, in [0, 1]: global 1 (always blurred), global 2
+ * (blurred at 0.1, solarised at 0.2), local (12/28 of the size, blurred at 0.5; scaled back up
+ * bilinearly to be shown). The blur's sigma is PIL's 0.1–2 px at 224, scaled to the image. */
+function dinoView(x: T.Tensor, kind: number): T.Tensor {
+  const [, , H, W] = x.shape as [number, number, number, number];
+  const blurSigma: [number, number] = [(0.1 * H) / 224, (2 * H) / 224];
+  if (kind < 2) {
+    const crop = T.randomResizedCrop(x, { scale: [0.4, 1] }).images;
+    return T.randomColor(crop, kind === 0 ? { blurProb: 1, blurSigma } : { blurProb: 0.1, solarizeProb: 0.2, blurSigma }).images;
+  }
+  const size: [number, number] = [Math.max(1, Math.round((H * 12) / 28)), Math.max(1, Math.round((W * 12) / 28))];
+  const local = T.randomColor(T.randomResizedCrop(x, { scale: [0.05, 0.4], size }).images, { blurProb: 0.5, blurSigma }).images;
+  return T.randomResizedCrop(local, { scale: [1, 1], ratio: [size[1] / size[0], size[1] / size[0]], flipProb: 0, size: [H, W] }).images;
+}
+
+export const GRID_KINDS = ['basic', 'randaugment', 'trivialaugment', 'augmix', 'mixup', 'cutmix', 'erasing', 'crop', 'dino', 'ops', 'corruptions'] as const;
 export type GridKind = (typeof GRID_KINDS)[number];
 
 export interface GridOptions {
@@ -189,6 +204,7 @@ export async function augmentGrid(o: GridOptions): Promise<{ columns: string[]; 
         case 'mixup': return T.mixApply(o.images, T.mixParams(T.rand([MIX_UNIFORMS]), H, W, { mixupAlpha: 0.8 }));
         case 'cutmix': return T.mixApply(o.images, T.mixParams(T.rand([MIX_UNIFORMS]), H, W, { cutmixAlpha: 1 }));
         case 'erasing': return T.clamp(T.randomErasing(o.images, { prob: 1 }).images, 0, 1);
+        case 'dino': return dinoView(o.images, c % 3);
         default: throw new Error(`augment grid: unknown kind '${o.kind as string}'`);
       }
     });
@@ -196,7 +212,7 @@ export async function augmentGrid(o: GridOptions): Promise<{ columns: string[]; 
     y.dispose();
   }
   return {
-    columns: ['original', ...columns.map((_, c) => `${o.kind} ${c + 1}`)],
+    columns: ['original', ...columns.map((_, c) => (o.kind === 'dino' ? ['global 1', 'global 2', 'local'][c % 3]! : `${o.kind} ${c + 1}`))],
     rows: o.labels.map((label, i) => ({ label, cells: [original[i]!, ...columns.map((col) => col[i]!)] })),
   };
 }

@@ -687,8 +687,9 @@ class UsageError extends Error {}
 const AUGMENT_HELP = `tessera augment — look at the GPU augmentation: a labelled PNG grid
 
 Usage: tessera augment [--aug KIND] [--data NAME] [--data-dir DIR] [--rows N] [--cols N] [--magnitude M] [--severity S] [--seed N] [--out FILE]
-  --aug KIND     basic | crop | randaugment | trivialaugment | augmix | mixup | cutmix | erasing | ops | corruptions
-                 [randaugment] (ops: one row per RandAugment op at --magnitude; corruptions: one row per
+  --aug KIND     basic | crop | randaugment | trivialaugment | augmix | mixup | cutmix | erasing | dino | ops |
+                 corruptions [randaugment] (dino: DINO's global view 1, global view 2 and local view in
+                 turn; ops: one row per RandAugment op at --magnitude; corruptions: one row per
                  corruption at --severity; both applied to every image)
   --severity S   corruption severity 1–5 [3]
   --rows N       images, one per class first [8]

@@ -107,6 +107,12 @@ describe('DINO pre-training runs', () => {
     expect(bad(['--local-crop-size', '10', '--out', join(out, 'x')]).stderr).toMatch(/crop size 10 must be a positive multiple of the patch size 4/);
     expect(bad(['--preset', 'vit-fmnist-convstem', '--out', join(out, 'y')]).stderr).toMatch(/must patchify/);
     expect(bad(['extra']).stderr).toMatch(/unexpected 'extra'/);
+    // `augment --aug dino` shows the three kinds of view.
+    const png = join(out, 'dino-views.png');
+    const grid = spawnSync(process.execPath, ['bin/tessera.js', 'augment', '--aug', 'dino', '--rows', '2', '--cols', '3', '--out', png], { env, encoding: 'utf8' });
+    expect(grid.status, grid.stderr).toBe(0);
+    expect(grid.stdout).toContain('2 rows × 4 columns');
+    expect(readFileSync(png).subarray(1, 4).toString('ascii')).toBe('PNG');
     const ev = spawnSync(process.execPath, ['bin/tessera.js', 'eval', '--checkpoint', join(out, 'last.safetensors')], { env, encoding: 'utf8' });
     expect(ev.status).not.toBe(0);
     expect(ev.stderr).toMatch(/is a DINO pre-training checkpoint, not a classifier: fine-tune its encoder first \(tessera train --init/);
