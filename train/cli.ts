@@ -455,7 +455,7 @@ Class-token features of every training and test image, then
   linear probe: a linear classifier trained on the standardised frozen features (AdamW, cosine).
 
 Options:
-  --checkpoint FILE    a classifier or an MAE pre-training checkpoint (required)
+  --checkpoint FILE    a classifier, MAE or DINO pre-training checkpoint (DINO: its teacher) (required)
   --data NAME          fashion-mnist | mnist | cifar10 [the checkpoint's dataset or fashion-mnist]
   --data-dir DIR       dataset folder (also TESSERA_DATA)
   --k N                neighbours [20]
@@ -524,7 +524,7 @@ ViT paper's Fig. 7), rollout.png (attention rollout of the class token over 8 te
 cka.md / cka.png (linear CKA between layers, Kornblith et al. 2019).
 
 Options:
-  --checkpoint FILE    a classifier checkpoint with patch tokens, or an MAE checkpoint (required)
+  --checkpoint FILE    a classifier checkpoint with patch tokens, or an MAE or DINO checkpoint (required)
   --data NAME          fashion-mnist | mnist | cifar10 [the checkpoint's dataset or fashion-mnist]
   --data-dir DIR       dataset folder (also TESSERA_DATA)
   --images N           test images averaged over [256]
