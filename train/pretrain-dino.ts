@@ -6,18 +6,17 @@
 // clipping, and the prototypes frozen in the first epoch(s). Each epoch measures the teacher's
 // weighted k-NN accuracy on held-out images, saves `last.safetensors` (exact resume), and draws
 // the views and the teacher's class-token attention.
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as T from '../engine/index.js';
 import { type DINOConfig, dinoConfigFor, DINO } from '../models/dino.js';
 import { presetConfig, type ViTConfig } from '../models/vit.js';
-import { checkpointArch, CheckpointError, loadOptimizerState, loadWeights, readCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, permutation, subset } from './data.js';
+import { checkpointArch, CheckpointError, readCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { type Dataset, type DatasetName, loadDataset, normalize, subset } from './data.js';
 import { writeImageGrid } from './image.js';
 import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
 import { accuracyOf, extractFeatures, knnPredict } from './probe.js';
-import { ProgressBar } from './progress.js';
-import { openRunLogs } from './runlog.js';
+import { type EpochBase, planSteps, restoreRun, runPretrainLoop } from './pretrain-loop.js';
 import { warmupCosine } from './schedule.js';
 
 export interface DinoPretrainConfig {
@@ -103,13 +102,9 @@ export const DINO_DEFAULTS: DinoPretrainConfig = {
   progress: true,
 };
 
-export interface DinoEpoch {
-  epoch: number;
-  step: number;
-  train_loss: number;
+export interface DinoEpoch extends EpochBase {
+  /** The teacher's weighted k-NN accuracy, %. */
   knn_acc: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
 export interface DinoPretrainResult {
@@ -130,10 +125,6 @@ export function teacherTempAt(epoch: number, cfg: Pick<DinoPretrainConfig, 'teac
   const w = cfg.warmupTeacherTempEpochs;
   if (epoch >= w) return cfg.teacherTemp;
   return w > 1 ? cfg.warmupTeacherTemp + ((cfg.teacherTemp - cfg.warmupTeacherTemp) * epoch) / (w - 1) : cfg.warmupTeacherTemp;
-}
-
-function stepSeed(seed: number, step: number): number {
-  return (Math.imul(seed + 11, 0x9e3779b1) ^ Math.imul(step + 1, 0x85ebca6b)) >>> 0;
 }
 
 export interface DinoViews {
@@ -280,106 +271,51 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
   if (cfg.trainLimit) trainSet = subset(trainSet, cfg.trainLimit);
   const knnBank = cfg.evalImages > 0 ? normalizedCopy(trainSet, cfg.knnTrain, bb) : null;
   const knnQueries = cfg.evalImages > 0 ? normalizedCopy(testSet, cfg.evalImages, bb) : null;
-  const loader = new BatchLoader(trainSet, cfg.batchSize);
-  const stepsPerEpoch = loader.stepsPerEpoch;
-  if (stepsPerEpoch === 0) throw new Error(`batch size ${cfg.batchSize} is larger than the ${trainSet.count} training images`);
-  const totalSteps = cfg.epochs * stepsPerEpoch;
-  const lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
+  const { loader, stepsPerEpoch, totalSteps, lastStep } = planSteps(trainSet, cfg);
   const groups = model.paramGroups(cfg.weightDecay);
   const opt = new T.AdamW(groups, { lr: cfg.lr, betas: [0.9, 0.999], weightDecay: cfg.weightDecay });
   const prototypes = new Set(model.lastLayerParams());
-  const metricsPath = join(cfg.out, 'metrics.jsonl');
-  const lossPath = join(cfg.out, 'loss.jsonl');
-  let step = 0;
-  const history: DinoEpoch[] = [];
-  const losses: number[] = [];
-  if (resumeInfo) {
-    loadWeights(model, resumeInfo, lastPath);
-    loadOptimizerState(opt, model, resumeInfo, lastPath);
-    step = resumeInfo.step;
-    log(`resumed ${lastPath} at step ${step} (epoch ${Math.floor(step / stepsPerEpoch)})`);
-  }
-  const logs = openRunLogs<DinoEpoch>(metricsPath, lossPath, resumeInfo ? step : null);
-  history.push(...logs.metrics);
-  losses.push(...logs.losses);
+  const { step, history, losses, metricsPath, lossPath } = restoreRun<DinoEpoch>({ out: cfg.out, model, opt, resumeInfo, stepsPerEpoch, log });
   const backboneParams = [...model.params.keys()].filter((k) => !k.startsWith('student.head.')).reduce((n, k) => n + model.params.get(k)!.tensor.size, 0);
   writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ pretrain: cfg, model: dc, params: model.numParams(), backbone_params: backboneParams }, null, 2) + '\n');
   log(`tessera: DINO pre-training of ${cfg.preset}'s encoder (${backboneParams.toLocaleString()} parameters, ${(model.numParams() - backboneParams).toLocaleString()} in the head) on ${cfg.data}: ` +
     `${trainSet.count} images × (2 global ${dc.global_crop_size} px + ${dc.local_crops_number} local ${dc.local_crop_size} px crops), ${cfg.epochs} epochs of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
   const samples = T.keep(T.tensor(testSet.images.subarray(0, 8 * bb.in_chans * bb.img_size ** 2), [8, bb.in_chans, bb.img_size, bb.img_size]));
 
-  const started = performance.now();
-  const priorSeconds = history.at(-1)?.elapsed_s ?? 0;
-  let [trainedImages, trainSeconds] = [0, 0];
-  while (step < lastStep) {
-    const epoch = Math.floor(step / stepsPerEpoch);
-    const order = permutation(trainSet.count, cfg.seed * 1000 + epoch);
-    const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${cfg.epochs}`, Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), cfg.batchSize) : null;
-    const epochStart = performance.now();
-    const teacherTemp = teacherTempAt(epoch, cfg);
-    let [epochLoss, epochSteps] = [0, 0];
-    for (let pos = step % stepsPerEpoch; pos < stepsPerEpoch && step < lastStep; pos++) {
-      loader.load(order, pos * cfg.batchSize);
-      // Crops, colours and dropout draw from a seed fixed by the step: a resumed run repeats the
-      // uninterrupted one.
-      T.manualSeed(stepSeed(cfg.seed, step));
-      opt.lr = warmupCosine(step, totalSteps, cfg.lr, cfg.warmupEpochs * stepsPerEpoch, cfg.minLr);
-      groups[0]!.weightDecay = cosineValue(step, totalSteps, cfg.weightDecay, cfg.weightDecayEnd);
-      const momentum = cosineValue(step, totalSteps, cfg.momentumTeacher, 1);
-      const loss = T.scope(() => {
-        const { globals, locals } = dinoViews(loader.x, dc, blurSigma);
-        const teacher = model.teacherForward(globals);
-        const l = model.loss(model.studentForward(globals, locals, { training: true }), teacher, teacherTemp);
-        l.backward();
-        if (epoch < cfg.freezeLastLayer) {
-          // main_dino.py's cancel_gradients_last_layer: p.grad = None, so AdamW skips them.
-          for (const p of prototypes) {
-            p.grad?.dispose();
-            p.grad = null;
-          }
+  const loop = await runPretrainLoop<DinoEpoch>({
+    loader, epochs: cfg.epochs, step, lastStep, seed: cfg.seed, seedSalt: 11, progress: cfg.progress, metricsPath, lossPath, history, losses,
+    trainStep: (s, epoch) => {
+      opt.lr = warmupCosine(s, totalSteps, cfg.lr, cfg.warmupEpochs * stepsPerEpoch, cfg.minLr);
+      groups[0]!.weightDecay = cosineValue(s, totalSteps, cfg.weightDecay, cfg.weightDecayEnd);
+      const momentum = cosineValue(s, totalSteps, cfg.momentumTeacher, 1);
+      const teacherTemp = teacherTempAt(epoch, cfg);
+      const { globals, locals } = dinoViews(loader.x, dc, blurSigma);
+      const teacher = model.teacherForward(globals);
+      const l = model.loss(model.studentForward(globals, locals, { training: true }), teacher, teacherTemp);
+      l.backward();
+      if (epoch < cfg.freezeLastLayer) {
+        // main_dino.py's cancel_gradients_last_layer: p.grad = None, so AdamW skips them.
+        for (const p of prototypes) {
+          p.grad?.dispose();
+          p.grad = null;
         }
-        opt.step({ clip: cfg.clipGrad > 0 ? opt.clipGradNorm(cfg.clipGrad) : undefined });
-        opt.zeroGrad();
-        model.updateCenter(teacher);
-        model.teacherEma.update(momentum);
-        return l;
-      });
-      const value = await loss.item();
-      loss.dispose();
-      if (!Number.isFinite(value)) throw new Error(`pre-training stopped: the loss is ${value} at step ${step} (epoch ${epoch + 1}); lower --lr or raise --warmup-epochs`);
-      losses.push(value);
-      appendFileSync(lossPath, JSON.stringify({ step, loss: value, lr: opt.lr, wd: groups[0]!.weightDecay, momentum, teacher_temp: teacherTemp }) + '\n');
-      epochLoss += value;
-      epochSteps++;
-      step++;
-      bar?.update(pos + 1, { loss: (epochLoss / epochSteps).toFixed(4), lr: opt.lr.toExponential(1) });
-    }
-    const seconds = bar ? bar.finish() : (performance.now() - epochStart) / 1000;
-    trainSeconds += seconds;
-    trainedImages += epochSteps * cfg.batchSize;
-    if (step % stepsPerEpoch !== 0 && step !== lastStep) continue;
-    const m: DinoEpoch = {
-      epoch: Math.ceil(step / stepsPerEpoch),
-      step,
-      train_loss: epochLoss / Math.max(epochSteps, 1),
-      knn_acc: knnBank && knnQueries ? await teacherKnn(model, knnBank, knnQueries, cfg.knnK) : NaN,
-      images_per_s: (epochSteps * cfg.batchSize) / seconds,
-      elapsed_s: priorSeconds + (performance.now() - started) / 1000,
-    };
-    history.push(m);
-    appendFileSync(metricsPath, JSON.stringify(m) + '\n');
-    log(`epoch ${m.epoch}: train loss ${m.train_loss.toFixed(4)}, teacher ${cfg.knnK}-NN accuracy ${m.knn_acc.toFixed(2)}% (${knnQueries?.count ?? 0} test images against ${knnBank?.count ?? 0} training images), ${m.images_per_s.toFixed(0)} img/s`);
-    await saveCheckpoint(lastPath, model, { optimizer: opt, step, epoch: m.epoch, extra: { arch: 'dino', dataset: cfg.data, preset: cfg.preset } });
-    await writeDinoFigure(model, samples, 777, blurSigma, join(cfg.out, 'views.png'), `DINO views and teacher attention after epoch ${m.epoch} (${cfg.data} test images)`);
-  }
+      }
+      opt.step({ clip: cfg.clipGrad > 0 ? opt.clipGradNorm(cfg.clipGrad) : undefined });
+      opt.zeroGrad();
+      model.updateCenter(teacher);
+      model.teacherEma.update(momentum);
+      return { loss: l, fields: { lr: opt.lr, wd: groups[0]!.weightDecay, momentum, teacher_temp: teacherTemp } };
+    },
+    evaluate: async (base) => ({ ...base, knn_acc: knnBank && knnQueries ? await teacherKnn(model, knnBank, knnQueries, cfg.knnK) : NaN }),
+    save: async (m) => {
+      log(`epoch ${m.epoch}: train loss ${m.train_loss.toFixed(4)}, teacher ${cfg.knnK}-NN accuracy ${m.knn_acc.toFixed(2)}% (${knnQueries?.count ?? 0} test images against ${knnBank?.count ?? 0} training images), ${m.images_per_s.toFixed(0)} img/s`);
+      await saveCheckpoint(lastPath, model, { optimizer: opt, step: m.step, epoch: m.epoch, extra: { arch: 'dino', dataset: cfg.data, preset: cfg.preset } });
+      await writeDinoFigure(model, samples, 777, blurSigma, join(cfg.out, 'views.png'), `DINO views and teacher attention after epoch ${m.epoch} (${cfg.data} test images)`);
+    },
+    divergenceHint: 'lower --lr or raise --warmup-epochs',
+  });
 
-  const result: DinoPretrainResult = {
-    out: cfg.out,
-    metrics: history,
-    losses,
-    seconds: priorSeconds + (performance.now() - started) / 1000,
-    imagesPerSecond: trainSeconds ? trainedImages / trainSeconds : 0,
-  };
+  const result: DinoPretrainResult = { out: cfg.out, metrics: history, losses, ...loop };
   await writeReport(cfg, dc, backboneParams, result);
   samples.dispose();
   loader.dispose();

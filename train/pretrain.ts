@@ -3,17 +3,16 @@
 // linear warmup then half-cycle cosine; a run folder with config, losses, checkpoints, curves,
 // reconstructions and a report, and exact resume. Its last.safetensors initialises a ViT for
 // fine-tuning (`tessera train --init`).
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as T from '../engine/index.js';
 import { type MAEConfig, maeConfigFor, MaskedAutoencoderViT } from '../models/mae.js';
 import { presetConfig, type ViTConfig } from '../models/vit.js';
-import { checkpointArch, CheckpointError, loadOptimizerState, loadWeights, readCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, permutation, subset } from './data.js';
+import { checkpointArch, CheckpointError, readCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, subset } from './data.js';
 import { writeImageGrid } from './image.js';
 import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
-import { ProgressBar } from './progress.js';
-import { openRunLogs } from './runlog.js';
+import { type EpochBase, planSteps, restoreRun, runPretrainLoop } from './pretrain-loop.js';
 import { warmupCosine } from './schedule.js';
 
 export interface PretrainConfig {
@@ -74,13 +73,9 @@ export const PRETRAIN_DEFAULTS: PretrainConfig = {
   progress: true,
 };
 
-export interface PretrainEpoch {
-  epoch: number;
-  step: number;
-  train_loss: number;
+export interface PretrainEpoch extends EpochBase {
+  /** Masked-patch loss on the test images, same masks every epoch. */
   test_loss: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
 export interface PretrainResult {
@@ -89,10 +84,6 @@ export interface PretrainResult {
   losses: number[];
   seconds: number;
   imagesPerSecond: number;
-}
-
-function stepSeed(seed: number, step: number): number {
-  return (Math.imul(seed + 7, 0x9e3779b1) ^ Math.imul(step + 1, 0x85ebca6b)) >>> 0;
 }
 
 /** Images [B, C, H, W] in [0, 1] → cropped, flipped and normalised, as MAE's transform_train. */
@@ -222,89 +213,34 @@ export async function pretrainMae(overrides: Partial<PretrainConfig>): Promise<P
   if (cfg.trainLimit) trainSet = subset(trainSet, cfg.trainLimit);
   testSet = subset(testSet, Math.min(cfg.evalImages, testSet.count));
   normalize(testSet, mc.mean, mc.std);
-  const loader = new BatchLoader(trainSet, cfg.batchSize);
-  const stepsPerEpoch = loader.stepsPerEpoch;
-  if (stepsPerEpoch === 0) throw new Error(`batch size ${cfg.batchSize} is larger than the ${trainSet.count} training images`);
-  const totalSteps = cfg.epochs * stepsPerEpoch;
-  const lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
+  const { loader, stepsPerEpoch, totalSteps, lastStep } = planSteps(trainSet, cfg);
   const opt = new T.AdamW(model.paramGroups(cfg.weightDecay), { lr: cfg.lr, betas: cfg.betas, weightDecay: cfg.weightDecay });
-  const metricsPath = join(cfg.out, 'metrics.jsonl');
-  const lossPath = join(cfg.out, 'loss.jsonl');
-  let step = 0;
-  const history: PretrainEpoch[] = [];
-  const losses: number[] = [];
-  if (resumeInfo) {
-    loadWeights(model, resumeInfo, lastPath);
-    loadOptimizerState(opt, model, resumeInfo, lastPath);
-    step = resumeInfo.step;
-    log(`resumed ${lastPath} at step ${step} (epoch ${Math.floor(step / stepsPerEpoch)})`);
-  }
-  const logs = openRunLogs<PretrainEpoch>(metricsPath, lossPath, resumeInfo ? step : null);
-  history.push(...logs.metrics);
-  losses.push(...logs.losses);
+  const { step, history, losses, metricsPath, lossPath } = restoreRun<PretrainEpoch>({ out: cfg.out, model, opt, resumeInfo, stepsPerEpoch, log });
   writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ pretrain: cfg, model: mc, params: model.numParams() }, null, 2) + '\n');
   log(`tessera: MAE pre-training of ${cfg.preset}'s encoder (${model.numParams().toLocaleString()} parameters with the decoder) on ${cfg.data}: ` +
     `${trainSet.count} images, ${Math.round(100 * mc.mask_ratio)}% of ${model.numPatches} patches masked, ${cfg.epochs} epochs of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
   const samples = T.keep(T.tensor(testSet.images.subarray(0, 8 * mc.in_chans * mc.img_size ** 2), [8, mc.in_chans, mc.img_size, mc.img_size]));
 
-  const started = performance.now();
-  const priorSeconds = history.at(-1)?.elapsed_s ?? 0;
-  let [trainedImages, trainSeconds] = [0, 0];
-  while (step < lastStep) {
-    const epoch = Math.floor(step / stepsPerEpoch);
-    const order = permutation(trainSet.count, cfg.seed * 1000 + epoch);
-    const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${cfg.epochs}`, Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), cfg.batchSize) : null;
-    const epochStart = performance.now();
-    let [epochLoss, epochSteps] = [0, 0];
-    for (let pos = step % stepsPerEpoch; pos < stepsPerEpoch && step < lastStep; pos++) {
-      loader.load(order, pos * cfg.batchSize);
-      // Crops, flips and masks draw from a seed fixed by the step: a resumed run repeats the
-      // uninterrupted one.
-      T.manualSeed(stepSeed(cfg.seed, step));
-      opt.lr = warmupCosine(step, totalSteps, cfg.lr, cfg.warmupSteps, cfg.minLr);
-      const loss = T.scope(() => {
-        const l = model.forward(augment(loader.x, cfg, mc), { training: true }).loss;
-        l.backward();
-        opt.step();
-        opt.zeroGrad();
-        return l;
-      });
-      const value = await loss.item();
-      loss.dispose();
-      if (!Number.isFinite(value)) throw new Error(`pre-training stopped: the loss is ${value} at step ${step} (epoch ${epoch + 1}); lower --lr or raise --warmup-steps`);
-      losses.push(value);
-      appendFileSync(lossPath, JSON.stringify({ step, loss: value, lr: opt.lr }) + '\n');
-      epochLoss += value;
-      epochSteps++;
-      step++;
-      bar?.update(pos + 1, { loss: (epochLoss / epochSteps).toFixed(4), lr: opt.lr.toExponential(1) });
-    }
-    const seconds = bar ? bar.finish() : (performance.now() - epochStart) / 1000;
-    trainSeconds += seconds;
-    trainedImages += epochSteps * cfg.batchSize;
-    if (step % stepsPerEpoch !== 0 && step !== lastStep) continue;
-    const m: PretrainEpoch = {
-      epoch: Math.ceil(step / stepsPerEpoch),
-      step,
-      train_loss: epochLoss / Math.max(epochSteps, 1),
-      test_loss: await maeTestLoss(model, testSet, 250, 12345),
-      images_per_s: (epochSteps * cfg.batchSize) / seconds,
-      elapsed_s: priorSeconds + (performance.now() - started) / 1000,
-    };
-    history.push(m);
-    appendFileSync(metricsPath, JSON.stringify(m) + '\n');
-    log(`epoch ${m.epoch}: train loss ${m.train_loss.toFixed(4)}, test loss ${m.test_loss.toFixed(4)} (masked patches of ${testSet.count} test images), ${m.images_per_s.toFixed(0)} img/s`);
-    await saveCheckpoint(lastPath, model, { optimizer: opt, step, epoch: m.epoch, extra: { arch: 'mae', dataset: cfg.data, preset: cfg.preset } });
-    await writeReconstructions(model, samples, 777, join(cfg.out, 'reconstructions.png'), `MAE reconstructions after epoch ${m.epoch} (${cfg.data} test images)`);
-  }
+  const loop = await runPretrainLoop<PretrainEpoch>({
+    loader, epochs: cfg.epochs, step, lastStep, seed: cfg.seed, seedSalt: 7, progress: cfg.progress, metricsPath, lossPath, history, losses,
+    trainStep: (s) => {
+      opt.lr = warmupCosine(s, totalSteps, cfg.lr, cfg.warmupSteps, cfg.minLr);
+      const l = model.forward(augment(loader.x, cfg, mc), { training: true }).loss;
+      l.backward();
+      opt.step();
+      opt.zeroGrad();
+      return { loss: l, fields: { lr: opt.lr } };
+    },
+    evaluate: async (base) => ({ ...base, test_loss: await maeTestLoss(model, testSet, 250, 12345) }),
+    save: async (m) => {
+      log(`epoch ${m.epoch}: train loss ${m.train_loss.toFixed(4)}, test loss ${m.test_loss.toFixed(4)} (masked patches of ${testSet.count} test images), ${m.images_per_s.toFixed(0)} img/s`);
+      await saveCheckpoint(lastPath, model, { optimizer: opt, step: m.step, epoch: m.epoch, extra: { arch: 'mae', dataset: cfg.data, preset: cfg.preset } });
+      await writeReconstructions(model, samples, 777, join(cfg.out, 'reconstructions.png'), `MAE reconstructions after epoch ${m.epoch} (${cfg.data} test images)`);
+    },
+    divergenceHint: 'lower --lr or raise --warmup-steps',
+  });
 
-  const result: PretrainResult = {
-    out: cfg.out,
-    metrics: history,
-    losses,
-    seconds: priorSeconds + (performance.now() - started) / 1000,
-    imagesPerSecond: trainSeconds ? trainedImages / trainSeconds : 0,
-  };
+  const result: PretrainResult = { out: cfg.out, metrics: history, losses, ...loop };
   await writeReport(cfg, mc, model.numParams(), result);
   samples.dispose();
   loader.dispose();

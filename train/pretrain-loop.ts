@@ -1,0 +1,131 @@
+// The epoch loop MAE and DINO pre-training share: a seeded order per epoch, one batch upload and
+// one scoped step per iteration, the random stream fixed by the step (so a resumed run repeats
+// the uninterrupted one), loss.jsonl, a progress bar, a stop on a non-finite loss, and at each
+// epoch's end the method's evaluation, metrics.jsonl and its checkpoint.
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as T from '../engine/index.js';
+import { type Checkpointable, type CheckpointInfo, loadOptimizerState, loadWeights } from './checkpoint.js';
+import { BatchLoader, type Dataset, permutation } from './data.js';
+import { ProgressBar } from './progress.js';
+import { openRunLogs } from './runlog.js';
+
+/** The batches of a run: the loader, steps per epoch, the schedule's length and the last step to
+ * run (`maxSteps` cuts a run short without changing its schedule). */
+export function planSteps(train: Dataset, o: { batchSize: number; epochs: number; maxSteps?: number }) {
+  const loader = new BatchLoader(train, o.batchSize);
+  const stepsPerEpoch = loader.stepsPerEpoch;
+  if (stepsPerEpoch === 0) {
+    loader.dispose();
+    throw new Error(`batch size ${o.batchSize} is larger than the ${train.count} training images`);
+  }
+  const totalSteps = o.epochs * stepsPerEpoch;
+  return { loader, stepsPerEpoch, totalSteps, lastStep: Math.min(totalSteps, o.maxSteps ?? Infinity) };
+}
+
+/** A run folder's state: for a resumed run (`resumeInfo` given) the model's weights, the
+ * optimizer's moments and the logs up to its step; otherwise step 0 and empty logs. */
+export function restoreRun<E extends { step: number }>(o: {
+  out: string; model: Checkpointable; opt: T.AdamW; resumeInfo: CheckpointInfo<unknown> | null; stepsPerEpoch: number; log: (s: string) => void;
+}): { step: number; history: E[]; losses: number[]; metricsPath: string; lossPath: string } {
+  const [lastPath, metricsPath, lossPath] = ['last.safetensors', 'metrics.jsonl', 'loss.jsonl'].map((f) => join(o.out, f)) as [string, string, string];
+  let step = 0;
+  if (o.resumeInfo) {
+    loadWeights(o.model, o.resumeInfo, lastPath);
+    loadOptimizerState(o.opt, o.model, o.resumeInfo, lastPath);
+    step = o.resumeInfo.step;
+    o.log(`resumed ${lastPath} at step ${step} (epoch ${Math.floor(step / o.stepsPerEpoch)})`);
+  }
+  const logs = openRunLogs<E>(metricsPath, lossPath, o.resumeInfo ? step : null);
+  return { step, history: logs.metrics, losses: logs.losses, metricsPath, lossPath };
+}
+
+/** What every epoch line holds; a method adds its evaluation. */
+export interface EpochBase {
+  epoch: number;
+  step: number;
+  train_loss: number;
+  images_per_s: number;
+  elapsed_s: number;
+}
+
+export interface PretrainLoopOptions<E extends EpochBase> {
+  loader: BatchLoader;
+  epochs: number;
+  /** The step to start from (0, or a resumed checkpoint's) and the last to run. */
+  step: number;
+  lastStep: number;
+  seed: number;
+  /** Distinguishes the methods' random streams. */
+  seedSalt: number;
+  progress: boolean;
+  metricsPath: string;
+  lossPath: string;
+  /** Epoch lines already in metrics.jsonl (a resumed run's). */
+  history: E[];
+  losses: number[];
+  /** One optimisation step on the uploaded batch (inside a scope): the loss, and what loss.jsonl
+   * records of the step besides it. */
+  trainStep: (step: number, epoch: number) => { loss: T.Tensor; fields: Record<string, number> };
+  /** The method's evaluation at an epoch's end: the full line. */
+  evaluate: (base: EpochBase) => Promise<E>;
+  /** After the line is logged: the checkpoint and pictures. */
+  save: (m: E) => Promise<void>;
+  /** The message for a non-finite loss, after "the loss is NaN at step s (epoch e); ". */
+  divergenceHint: string;
+}
+
+/** Mixes a run's seed, a method's salt and the step into the step's random seed. */
+export function stepSeed(seed: number, salt: number, step: number): number {
+  return (Math.imul(seed + salt, 0x9e3779b1) ^ Math.imul(step + 1, 0x85ebca6b)) >>> 0;
+}
+
+export async function runPretrainLoop<E extends EpochBase>(o: PretrainLoopOptions<E>): Promise<{ seconds: number; imagesPerSecond: number }> {
+  const { loader } = o;
+  const stepsPerEpoch = loader.stepsPerEpoch;
+  const B = loader.batchSize;
+  const started = performance.now();
+  const priorSeconds = o.history.at(-1)?.elapsed_s ?? 0;
+  let [trainedImages, trainSeconds, step] = [0, 0, o.step];
+  while (step < o.lastStep) {
+    const epoch = Math.floor(step / stepsPerEpoch);
+    const order = permutation(loader.ds.count, o.seed * 1000 + epoch);
+    const bar = o.progress ? new ProgressBar(`epoch ${epoch + 1}/${o.epochs}`, Math.min(stepsPerEpoch, o.lastStep - epoch * stepsPerEpoch), B) : null;
+    const epochStart = performance.now();
+    let [epochLoss, epochSteps] = [0, 0];
+    for (let pos = step % stepsPerEpoch; pos < stepsPerEpoch && step < o.lastStep; pos++) {
+      loader.load(order, pos * B);
+      T.manualSeed(stepSeed(o.seed, o.seedSalt, step));
+      let fields: Record<string, number> = {};
+      const loss = T.scope(() => {
+        const r = o.trainStep(step, epoch);
+        fields = r.fields;
+        return r.loss;
+      });
+      const value = await loss.item();
+      loss.dispose();
+      if (!Number.isFinite(value)) throw new Error(`pre-training stopped: the loss is ${value} at step ${step} (epoch ${epoch + 1}); ${o.divergenceHint}`);
+      o.losses.push(value);
+      appendFileSync(o.lossPath, JSON.stringify({ step, loss: value, ...fields }) + '\n');
+      epochLoss += value;
+      epochSteps++;
+      step++;
+      bar?.update(pos + 1, { loss: (epochLoss / epochSteps).toFixed(4), ...('lr' in fields ? { lr: fields.lr!.toExponential(1) } : {}) });
+    }
+    const seconds = bar ? bar.finish() : (performance.now() - epochStart) / 1000;
+    trainSeconds += seconds;
+    trainedImages += epochSteps * B;
+    if (step % stepsPerEpoch !== 0 && step !== o.lastStep) continue;
+    const m = await o.evaluate({
+      epoch: Math.ceil(step / stepsPerEpoch),
+      step,
+      train_loss: epochLoss / Math.max(epochSteps, 1),
+      images_per_s: (epochSteps * B) / seconds,
+      elapsed_s: priorSeconds + (performance.now() - started) / 1000,
+    });
+    o.history.push(m);
+    appendFileSync(o.metricsPath, JSON.stringify(m) + '\n');
+    await o.save(m);
+  }
+  return { seconds: priorSeconds + (performance.now() - started) / 1000, imagesPerSecond: trainSeconds ? trainedImages / trainSeconds : 0 };
+}
