@@ -40,18 +40,12 @@ abstract class Optimizer {
   private noClip: Tensor | null = null;
 
   /** Applies one update to every parameter that has a gradient. `clip` is the [norm, factor]
-   * tensor from clipGradNorm(); gradients are multiplied by its factor inside the update. */
+   * tensor from clipGradNorm(); gradients are multiplied by its factor inside the update. A group
+   * none of whose parameters has a gradient is skipped and its step count stays (see groupSteps). */
   step(opts: { clip?: Tensor } = {}): void {
     this.stepCount++;
     const clip = this.clipOrNone(opts.clip);
     for (const group of this.groups) {
-      const values = Float32Array.from(this.hyperValues(group));
-      let h = this.hyper.get(group);
-      if (!h) {
-        h = keep(Tensor.empty([values.length], 'float32', 'optimizer hyperparameters'));
-        this.hyper.set(group, h);
-      }
-      rt().write(h.buffer, values);
       const items: Update[] = [];
       for (const p of group.params) {
         if (!p.grad) continue;
@@ -63,8 +57,33 @@ abstract class Optimizer {
         }
         items.push({ p, g: p.grad, state: s });
       }
+      if (!items.length) continue;
+      this.groupSteps.set(group, this.stepsOf(group) + 1);
+      const values = Float32Array.from(this.hyperValues(group));
+      let h = this.hyper.get(group);
+      if (!h) {
+        h = keep(Tensor.empty([values.length], 'float32', 'optimizer hyperparameters'));
+        this.hyper.set(group, h);
+      }
+      rt().write(h.buffer, values);
       this.updateGroup(items, h, clip);
     }
+  }
+
+  /** Steps that updated a group: its bias corrections count these, so parameters that start
+   * training late (DINO's prototypes after their frozen epoch) begin as torch's per-parameter
+   * state does, at step 1. Equal to stepCount for a group that always had gradients. */
+  protected groupSteps = new Map<ParamGroup, number>();
+  stepsOf(group: ParamGroup): number {
+    return this.groupSteps.get(group) ?? 0;
+  }
+  /** Every group's step count, in order (checkpoints save them). */
+  get groupStepCounts(): number[] {
+    return this.groups.map((g) => this.stepsOf(g));
+  }
+  set groupStepCounts(counts: number[]) {
+    if (counts.length !== this.groups.length) throw new Error(`optimizer: ${counts.length} group step counts for ${this.groups.length} groups`);
+    this.groups.forEach((g, i) => this.groupSteps.set(g, counts[i]!));
   }
 
   protected clipOrNone(clip: Tensor | undefined): Tensor {
@@ -271,6 +290,7 @@ export class AdamW extends Optimizer {
       return;
     }
     this.stepCount++;
+    for (const g of this.groups) this.groupSteps.set(g, this.stepsOf(g) + 1);
     const clip = this.clipOrNone(opts.clip);
     this.gather(packed);
     rt().write(packed.hyper.buffer, Float32Array.from(this.groups.flatMap((g) => this.hyperValues(g))));
@@ -293,7 +313,7 @@ export class AdamW extends Optimizer {
 
   protected hyperValues(group: ParamGroup): number[] {
     const [b1, b2] = this.betas;
-    const t = this.stepCount;
+    const t = this.stepsOf(group);
     const v: Record<(typeof ADAMW_HYPER)[number], number> = {
       lr: this.lr, beta1: b1, beta2: b2, eps: this.eps, weightDecay: group.weightDecay ?? this.weightDecay,
       bc1: 1 - Math.pow(b1, t), bc2: 1 - Math.pow(b2, t),

@@ -218,7 +218,7 @@ export async function saveCheckpoint(
     config: JSON.stringify(model.config),
     step: String(opts.step),
     epoch: String(opts.epoch),
-    ...(opts.optimizer ? { optim_step: String(opts.optimizer.stepCount) } : {}),
+    ...(opts.optimizer ? { optim_step: String(opts.optimizer.stepCount), optim_group_steps: JSON.stringify(opts.optimizer.groupStepCounts) } : {}),
     ...(opts.ema ? { ema_decay: String(opts.ema.decay), ema_updates: String(opts.ema.updates) } : {}),
     ...opts.extra,
   };
@@ -308,6 +308,10 @@ export function loadOptimizerState(optimizer: T.AdamW, model: Checkpointable, ck
     optimizer.setState(p.tensor, parts.map((t) => t!.data as Float32Array));
   }
   optimizer.stepCount = step;
+  // Checkpoints from before per-group counts: every group was updated at every step.
+  const groups = ckpt.metadata.optim_group_steps ? (JSON.parse(ckpt.metadata.optim_group_steps) as number[]) : optimizer.groups.map(() => step);
+  if (groups.length !== optimizer.groups.length) throw new CheckpointError(`${path}: optimizer state for ${groups.length} parameter groups, the optimizer has ${optimizer.groups.length}`);
+  optimizer.groupStepCounts = groups;
 }
 
 /** Restores the weight EMA saved by saveCheckpoint, after loadWeights. A checkpoint without one

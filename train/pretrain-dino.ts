@@ -272,9 +272,14 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
   const knnBank = cfg.evalImages > 0 ? normalizedCopy(trainSet, cfg.knnTrain, bb) : null;
   const knnQueries = cfg.evalImages > 0 ? normalizedCopy(testSet, cfg.evalImages, bb) : null;
   const { loader, stepsPerEpoch, totalSteps, lastStep } = planSteps(trainSet, cfg);
-  const groups = model.paramGroups(cfg.weightDecay);
-  const opt = new T.AdamW(groups, { lr: cfg.lr, betas: [0.9, 0.999], weightDecay: cfg.weightDecay });
+  // The prototypes get their own group: frozen in the first epoch(s), their AdamW bias
+  // corrections then start at 1, as torch's per-parameter step does. All weights decay on one
+  // schedule (DINO's regularised group).
   const prototypes = new Set(model.lastLayerParams());
+  const groups = model.paramGroups(cfg.weightDecay).map((g) => ({ ...g, params: g.params.filter((p) => !prototypes.has(p)) }));
+  groups.push({ params: [...prototypes], weightDecay: cfg.weightDecay });
+  const decayed = [groups[0]!, groups[2]!];
+  const opt = new T.AdamW(groups, { lr: cfg.lr, betas: [0.9, 0.999], weightDecay: cfg.weightDecay });
   const { step, history, losses, metricsPath, lossPath } = restoreRun<DinoEpoch>({ out: cfg.out, model, opt, resumeInfo, stepsPerEpoch, log });
   const backboneParams = [...model.params.keys()].filter((k) => !k.startsWith('student.head.')).reduce((n, k) => n + model.params.get(k)!.tensor.size, 0);
   writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ pretrain: cfg, model: dc, params: model.numParams(), backbone_params: backboneParams }, null, 2) + '\n');
@@ -286,7 +291,8 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
     loader, epochs: cfg.epochs, step, lastStep, seed: cfg.seed, seedSalt: 11, progress: cfg.progress, metricsPath, lossPath, history, losses,
     trainStep: (s, epoch) => {
       opt.lr = warmupCosine(s, totalSteps, cfg.lr, cfg.warmupEpochs * stepsPerEpoch, cfg.minLr);
-      groups[0]!.weightDecay = cosineValue(s, totalSteps, cfg.weightDecay, cfg.weightDecayEnd);
+      const wd = cosineValue(s, totalSteps, cfg.weightDecay, cfg.weightDecayEnd);
+      for (const g of decayed) g.weightDecay = wd;
       const momentum = cosineValue(s, totalSteps, cfg.momentumTeacher, 1);
       const teacherTemp = teacherTempAt(epoch, cfg);
       const { globals, locals } = dinoViews(loader.x, dc, blurSigma);
@@ -304,7 +310,7 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
       opt.zeroGrad();
       model.updateCenter(teacher);
       model.teacherEma.update(momentum);
-      return { loss: l, fields: { lr: opt.lr, wd: groups[0]!.weightDecay, momentum, teacher_temp: teacherTemp } };
+      return { loss: l, fields: { lr: opt.lr, wd, momentum, teacher_temp: teacherTemp } };
     },
     evaluate: async (base) => ({ ...base, knn_acc: knnBank && knnQueries ? await teacherKnn(model, knnBank, knnQueries, cfg.knnK) : NaN }),
     save: async (m) => {

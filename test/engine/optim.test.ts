@@ -36,6 +36,38 @@ describe('optimizers update parameters in place like torch.optim', () => {
     opt.dispose();
   });
 
+  it('AdamW: a group that starts training late counts its bias corrections from its first update (torch keeps a step per parameter)', async () => {
+    const r = rng(5);
+    const p0 = makeData([11], 'normal', r);
+    const q0 = makeData([6], 'normal', r);
+    const p = T.tensor(Float32Array.from(p0), [11], { requiresGrad: true });
+    const q = T.tensor(Float32Array.from(q0), [6], { requiresGrad: true });
+    const opt = new T.AdamW([{ params: [p] }, { params: [q] }], { lr: 1e-2, weightDecay: 0.05 });
+    const ref = { p: Float64Array.from(p0), q: Float64Array.from(q0), mp: new Float64Array(11), vp: new Float64Array(11), mq: new Float64Array(6), vq: new Float64Array(6) };
+    const hyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
+    let qSteps = 0;
+    for (let t = 1; t <= 6; t++) {
+      const gp = makeData([11], 'normal', r);
+      const gq = makeData([6], 'normal', r);
+      p.grad = T.keep(T.tensor(Float32Array.from(gp), [11]));
+      // q is frozen for the first four steps: no gradient, no update, no step counted.
+      if (t > 4) q.grad = T.keep(T.tensor(Float32Array.from(gq), [6]));
+      opt.step();
+      opt.zeroGrad();
+      R.adamw(ref.p, gp, ref.mp, ref.vp, t, hyper);
+      if (t > 4) R.adamw(ref.q, gq, ref.mq, ref.vq, ++qSteps, hyper);
+      if (t === 4) expectClose(await q.data(), q0, { atol: 0, rtol: 0 }, 'frozen q');
+    }
+    expect(opt.stepCount).toBe(6);
+    expect(opt.groupStepCounts).toEqual([6, 2]);
+    expectClose(await p.data(), ref.p, TOL, 'AdamW p');
+    expectClose(await q.data(), ref.q, TOL, 'AdamW q, bias-corrected from its own first step');
+    opt.groupStepCounts = [1, 1];
+    expect(opt.stepsOf(opt.groups[1]!)).toBe(1);
+    expect(() => (opt.groupStepCounts = [1])).toThrow(/1 group step counts for 2 groups/);
+    opt.dispose();
+  });
+
   it.each([false, true])('AdamW over many parameters (packed: %s; ragged chunks, one without a gradient) and clipping by global norm over more tensors than one dispatch takes', async (packed) => {
     const r = rng(9);
     const sizes = [37, 5, 1, 64, 13, 7, 129, 3];
