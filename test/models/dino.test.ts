@@ -97,6 +97,12 @@ describe('DINO (facebookresearch/dino)', () => {
     expect(Array.from(g).some((v) => v !== 0)).toBe(true);
     expect(() => vit.forwardFeatures(T.zeros([1, 1, 10, 10]), { training: false })).toThrow(/divisible by the patch 4/);
     vit.dispose();
+    // num_classes 0 is a backbone (timm's Identity head): forward gives the class token.
+    const backbone = new VisionTransformer({ ...cfg, num_classes: 0 }, 1);
+    expect(backbone.head).toBeNull();
+    expect([...backbone.params.keys()].some((k) => k.startsWith('head'))).toBe(false);
+    expect(backbone.forward(x, { training: false }).logits.shape).toEqual([2, 64]);
+    backbone.dispose();
   });
 
   it('DINOHead matches a float64 CPU head (GELU MLP, L2-normalise, weight-normalised prototypes); its weight gradients match finite differences', async () => {
