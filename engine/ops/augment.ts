@@ -132,6 +132,8 @@ export interface ColorOptions {
   brightness?: number;
   contrast?: number;
   saturation?: number;
+  /** Hue shift drawn from [−hue, hue] of a turn, hue ≤ 0.5 (DINO: 0.1; a no-op on one channel). */
+  hue?: number;
   /** Probability of RandomGrayscale (DINO: 0.2; a no-op on one channel). */
   grayProb?: number;
   /** Probability of a Gaussian blur and its sigma range in pixels (DINO: [0.1, 2] at 224 px). */
@@ -141,23 +143,24 @@ export interface ColorOptions {
   solarizeProb?: number;
 }
 
-/** Per-image photometric parameters [B, 8] from uniforms [B, COLOR_UNIFORMS] (see
+/** Per-image photometric parameters [B, COLOR_PARAMS] from uniforms [B, COLOR_UNIFORMS] (see
  * kernels/augment-color.ts for the layout). */
 export function colorParams(x: Tensor, u: Tensor, opts: ColorOptions = {}): Tensor {
   const [B, C, H, W] = checkImages(x, 'colorParams');
   if (C !== 1 && C !== 3) throw new Error(`colorParams: ${x.describe()} must have 1 or 3 channels`);
   checkUniforms(u, [B, COLOR_UNIFORMS], 'colorParams');
-  const o = { jitterProb: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, grayProb: 0.2, blurProb: 0, solarizeProb: 0, ...opts };
+  const o = { jitterProb: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1, grayProb: 0.2, blurProb: 0, solarizeProb: 0, ...opts };
   const sigma = opts.blurSigma ?? [0.1, 2];
   for (const name of ['jitterProb', 'grayProb', 'blurProb', 'solarizeProb'] as const) checkRange(name, [o[name], o[name]], 0, 1, 'colorParams');
   for (const name of ['brightness', 'contrast', 'saturation'] as const) checkRange(name, [o[name], o[name]], 0, Infinity, 'colorParams');
+  checkRange('hue', [o.hue, o.hue], 0, 0.5, 'colorParams');
   checkRange('blurSigma', sigma, Number.MIN_VALUE, MAX_BLUR_RADIUS / 3, 'colorParams');
   const prm = Tensor.empty([B, COLOR_PARAMS], 'float32', 'color params');
   const k = colorParamsKernel();
   if (B > 0) {
     rt().run({
       source: k,
-      uniforms: { B, C, H, W, jitterProb: o.jitterProb, brightness: o.brightness, contrast: o.contrast, saturation: o.saturation, grayProb: o.grayProb, blurProb: o.blurProb, sigmaLo: sigma[0], sigmaHi: sigma[1], solarizeProb: o.solarizeProb },
+      uniforms: { B, C, H, W, jitterProb: o.jitterProb, brightness: o.brightness, contrast: o.contrast, saturation: o.saturation, hue: o.hue, grayProb: o.grayProb, blurProb: o.blurProb, sigmaLo: sigma[0], sigmaHi: sigma[1], solarizeProb: o.solarizeProb },
       buffers: [x.buffer, u.buffer, prm.buffer],
       grid: grid1d(B, k.workgroupSize),
       label: `color_params ${shapeStr(x.shape)}`,
@@ -166,7 +169,7 @@ export function colorParams(x: Tensor, u: Tensor, opts: ColorOptions = {}): Tens
   return prm;
 }
 
-/** Applies colorParams: jitter, grayscale, blur, solarize. */
+/** Applies colorParams: jitter (brightness, contrast, saturation, hue), grayscale, blur, solarize. */
 export function colorApply(x: Tensor, params: Tensor): Tensor {
   const [B, C, H, W] = checkImages(x, 'colorApply');
   if (params.size !== B * COLOR_PARAMS) throw new Error(`colorApply: params ${params.describe()} must be [${B}, ${COLOR_PARAMS}] for ${x.describe()}`);

@@ -375,6 +375,7 @@ export interface ColorRefOptions {
   brightness: number;
   contrast: number;
   saturation: number;
+  hue: number;
   grayProb: number;
   blurProb: number;
   blurSigma: [number, number];
@@ -390,10 +391,32 @@ function rgbAt(x: Nd, b: number, i: number): number[] {
   return C === 3 ? [0, 1, 2].map((c) => x.data[base + c * H * W + i]!) : [x.data[base + i]!, x.data[base + i]!, x.data[base + i]!];
 }
 
+const fract = (v: number) => v - Math.floor(v);
+
+/** torchvision's _rgb2hsv, the hue shifted by hf modulo 1, _hsv2rgb. */
+function shiftHue([r, g, b]: number[], hf: number): number[] {
+  const maxc = Math.max(r!, g!, b!);
+  const minc = Math.min(r!, g!, b!);
+  const eqc = maxc === minc;
+  const cr = maxc - minc;
+  const s = cr / (eqc ? 1 : maxc);
+  const [rc, gc, bc] = [r!, g!, b!].map((v) => (maxc - v) / (eqc ? 1 : cr)) as [number, number, number];
+  const h0 = maxc === r ? bc - gc : maxc === g ? 2 + rc - bc : 4 + gc - rc;
+  const h = fract(fract(h0 / 6 + 1) + hf);
+  const i6 = Math.floor(h * 6);
+  const f = h * 6 - i6;
+  const v = maxc;
+  const p = clamp(v * (1 - s), 0, 1);
+  const q = clamp(v * (1 - s * f), 0, 1);
+  const t = clamp(v * (1 - s * (1 - f)), 0, 1);
+  return [[v, t, p], [q, v, p], [p, v, t], [p, q, v], [t, p, v], [v, p, q]][i6 % 6]!;
+}
+
 function jitterStep(rgb: number[], step: number, f: number[], mean: number, C: number): number[] {
   if (step === 0) return rgb.map((v) => clamp(v * f[0]!, 0, 1));
   if (step === 1) return rgb.map((v) => clamp(f[1]! * v + (1 - f[1]!) * mean, 0, 1));
   if (C === 1) return rgb;
+  if (step === 3) return f[3] === 0 ? rgb : shiftHue(rgb, f[3]!);
   const g = grey(rgb);
   return rgb.map((v) => clamp(f[2]! * v + (1 - f[2]!) * g, 0, 1));
 }
@@ -404,15 +427,15 @@ export function colorParams(x: Nd, u: ArrayLike<number>, o: ColorRefOptions): Fl
   for (let b = 0; b < B; b++) {
     const at = (k: number) => u[b * COLOR_UNIFORMS + k]!;
     const jitter = at(0) < o.jitterProb;
-    const f = [mix(Math.max(0, 1 - o.brightness), 1 + o.brightness, at(1)), mix(Math.max(0, 1 - o.contrast), 1 + o.contrast, at(2)), mix(Math.max(0, 1 - o.saturation), 1 + o.saturation, at(3))];
-    const order = Math.min(Math.floor(at(4) * 6), 5);
+    const f = [mix(Math.max(0, 1 - o.brightness), 1 + o.brightness, at(1)), mix(Math.max(0, 1 - o.contrast), 1 + o.contrast, at(2)), mix(Math.max(0, 1 - o.saturation), 1 + o.saturation, at(3)), mix(-o.hue, o.hue, at(9))];
+    const order = Math.min(Math.floor(at(4) * COLOR_ORDERS.length), COLOR_ORDERS.length - 1);
     let mean = 0;
     if (jitter) {
       const before = COLOR_ORDERS[order]!.slice(0, COLOR_ORDERS[order]!.indexOf(1));
       for (let i = 0; i < H * W; i++) mean += grey(before.reduce((rgb, step) => jitterStep(rgb, step, f, 0, C), rgbAt(x, b, i)));
       mean /= H * W;
     }
-    out.set([f[0]!, f[1]!, f[2]!, jitter ? order : -1, mean, at(5) < o.grayProb ? 1 : 0, at(6) < o.blurProb ? mix(o.blurSigma[0], o.blurSigma[1], at(7)) : 0, at(8) < o.solarizeProb ? 1 : 0], b * COLOR_PARAMS);
+    out.set([f[0]!, f[1]!, f[2]!, jitter ? order : -1, mean, at(5) < o.grayProb ? 1 : 0, at(6) < o.blurProb ? mix(o.blurSigma[0], o.blurSigma[1], at(7)) : 0, at(8) < o.solarizeProb ? 1 : 0, f[3]!], b * COLOR_PARAMS);
   }
   return out;
 }
@@ -422,7 +445,7 @@ export function colorApply(x: Nd, params: ArrayLike<number>): Nd {
   const out = new Float64Array(x.data.length);
   for (let b = 0; b < B; b++) {
     const k = Array.from({ length: COLOR_PARAMS }, (_, i) => params[b * COLOR_PARAMS + i]!);
-    const [f, order, mean, gray, sigma, solarize] = [k.slice(0, 3), k[3]!, k[4]!, k[5]!, k[6]!, k[7]!];
+    const [f, order, mean, gray, sigma, solarize] = [[...k.slice(0, 3), k[8]!], k[3]!, k[4]!, k[5]!, k[6]!, k[7]!];
     const colored = (i: number, c: number) => {
       let rgb = rgbAt(x, b, i);
       if (order >= 0) for (const step of COLOR_ORDERS[order]!) rgb = jitterStep(rgb, step, f, mean, C);

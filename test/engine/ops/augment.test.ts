@@ -332,7 +332,7 @@ describe('Mixup, CutMix, soft targets, random erasing', () => {
 });
 
 describe("DINO's photometric augmentation: jitter, grayscale, blur, solarize", () => {
-  const DINO = { jitterProb: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, grayProb: 0.2, blurProb: 0.5, blurSigma: [0.1, 2] as [number, number], solarizeProb: 0.2 };
+  const DINO = { jitterProb: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1, grayProb: 0.2, blurProb: 0.5, blurSigma: [0.1, 2] as [number, number], solarizeProb: 0.2 };
   // The grey mean sums up to 31·37 f32 values (relative error ~1e-6 over values ≤ 1); the blur
   // sums at most 13² weighted taps whose weights come from f32 exp (relative 1e-6 each): 2e-5.
   const COLOR = { atol: 2e-5, rtol: 0 };
@@ -349,27 +349,43 @@ describe("DINO's photometric augmentation: jitter, grayscale, blur, solarize", (
     });
   }
 
-  it('every branch is taken somewhere in a batch of 64', async () => {
-    const { t } = images([64, 3, 8, 8], 9);
+  it('every branch is taken somewhere in a batch of 256', async () => {
+    const { t } = images([256, 3, 8, 8], 9);
     const p = await T.randomColor(t, { ...DINO, seed: 3 }).params.data();
-    const col = (k: number) => Array.from({ length: 64 }, (_, b) => p[b * COLOR_PARAMS + k]!);
-    expect(new Set(col(3)).size).toBe(7); // no jitter and all six orders
+    const col = (k: number) => Array.from({ length: 256 }, (_, b) => p[b * COLOR_PARAMS + k]!);
+    expect(new Set(col(3)).size).toBe(25); // no jitter and all 24 orders of the four steps
     for (const k of [5, 6, 7]) expect(col(k).some((v) => v === 0) && col(k).some((v) => v > 0)).toBe(true);
+    expect(col(8).some((v) => v < -0.05) && col(8).some((v) => v > 0.05) && col(8).every((v) => Math.abs(v) <= 0.1)).toBe(true);
+  });
+
+  it('hue: a rotation of the colour wheel as torchvision adjust_hue, identity on grey', async () => {
+    const hueOnly = (shifts: number[]) => T.tensor(shifts.flatMap((h) => [1, 1, 1, 0, 0, 0, 0, 0, h]), [shifts.length, COLOR_PARAMS]);
+    // Pixels (one per image, channels planar): red, a brown (0.8, 0.4, 0.2), a grey, red again.
+    const rgb = T.tensor([1, 0, 0, 0.8, 0.4, 0.2, 0.3, 0.3, 0.3, 1, 0, 0], [4, 3, 1, 1]);
+    const got = await T.colorApply(rgb, hueOnly([0.5, 0.1, 0.25, -1 / 3])).data();
+    // Red + half a turn is cyan; the brown's hue 1/18 + 0.1 gives (v, t, p) with s = 0.75, f = 14/15;
+    // grey has no hue; red − a third is blue.
+    expectClose(got, [0, 1, 1, 0.8, 0.8 * (1 - 0.75 / 15), 0.2, 0.3, 0.3, 0.3, 0, 0, 1], POINT, 'hue shifts');
+    const back = await T.colorApply(T.colorApply(rgb, hueOnly([0.37, 0.37, 0.37, 0.37])), hueOnly([-0.37, -0.37, -0.37, -0.37])).data();
+    expectClose(back, await rgb.data(), POINT, 'a shift and its inverse');
+    const one = images([2, 1, 5, 5], 4);
+    expectClose(await T.colorApply(one.t, hueOnly([0.3, -0.2])).data(), await one.t.data(), { atol: 0, rtol: 0 }, 'one channel');
+    expect(() => T.randomColor(rgb, { hue: 0.6 })).toThrow(/hue/);
   });
 
   it('known values: brightness scales and clamps, solarize inverts bright levels, a blur keeps a flat image', async () => {
     const x = T.tensor([0.2, 0.5, 0.8, 0.6], [1, 1, 2, 2]);
     // jitter with brightness factor 1.4 only (order 0 first, contrast and saturation factors 1).
-    const bright = T.tensor([1.4, 1, 1, 0, 0, 0, 0, 0], [1, 8]);
+    const bright = T.tensor([1.4, 1, 1, 0, 0, 0, 0, 0, 0], [1, COLOR_PARAMS]);
     expectClose(await T.colorApply(x, bright).data(), [0.28, 0.7, 1, 0.84], POINT, 'brightness');
-    const sol = T.tensor([1, 1, 1, -1, 0, 0, 0, 1], [1, 8]);
+    const sol = T.tensor([1, 1, 1, -1, 0, 0, 0, 1, 0], [1, COLOR_PARAMS]);
     expectClose(await T.colorApply(x, sol).data(), [0.2, 0.5, 0.2, 0.4], POINT, 'solarize');
     const flat = T.full([2, 3, 9, 7], 0.375);
-    const blur = T.tensor(Array.from({ length: 2 }, () => [1, 1, 1, -1, 0, 0, 2.5, 0]).flat(), [2, 8]);
+    const blur = T.tensor(Array.from({ length: 2 }, () => [1, 1, 1, -1, 0, 0, 2.5, 0, 0]).flat(), [2, COLOR_PARAMS]);
     expectClose(await T.colorApply(flat, blur).data(), new Float32Array(2 * 3 * 63).fill(0.375), { atol: 1e-6, rtol: 0 }, 'flat blur');
     // Contrast 0 replaces the image by its grey mean; grayscale makes the channels equal.
     const rgb = images([1, 3, 4, 4], 2);
-    const greyP = T.tensor([1, 0, 1, 0, 0.5, 1, 0, 0], [1, 8]);
+    const greyP = T.tensor([1, 0, 1, 0, 0.5, 1, 0, 0, 0], [1, COLOR_PARAMS]);
     expectClose(await T.colorApply(rgb.t, greyP).data(), new Float32Array(48).fill(0.5), POINT, 'contrast 0');
     expect(() => T.colorParams(T.zeros([1, 2, 4, 4]), T.zeros([1, COLOR_UNIFORMS]))).toThrow(/1 or 3 channels/);
     expect(() => T.randomColor(x, { blurSigma: [0.1, 9] })).toThrow(/blurSigma/);
