@@ -2,6 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { AugPipeline, GridKind } from './augment.js';
+import { SIGNAL_EXIT } from './interrupt.js';
 import { relaunchWithHugePages } from './relaunch.js';
 import type { TestTimeAugmentation } from './trainer.js';
 
@@ -243,6 +244,7 @@ async function train(argv: string[]): Promise<void> {
     softAugPower: num('soft-aug-power', values['soft-aug-power']),
   });
   const r = await run({ ...TRAIN_DEFAULTS, ...flags });
+  if (r.interrupted) process.exit(SIGNAL_EXIT[r.interrupted]);
   console.log(`done: test accuracy ${(100 * r.finalAccuracy).toFixed(2)}% (best ${(100 * r.bestAccuracy).toFixed(2)}%) in ${r.seconds.toFixed(0)} s, ` +
     `${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
   process.exit(0);
@@ -319,6 +321,7 @@ async function pretrain(argv: string[]): Promise<void> {
     flipProb,
   });
   const r = await pretrainMae({ ...PRETRAIN_DEFAULTS, ...flags });
+  if (r.interrupted) process.exit(SIGNAL_EXIT[r.interrupted]);
   const last = r.metrics.at(-1);
   console.log(`done: ${last ? `test loss ${last.test_loss.toFixed(4)}` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
   process.exit(0);
@@ -442,6 +445,7 @@ async function pretrainDino(argv: string[]): Promise<void> {
     evalImages: num('eval-images', values['eval-images'], true),
   });
   const r = await run({ ...DINO_DEFAULTS, ...flags });
+  if (r.interrupted) process.exit(SIGNAL_EXIT[r.interrupted]);
   const last = r.metrics.at(-1);
   console.log(`done: ${last ? `teacher k-NN accuracy ${last.knn_acc.toFixed(2)}%` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
   process.exit(0);

@@ -16,6 +16,7 @@ import { type Dataset, type DatasetName, loadDataset, normalize, subset } from '
 import { writeImageGrid } from './image.js';
 import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
 import { accuracyOf, extractFeatures, knnPredict } from './probe.js';
+import type { StopSignal } from './interrupt.js';
 import { type EpochBase, planSteps, restoreRun, runPretrainLoop } from './pretrain-loop.js';
 import { warmupCosine } from './schedule.js';
 
@@ -113,6 +114,8 @@ export interface DinoPretrainResult {
   losses: number[];
   seconds: number;
   imagesPerSecond: number;
+  /** The signal that stopped the run early; its checkpoint holds the step reached, no report is written. */
+  interrupted: StopSignal | null;
 }
 
 /** utils.cosine_scheduler's value at `step`: `base` → `final` over `total` steps. */
@@ -287,6 +290,7 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
     `${trainSet.count} images × (2 global ${dc.global_crop_size} px + ${dc.local_crops_number} local ${dc.local_crop_size} px crops), ${cfg.epochs} epochs of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
   const samples = T.keep(T.tensor(testSet.images.subarray(0, 8 * bb.in_chans * bb.img_size ** 2), [8, bb.in_chans, bb.img_size, bb.img_size]));
 
+  const checkpoint = (step: number, epoch: number) => saveCheckpoint(lastPath, model, { optimizer: opt, step, epoch, extra: { arch: 'dino', dataset: cfg.data, preset: cfg.preset } });
   const loop = await runPretrainLoop<DinoEpoch>({
     loader, epochs: cfg.epochs, step, lastStep, seed: cfg.seed, seedSalt: 11, progress: cfg.progress, metricsPath, lossPath, history, losses,
     trainStep: (s, epoch) => {
@@ -315,14 +319,16 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
     evaluate: async (base) => ({ ...base, knn_acc: knnBank && knnQueries ? await teacherKnn(model, knnBank, knnQueries, cfg.knnK) : NaN }),
     save: async (m) => {
       log(`epoch ${m.epoch}: train loss ${m.train_loss.toFixed(4)}, teacher ${cfg.knnK}-NN accuracy ${m.knn_acc.toFixed(2)}% (${knnQueries?.count ?? 0} test images against ${knnBank?.count ?? 0} training images), ${m.images_per_s.toFixed(0)} img/s`);
-      await saveCheckpoint(lastPath, model, { optimizer: opt, step: m.step, epoch: m.epoch, extra: { arch: 'dino', dataset: cfg.data, preset: cfg.preset } });
+      await checkpoint(m.step, m.epoch);
       await writeDinoFigure(model, samples, 777, blurSigma, join(cfg.out, 'views.png'), `DINO views and teacher attention after epoch ${m.epoch} (${cfg.data} test images)`);
     },
+    checkpoint,
+    checkpointPath: lastPath,
     divergenceHint: 'lower --lr or raise --warmup-epochs',
   });
 
   const result: DinoPretrainResult = { out: cfg.out, metrics: history, losses, ...loop };
-  await writeReport(cfg, dc, backboneParams, result);
+  if (!result.interrupted) await writeReport(cfg, dc, backboneParams, result);
   samples.dispose();
   loader.dispose();
   opt.dispose();

@@ -1,12 +1,14 @@
 // The epoch loop MAE and DINO pre-training share: a seeded order per epoch, one batch upload and
 // one scoped step per iteration, the random stream fixed by the step (so a resumed run repeats
-// the uninterrupted one), loss.jsonl, a progress bar, a stop on a non-finite loss, and at each
-// epoch's end the method's evaluation, metrics.jsonl and its checkpoint.
+// the uninterrupted one), loss.jsonl, a progress bar, a stop on a non-finite loss, at each
+// epoch's end the method's evaluation, metrics.jsonl and its checkpoint, and on Ctrl-C or
+// SIGTERM a checkpoint at the step reached (train/interrupt.ts).
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as T from '../engine/index.js';
 import { type Checkpointable, type CheckpointInfo, loadOptimizerState, loadWeights } from './checkpoint.js';
 import { BatchLoader, type Dataset, permutation } from './data.js';
+import { InterruptWatch, type StopSignal } from './interrupt.js';
 import { ProgressBar } from './progress.js';
 import { openRunLogs } from './runlog.js';
 
@@ -71,6 +73,10 @@ export interface PretrainLoopOptions<E extends EpochBase> {
   evaluate: (base: EpochBase) => Promise<E>;
   /** After the line is logged: the checkpoint and pictures. */
   save: (m: E) => Promise<void>;
+  /** The checkpoint alone, at a step inside an epoch (the run was interrupted there). */
+  checkpoint: (step: number, epoch: number) => Promise<void>;
+  /** Where the checkpoint goes, for the message on an interruption. */
+  checkpointPath: string;
   /** The message for a non-finite loss, after "the loss is NaN at step s (epoch e); ". */
   divergenceHint: string;
 }
@@ -80,13 +86,30 @@ export function stepSeed(seed: number, salt: number, step: number): number {
   return (Math.imul(seed + salt, 0x9e3779b1) ^ Math.imul(step + 1, 0x85ebca6b)) >>> 0;
 }
 
-export async function runPretrainLoop<E extends EpochBase>(o: PretrainLoopOptions<E>): Promise<{ seconds: number; imagesPerSecond: number }> {
+export interface PretrainLoopResult {
+  seconds: number;
+  imagesPerSecond: number;
+  /** The signal that stopped the run before its last step (its checkpoint is at the step reached). */
+  interrupted: StopSignal | null;
+}
+
+export async function runPretrainLoop<E extends EpochBase>(o: PretrainLoopOptions<E>): Promise<PretrainLoopResult> {
+  const watch = new InterruptWatch((s) => o.progress && console.log(s));
+  try {
+    return await loop(o, watch);
+  } finally {
+    watch.dispose();
+  }
+}
+
+async function loop<E extends EpochBase>(o: PretrainLoopOptions<E>, watch: InterruptWatch): Promise<PretrainLoopResult> {
   const { loader } = o;
   const stepsPerEpoch = loader.stepsPerEpoch;
   const B = loader.batchSize;
   const started = performance.now();
   const priorSeconds = o.history.at(-1)?.elapsed_s ?? 0;
   let [trainedImages, trainSeconds, step] = [0, 0, o.step];
+  const result = () => ({ seconds: priorSeconds + (performance.now() - started) / 1000, imagesPerSecond: trainSeconds ? trainedImages / trainSeconds : 0, interrupted: watch.requested });
   while (step < o.lastStep) {
     const epoch = Math.floor(step / stepsPerEpoch);
     const order = permutation(loader.ds.count, o.seed * 1000 + epoch);
@@ -111,21 +134,35 @@ export async function runPretrainLoop<E extends EpochBase>(o: PretrainLoopOption
       epochSteps++;
       step++;
       bar?.update(pos + 1, { loss: (epochLoss / epochSteps).toFixed(4), ...('lr' in fields ? { lr: fields.lr!.toExponential(1) } : {}) });
+      if (watch.requested) break;
     }
     const seconds = bar ? bar.finish() : (performance.now() - epochStart) / 1000;
     trainSeconds += seconds;
     trainedImages += epochSteps * B;
-    if (step % stepsPerEpoch !== 0 && step !== o.lastStep) continue;
+    const endOfEpoch = step % stepsPerEpoch === 0 || step === o.lastStep;
+    if (watch.requested && !endOfEpoch) {
+      await o.checkpoint(step, epoch);
+      console.log(`stopped at step ${step} (epoch ${epoch + 1}, ${step % stepsPerEpoch}/${stepsPerEpoch}); ${o.checkpointPath} holds it: run again with --resume to continue`);
+      return result();
+    }
+    if (!endOfEpoch) continue;
+    // The epoch's mean loss from the log, which a resumed run restored: the whole epoch's even
+    // when it began in an earlier process.
+    const epochLosses = o.losses.slice(epoch * stepsPerEpoch, step);
     const m = await o.evaluate({
       epoch: Math.ceil(step / stepsPerEpoch),
       step,
-      train_loss: epochLoss / Math.max(epochSteps, 1),
+      train_loss: epochLosses.reduce((a, b) => a + b, 0) / Math.max(epochLosses.length, 1),
       images_per_s: (epochSteps * B) / seconds,
       elapsed_s: priorSeconds + (performance.now() - started) / 1000,
     });
     o.history.push(m);
     appendFileSync(o.metricsPath, JSON.stringify(m) + '\n');
     await o.save(m);
+    if (watch.requested) {
+      console.log(`stopped at step ${step}, the end of epoch ${m.epoch}; ${o.checkpointPath} holds it: run again with --resume to continue`);
+      return result();
+    }
   }
-  return { seconds: priorSeconds + (performance.now() - started) / 1000, imagesPerSecond: trainSeconds ? trainedImages / trainSeconds : 0 };
+  return result();
 }

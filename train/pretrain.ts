@@ -12,6 +12,7 @@ import { checkpointArch, CheckpointError, readCheckpoint, saveCheckpoint } from 
 import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, subset } from './data.js';
 import { writeImageGrid } from './image.js';
 import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
+import type { StopSignal } from './interrupt.js';
 import { type EpochBase, planSteps, restoreRun, runPretrainLoop } from './pretrain-loop.js';
 import { warmupCosine } from './schedule.js';
 
@@ -84,6 +85,8 @@ export interface PretrainResult {
   losses: number[];
   seconds: number;
   imagesPerSecond: number;
+  /** The signal that stopped the run early; its checkpoint holds the step reached, no report is written. */
+  interrupted: StopSignal | null;
 }
 
 /** Images [B, C, H, W] in [0, 1] → cropped, flipped and normalised, as MAE's transform_train. */
@@ -221,6 +224,7 @@ export async function pretrainMae(overrides: Partial<PretrainConfig>): Promise<P
     `${trainSet.count} images, ${Math.round(100 * mc.mask_ratio)}% of ${model.numPatches} patches masked, ${cfg.epochs} epochs of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
   const samples = T.keep(T.tensor(testSet.images.subarray(0, 8 * mc.in_chans * mc.img_size ** 2), [8, mc.in_chans, mc.img_size, mc.img_size]));
 
+  const checkpoint = (step: number, epoch: number) => saveCheckpoint(lastPath, model, { optimizer: opt, step, epoch, extra: { arch: 'mae', dataset: cfg.data, preset: cfg.preset } });
   const loop = await runPretrainLoop<PretrainEpoch>({
     loader, epochs: cfg.epochs, step, lastStep, seed: cfg.seed, seedSalt: 7, progress: cfg.progress, metricsPath, lossPath, history, losses,
     trainStep: (s) => {
@@ -234,14 +238,16 @@ export async function pretrainMae(overrides: Partial<PretrainConfig>): Promise<P
     evaluate: async (base) => ({ ...base, test_loss: await maeTestLoss(model, testSet, 250, 12345) }),
     save: async (m) => {
       log(`epoch ${m.epoch}: train loss ${m.train_loss.toFixed(4)}, test loss ${m.test_loss.toFixed(4)} (masked patches of ${testSet.count} test images), ${m.images_per_s.toFixed(0)} img/s`);
-      await saveCheckpoint(lastPath, model, { optimizer: opt, step: m.step, epoch: m.epoch, extra: { arch: 'mae', dataset: cfg.data, preset: cfg.preset } });
+      await checkpoint(m.step, m.epoch);
       await writeReconstructions(model, samples, 777, join(cfg.out, 'reconstructions.png'), `MAE reconstructions after epoch ${m.epoch} (${cfg.data} test images)`);
     },
+    checkpoint,
+    checkpointPath: lastPath,
     divergenceHint: 'lower --lr or raise --warmup-steps',
   });
 
   const result: PretrainResult = { out: cfg.out, metrics: history, losses, ...loop };
-  await writeReport(cfg, mc, model.numParams(), result);
+  if (!result.interrupted) await writeReport(cfg, mc, model.numParams(), result);
   samples.dispose();
   loader.dispose();
   opt.dispose();

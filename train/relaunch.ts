@@ -20,10 +20,10 @@ export function relaunchWithHugePages(): boolean {
     stdio: 'inherit',
     env: { ...process.env, GLIBC_TUNABLES: current ? `${current}:${TUNABLE}` : TUNABLE },
   });
-  // Ctrl-C reaches the child through the terminal's process group; this process waits for it.
-  const ignore = (): void => undefined;
-  process.on('SIGINT', ignore);
-  process.on('SIGTERM', () => child.kill('SIGTERM'));
+  // Signals go on to the child, which stops at a checkpoint (train/interrupt.ts); this process
+  // waits for it. Ctrl-C in a terminal reaches the child from there too: it takes two deliveries
+  // within a second as one.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
   child.on('exit', (code, signal) => {
     process.exit(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : 1));
   });

@@ -10,6 +10,7 @@ import { AUGMENT_DEFAULTS, type AugmentConfig, augmentBatch, augmenting, checkAu
 import { BatchLoader, type Dataset, type DatasetName, loadDataset, normalize, permutation, subset } from './data.js';
 import { classificationMetrics, type ClassificationMetrics, confusionTable } from './metrics.js';
 import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
+import { InterruptWatch, type StopSignal } from './interrupt.js';
 import { ProgressBar } from './progress.js';
 import { openRunLogs } from './runlog.js';
 import { stepsWithinBudget, warmupCosine } from './schedule.js';
@@ -169,6 +170,8 @@ export interface TrainResult {
   bestAccuracy: number;
   seconds: number;
   imagesPerSecond: number;
+  /** The signal that stopped the run early; its checkpoint holds the step reached, no report is written. */
+  interrupted: StopSignal | null;
 }
 
 function stepSeed(seed: number, step: number): number {
@@ -292,117 +295,134 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   writeConfig();
 
   // ---- the loop ---------------------------------------------------------------------------------
-  while (step < lastStep) {
-    const epoch = Math.floor(step / stepsPerEpoch);
-    const order = permutation(trainSet.count, cfg.seed * 1000 + epoch);
-    const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${budgeted && step < calibrationEnd ? '?' : epochsOf(totalSteps)}`, Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), cfg.batchSize) : null;
-    const epochStart = performance.now();
-    let epochLoss = 0;
-    let epochSteps = 0;
-    for (let pos = step % stepsPerEpoch; pos < stepsPerEpoch && step < lastStep; pos++) {
-      const stepStart = performance.now();
-      loader.load(order, pos * cfg.batchSize);
-      // Every random op of the step (dropout, drop-path) draws from a seed fixed by the step,
-      // so a resumed run repeats the uninterrupted one exactly.
-      T.manualSeed(stepSeed(cfg.seed, step));
-      opt.lr = warmupCosine(step, totalSteps, cfg.lr, cfg.warmupSteps, cfg.minLr);
-      const loss = T.scope(() => {
-        const batch = augment ? augmentBatch(loader.x, loader.y, mc.num_classes, cfg, { mean: mc.mean, std: mc.std, labelSmoothing: cfg.labelSmoothing }) : null;
-        const x = batch?.images ?? loader.x;
-        const out = model.forward(x, { training: true });
-        const B = cfg.batchSize;
-        const K = mc.num_classes;
-        // AugMix stacks (clean, aug1, aug2): cross-entropy on the clean view, Jensen–Shannon
-        // consistency across the three.
-        const views = batch?.views ?? 1;
-        const view = (t: T.Tensor, v: number) => (views === 1 ? t : T.slice(t, [v * B, 0], [(v + 1) * B, K]));
-        const target = batch?.targets ?? loader.y;
-        let l = T.crossEntropy(view(out.logits, 0), target, { labelSmoothing: batch?.targets ? 0 : cfg.labelSmoothing });
-        if (views === 3) l = T.add(l, T.mulScalar(T.jsdLoss(view(out.logits, 0), view(out.logits, 1), view(out.logits, 2)), cfg.jsdWeight));
-        if (out.distLogits) {
-          // DeiT hard distillation: the distillation head learns the teacher's argmax.
-          const clean = views === 1 ? x : T.slice(x, [0, 0, 0, 0], [B, ...x.shape.slice(1)]);
-          const target = teacher ? T.noGrad(() => T.max(teacher.forward(clean, { training: false }).logits, 1).indices) : loader.y;
-          l = T.mulScalar(T.add(l, T.crossEntropy(view(out.distLogits, 0), target)), 0.5);
+  const watch = new InterruptWatch(log);
+  try {
+    while (step < lastStep) {
+      const epoch = Math.floor(step / stepsPerEpoch);
+      const order = permutation(trainSet.count, cfg.seed * 1000 + epoch);
+      const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${budgeted && step < calibrationEnd ? '?' : epochsOf(totalSteps)}`, Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), cfg.batchSize) : null;
+      const epochStart = performance.now();
+      let epochLoss = 0;
+      let epochSteps = 0;
+      for (let pos = step % stepsPerEpoch; pos < stepsPerEpoch && step < lastStep; pos++) {
+        const stepStart = performance.now();
+        loader.load(order, pos * cfg.batchSize);
+        // Every random op of the step (dropout, drop-path) draws from a seed fixed by the step,
+        // so a resumed run repeats the uninterrupted one exactly.
+        T.manualSeed(stepSeed(cfg.seed, step));
+        opt.lr = warmupCosine(step, totalSteps, cfg.lr, cfg.warmupSteps, cfg.minLr);
+        const loss = T.scope(() => {
+          const batch = augment ? augmentBatch(loader.x, loader.y, mc.num_classes, cfg, { mean: mc.mean, std: mc.std, labelSmoothing: cfg.labelSmoothing }) : null;
+          const x = batch?.images ?? loader.x;
+          const out = model.forward(x, { training: true });
+          const B = cfg.batchSize;
+          const K = mc.num_classes;
+          // AugMix stacks (clean, aug1, aug2): cross-entropy on the clean view, Jensen–Shannon
+          // consistency across the three.
+          const views = batch?.views ?? 1;
+          const view = (t: T.Tensor, v: number) => (views === 1 ? t : T.slice(t, [v * B, 0], [(v + 1) * B, K]));
+          const target = batch?.targets ?? loader.y;
+          let l = T.crossEntropy(view(out.logits, 0), target, { labelSmoothing: batch?.targets ? 0 : cfg.labelSmoothing });
+          if (views === 3) l = T.add(l, T.mulScalar(T.jsdLoss(view(out.logits, 0), view(out.logits, 1), view(out.logits, 2)), cfg.jsdWeight));
+          if (out.distLogits) {
+            // DeiT hard distillation: the distillation head learns the teacher's argmax.
+            const clean = views === 1 ? x : T.slice(x, [0, 0, 0, 0], [B, ...x.shape.slice(1)]);
+            const target = teacher ? T.noGrad(() => T.max(teacher.forward(clean, { training: false }).logits, 1).indices) : loader.y;
+            l = T.mulScalar(T.add(l, T.crossEntropy(view(out.distLogits, 0), target)), 0.5);
+          }
+          l.backward();
+          const clip = opt.clipGradNorm(cfg.clipGrad);
+          opt.step({ clip });
+          opt.zeroGrad();
+          ema?.update();
+          return l;
+        });
+        const value = await loss.item(); // one wait per step keeps Dawn's queue bounded
+        loss.dispose();
+        if (!Number.isFinite(value)) {
+          throw new Error(`training stopped: the loss is ${value} at step ${step} (epoch ${epoch + 1}); lower --lr or raise --warmup-steps`);
         }
-        l.backward();
-        const clip = opt.clipGradNorm(cfg.clipGrad);
-        opt.step({ clip });
-        opt.zeroGrad();
-        ema?.update();
-        return l;
-      });
-      const value = await loss.item(); // one wait per step keeps Dawn's queue bounded
-      loss.dispose();
-      if (!Number.isFinite(value)) {
-        throw new Error(`training stopped: the loss is ${value} at step ${step} (epoch ${epoch + 1}); lower --lr or raise --warmup-steps`);
+        losses.push(value);
+        appendFileSync(lossPath, JSON.stringify({ step, loss: value, lr: opt.lr }) + '\n');
+        epochLoss += value;
+        epochSteps++;
+        step++;
+        bar?.update(pos + 1, { loss: (epochLoss / epochSteps).toFixed(4), lr: opt.lr.toExponential(1) });
+        if (watch.requested) break;
+        if (budgeted && step > timingStart) {
+          timedSeconds += (performance.now() - stepStart) / 1000;
+          timedSteps++;
+        }
+        if (budgeted && step === timingStart) timingStarted = performance.now();
+        if (budgeted && step === calibrationEnd) {
+          totalSteps = plan((performance.now() - timingStarted) / 1000 / (calibrationEnd - timingStart));
+          lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
+          bar?.retotal(Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), `epoch ${epoch + 1}/${epochsOf(totalSteps)}`);
+          writeConfig();
+          log(`\ntime budget ${cfg.timeBudget} min: ${((performance.now() - timingStarted) / (calibrationEnd - timingStart)).toFixed(0)} ms per step measured, ` +
+            `schedule set to ${totalSteps} steps (${formatEpochs(totalSteps / stepsPerEpoch)} epochs); --schedule-steps ${totalSteps} repeats it`);
+        }
       }
-      losses.push(value);
-      appendFileSync(lossPath, JSON.stringify({ step, loss: value, lr: opt.lr }) + '\n');
-      epochLoss += value;
-      epochSteps++;
-      step++;
-      bar?.update(pos + 1, { loss: (epochLoss / epochSteps).toFixed(4), lr: opt.lr.toExponential(1) });
-      if (budgeted && step > timingStart) {
-        timedSeconds += (performance.now() - stepStart) / 1000;
-        timedSteps++;
+      const seconds = bar ? bar.finish() : (performance.now() - epochStart) / 1000;
+      trainSeconds += seconds;
+      trainedImages += epochSteps * cfg.batchSize;
+      const endOfEpoch = step % stepsPerEpoch === 0 || step === lastStep;
+      if (watch.requested && !endOfEpoch) {
+        await save(lastPath, epoch);
+        log(`stopped at step ${step} (epoch ${epoch + 1}, ${step % stepsPerEpoch}/${stepsPerEpoch}); ${lastPath} holds it: run again with --resume to continue`);
+        break;
       }
-      if (budgeted && step === timingStart) timingStarted = performance.now();
-      if (budgeted && step === calibrationEnd) {
-        totalSteps = plan((performance.now() - timingStarted) / 1000 / (calibrationEnd - timingStart));
-        lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
-        bar?.retotal(Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), `epoch ${epoch + 1}/${epochsOf(totalSteps)}`);
-        writeConfig();
-        log(`\ntime budget ${cfg.timeBudget} min: ${((performance.now() - timingStarted) / (calibrationEnd - timingStart)).toFixed(0)} ms per step measured, ` +
-          `schedule set to ${totalSteps} steps (${formatEpochs(totalSteps / stepsPerEpoch)} epochs); --schedule-steps ${totalSteps} repeats it`);
+      if (!endOfEpoch) continue;
+      const evalStart = performance.now();
+      const ev = await evaluate(model, testSet, cfg.evalBatchSize);
+      let emaAcc: number | undefined;
+      if (ema) emaAcc = await withWeights(ema.tracked, ema.shadow, () => evaluate(model, testSet, cfg.evalBatchSize)).then((r) => r.accuracy);
+      const m: EpochMetrics = {
+        epoch: Math.ceil(step / stepsPerEpoch),
+        step,
+        // From the log, which a resumed run restored: the whole epoch's even when it began in an
+        // earlier process.
+        train_loss: losses.slice(epoch * stepsPerEpoch, step).reduce((a, b) => a + b, 0) / Math.max(step - epoch * stepsPerEpoch, 1),
+        test_accuracy: ev.accuracy,
+        test_nll: ev.nll,
+        test_ece: ev.ece,
+        ...(emaAcc !== undefined ? { ema_accuracy: emaAcc } : {}),
+        images_per_s: (epochSteps * cfg.batchSize) / seconds,
+        elapsed_s: priorSeconds + (performance.now() - started) / 1000,
+      };
+      history.push(m);
+      appendFileSync(metricsPath, JSON.stringify(m) + '\n');
+      log(`epoch ${m.epoch}: train loss ${m.train_loss.toFixed(4)}, test accuracy ${(100 * m.test_accuracy).toFixed(2)}%` +
+        `${emaAcc !== undefined ? ` (EMA ${(100 * emaAcc).toFixed(2)}%)` : ''}, NLL ${m.test_nll.toFixed(4)}, ECE ${m.test_ece.toFixed(4)}, ${m.images_per_s.toFixed(0)} img/s`);
+      if (ev.accuracy > best) {
+        best = ev.accuracy;
+        await save(join(cfg.out, 'best.safetensors'), m.epoch);
+      }
+      await save(lastPath, m.epoch);
+      // The averaged weights as a plain model checkpoint, for `tessera eval`.
+      if (ema) await withWeights(ema.tracked, ema.shadow, () => saveCheckpoint(join(cfg.out, 'ema.safetensors'), model, { step, epoch: m.epoch, extra: { ema_decay: String(cfg.ema), dataset: cfg.data } }));
+      evalSeconds += (performance.now() - evalStart) / 1000;
+      evals++;
+      // Re-plan with every step timed so far and the measured evaluations: shorten the schedule if
+      // the rest would overrun the budget, lengthen it if more than 2% more steps fit (the short
+      // calibration and the evaluation estimate are only guesses).
+      if (budgeted && step >= calibrationEnd && step < lastStep && timedSteps > 0) {
+        const perStep = timedSeconds / timedSteps;
+        const fit = plan(perStep);
+        if (fit < totalSteps || fit > totalSteps * 1.02) {
+          log(`time budget: ${(1000 * perStep).toFixed(0)} ms per step so far, ${(evalSeconds / evals).toFixed(1)} s per evaluation; schedule ${fit < totalSteps ? 'shortened' : 'lengthened'} from ${totalSteps} to ${fit} steps`);
+          totalSteps = Math.max(fit, step + 1);
+          lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
+          writeConfig();
+        }
+      }
+      if (watch.requested) {
+        log(`stopped at step ${step}, the end of epoch ${m.epoch}; ${lastPath} holds it: run again with --resume to continue`);
+        break;
       }
     }
-    const seconds = bar ? bar.finish() : (performance.now() - epochStart) / 1000;
-    trainSeconds += seconds;
-    trainedImages += epochSteps * cfg.batchSize;
-    const endOfEpoch = step % stepsPerEpoch === 0 || step === lastStep;
-    if (!endOfEpoch) continue;
-    const evalStart = performance.now();
-    const ev = await evaluate(model, testSet, cfg.evalBatchSize);
-    let emaAcc: number | undefined;
-    if (ema) emaAcc = await withWeights(ema.tracked, ema.shadow, () => evaluate(model, testSet, cfg.evalBatchSize)).then((r) => r.accuracy);
-    const m: EpochMetrics = {
-      epoch: Math.ceil(step / stepsPerEpoch),
-      step,
-      train_loss: epochLoss / Math.max(epochSteps, 1),
-      test_accuracy: ev.accuracy,
-      test_nll: ev.nll,
-      test_ece: ev.ece,
-      ...(emaAcc !== undefined ? { ema_accuracy: emaAcc } : {}),
-      images_per_s: (epochSteps * cfg.batchSize) / seconds,
-      elapsed_s: priorSeconds + (performance.now() - started) / 1000,
-    };
-    history.push(m);
-    appendFileSync(metricsPath, JSON.stringify(m) + '\n');
-    log(`epoch ${m.epoch}: train loss ${m.train_loss.toFixed(4)}, test accuracy ${(100 * m.test_accuracy).toFixed(2)}%` +
-      `${emaAcc !== undefined ? ` (EMA ${(100 * emaAcc).toFixed(2)}%)` : ''}, NLL ${m.test_nll.toFixed(4)}, ECE ${m.test_ece.toFixed(4)}, ${m.images_per_s.toFixed(0)} img/s`);
-    if (ev.accuracy > best) {
-      best = ev.accuracy;
-      await save(join(cfg.out, 'best.safetensors'), m.epoch);
-    }
-    await save(lastPath, m.epoch);
-    // The averaged weights as a plain model checkpoint, for `tessera eval`.
-    if (ema) await withWeights(ema.tracked, ema.shadow, () => saveCheckpoint(join(cfg.out, 'ema.safetensors'), model, { step, epoch: m.epoch, extra: { ema_decay: String(cfg.ema), dataset: cfg.data } }));
-    evalSeconds += (performance.now() - evalStart) / 1000;
-    evals++;
-    // Re-plan with every step timed so far and the measured evaluations: shorten the schedule if
-    // the rest would overrun the budget, lengthen it if more than 2% more steps fit (the short
-    // calibration and the evaluation estimate are only guesses).
-    if (budgeted && step >= calibrationEnd && step < lastStep && timedSteps > 0) {
-      const perStep = timedSeconds / timedSteps;
-      const fit = plan(perStep);
-      if (fit < totalSteps || fit > totalSteps * 1.02) {
-        log(`time budget: ${(1000 * perStep).toFixed(0)} ms per step so far, ${(evalSeconds / evals).toFixed(1)} s per evaluation; schedule ${fit < totalSteps ? 'shortened' : 'lengthened'} from ${totalSteps} to ${fit} steps`);
-        totalSteps = Math.max(fit, step + 1);
-        lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
-        writeConfig();
-      }
-    }
+  } finally {
+    watch.dispose();
   }
 
   // ---- report -------------------------------------------------------------------------------------
@@ -416,8 +436,9 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     bestAccuracy: best,
     seconds,
     imagesPerSecond: trainSeconds ? trainedImages / trainSeconds : 0,
+    interrupted: watch.requested,
   };
-  await writeReport({ ...cfg, scheduleSteps: totalSteps }, mc, model.numParams(), result, testSet);
+  if (!result.interrupted) await writeReport({ ...cfg, scheduleSteps: totalSteps }, mc, model.numParams(), result, testSet);
   loader.dispose();
   ema?.dispose();
   opt.dispose();

@@ -64,6 +64,35 @@ describe('MAE pre-training runs', () => {
     expect(resumed.metrics.at(-1)!.test_loss).toBe(full.metrics.at(-1)!.test_loss);
   });
 
+  it('a SIGINT mid-epoch stops after the step under way with a checkpoint there and no report; --resume finishes as the uninterrupted run', async () => {
+    const a = mkdtempSync(join(tmpdir(), 'tessera-mae-int-a-'));
+    const b = mkdtempSync(join(tmpdir(), 'tessera-mae-int-b-'));
+    const cfg = { ...base, dataDir: blobDir, epochs: 2 };
+    const full = await pretrainMae({ ...cfg, out: a });
+    const lossLines = () => (existsSync(join(b, 'loss.jsonl')) ? readFileSync(join(b, 'loss.jsonl'), 'utf8').trim().split('\n').filter(Boolean).length : 0);
+    // The loop waits for the GPU after every step, so the timer runs between steps.
+    const poll = setInterval(() => {
+      if (lossLines() >= 3) {
+        clearInterval(poll);
+        process.emit('SIGINT');
+      }
+    }, 2);
+    const listeners = process.listenerCount('SIGINT');
+    const first = await pretrainMae({ ...cfg, out: b }).finally(() => clearInterval(poll));
+    expect(process.listenerCount('SIGINT')).toBe(listeners);
+    expect(first.interrupted).toBe('SIGINT');
+    const stopped = first.losses.length;
+    // 20 steps in all (640 images, batch 64, 2 epochs).
+    expect(stopped).toBeGreaterThanOrEqual(3);
+    expect(stopped).toBeLessThan(20);
+    expect(readCheckpoint(join(b, 'last.safetensors')).metadata.step).toBe(String(stopped));
+    expect(existsSync(join(b, 'report.md'))).toBe(false);
+    const resumed = await pretrainMae({ ...cfg, out: b, resume: true });
+    expect(resumed.interrupted).toBeNull();
+    expect(resumed.losses).toEqual(full.losses);
+    expect(resumed.metrics.map((m) => [m.train_loss, m.test_loss])).toEqual(full.metrics.map((m) => [m.train_loss, m.test_loss]));
+  });
+
   it('its encoder initialises a ViT for fine-tuning (`train --init`), with a fresh head', async () => {
     const mae = mkdtempSync(join(tmpdir(), 'tessera-mae-init-'));
     await pretrainMae({ ...base, dataDir, epochs: 1, out: mae });

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -87,6 +87,51 @@ describe('training runs', () => {
     const steps = (dir: string, file: string) => readFileSync(join(dir, file), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
     expect(steps(b, 'loss.jsonl')).toEqual(steps(a, 'loss.jsonl'));
     expect(steps(b, 'metrics.jsonl')).toEqual([10, ...steps(a, 'metrics.jsonl')]);
+  });
+
+  it('Ctrl-C (a real SIGINT to `tessera train`) stops after the step under way with a checkpoint there, exit 130, and --resume finishes as the uninterrupted run', async () => {
+    const a = mkdtempSync(join(tmpdir(), 'tessera-int-a-'));
+    const b = mkdtempSync(join(tmpdir(), 'tessera-int-b-'));
+    // As the CLI runs it: the full-depth preset, the default evaluation batch.
+    const opts = { ...base, dataDir, epochs: 2, modelOverrides: undefined, evalBatchSize: TRAIN_DEFAULTS.evalBatchSize };
+    const full = await train({ ...opts, out: a });
+    const flags = ['--preset', 'vit-fmnist-tiny', '--batch-size', '64', '--warmup-steps', '5', '--lr', '2e-3', '--epochs', '2', '--out', b];
+    // Relaunched for huge pages unless the tunable is set: the signal then goes to the parent,
+    // which passes it on.
+    const child = spawn(process.execPath, ['bin/tessera.js', 'train', ...flags], { env: { ...process.env, TESSERA_DATA: dataDir } });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stdout += d.toString()));
+    const lossLines = () => (existsSync(join(b, 'loss.jsonl')) ? readFileSync(join(b, 'loss.jsonl'), 'utf8').trim().split('\n').filter(Boolean).length : 0);
+    const status = await new Promise<number | null>((resolve) => {
+      const poll = setInterval(() => {
+        if (lossLines() >= 3) {
+          clearInterval(poll);
+          child.kill('SIGINT');
+        }
+      }, 5);
+      child.on('exit', (code) => {
+        clearInterval(poll);
+        resolve(code);
+      });
+    });
+    expect(status, stdout).toBe(130);
+    const stopped = Number(/stopped at step (\d+)/.exec(stdout)?.[1]);
+    // 30 steps in all; the run must have stopped well before its end, where it was asked to.
+    expect(stopped).toBeGreaterThanOrEqual(3);
+    expect(stopped).toBeLessThan(30);
+    expect(stdout).toMatch(/run again with --resume to continue/);
+    expect(readCheckpoint(join(b, 'last.safetensors')).metadata.step).toBe(String(stopped));
+    expect(lossLines()).toBe(stopped);
+    expect(existsSync(join(b, 'report.md'))).toBe(false);
+    const listeners = process.listenerCount('SIGINT');
+    const resumed = await train({ ...opts, out: b, resume: true });
+    expect(process.listenerCount('SIGINT')).toBe(listeners);
+    expect(resumed.interrupted).toBeNull();
+    expect(resumed.losses).toEqual(full.losses);
+    expect(resumed.finalAccuracy).toBe(full.finalAccuracy);
+    // Each epoch's line holds the mean loss of all its steps, also of the one split by the stop.
+    expect(resumed.metrics.map((m) => m.train_loss)).toEqual(full.metrics.map((m) => m.train_loss));
   });
 
   it('a weight EMA is evaluated, written as ema.safetensors, and resumed exactly', async () => {
