@@ -182,6 +182,16 @@ export class DINO extends Module {
     return T.mulScalar(T.add(globalTerm, T.mulScalar(localTerm, nLocal)), 1 / (1 + nLocal));
   }
 
+  /** The mean entropy (nats) of the teacher's targets softmax((t − center) / teacherTemp): log
+   * out_dim when they are uniform, 0 when one-hot — the two collapses DINO's centring and
+   * sharpening balance (Caron et al. 2021, §5.3). A scalar tensor, without gradients. */
+  teacherEntropy(teacher: T.Tensor, teacherTemp: number): T.Tensor {
+    return T.noGrad(() => {
+      const logQ = T.logSoftmax(T.mulScalar(T.sub(teacher, this.center), 1 / teacherTemp));
+      return T.mulScalar(T.sum(T.mul(T.exp(logQ), logQ)), -1 / teacher.shape[0]!);
+    });
+  }
+
   /** center ← m · center + (1 − m) · mean of the teacher's outputs over the batch. */
   updateCenter(teacher: T.Tensor): void {
     T.noGrad(() => T.scope(() => {

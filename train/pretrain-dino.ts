@@ -302,6 +302,8 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
       const { globals, locals } = dinoViews(loader.x, dc, blurSigma);
       const teacher = model.teacherForward(globals);
       const l = model.loss(model.studentForward(globals, locals, { training: true }), teacher, teacherTemp);
+      // Before the centre moves: the entropy of the targets this step's loss used.
+      const entropy = model.teacherEntropy(teacher, teacherTemp);
       l.backward();
       if (epoch < cfg.freezeLastLayer) {
         // main_dino.py's cancel_gradients_last_layer: p.grad = None, so AdamW skips them.
@@ -314,7 +316,7 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
       opt.zeroGrad();
       model.updateCenter(teacher);
       model.teacherEma.update(momentum);
-      return { loss: l, fields: { lr: opt.lr, wd, momentum, teacher_temp: teacherTemp } };
+      return { loss: l, fields: { lr: opt.lr, wd, momentum, teacher_temp: teacherTemp }, measured: { teacher_entropy: entropy } };
     },
     evaluate: async (base) => ({ ...base, knn_acc: knnBank && knnQueries ? await teacherKnn(model, knnBank, knnQueries, cfg.knnK) : NaN }),
     save: async (m) => {

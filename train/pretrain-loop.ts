@@ -67,8 +67,8 @@ export interface PretrainLoopOptions<E extends EpochBase> {
   history: E[];
   losses: number[];
   /** One optimisation step on the uploaded batch (inside a scope): the loss, and what loss.jsonl
-   * records of the step besides it. */
-  trainStep: (step: number, epoch: number) => { loss: T.Tensor; fields: Record<string, number> };
+   * records of the step besides it: numbers, and one-element tensors read back with the loss. */
+  trainStep: (step: number, epoch: number) => { loss: T.Tensor; fields: Record<string, number>; measured?: Record<string, T.Tensor> };
   /** The method's evaluation at an epoch's end: the full line. */
   evaluate: (base: EpochBase) => Promise<E>;
   /** After the line is logged: the checkpoint and pictures. */
@@ -120,13 +120,18 @@ async function loop<E extends EpochBase>(o: PretrainLoopOptions<E>, watch: Inter
       loader.load(order, pos * B);
       T.manualSeed(stepSeed(o.seed, o.seedSalt, step));
       let fields: Record<string, number> = {};
-      const loss = T.scope(() => {
+      let measuredNames: string[] = [];
+      // The loss and the measured values in one tensor: one readback a step.
+      const packed = T.scope(() => {
         const r = o.trainStep(step, epoch);
         fields = r.fields;
-        return r.loss;
+        measuredNames = Object.keys(r.measured ?? {});
+        return T.concat([r.loss, ...Object.values(r.measured ?? {})].map((t) => T.reshape(t, [1])), 0);
       });
-      const value = await loss.item();
-      loss.dispose();
+      const read = await packed.data();
+      packed.dispose();
+      const value = read[0]!;
+      measuredNames.forEach((name, i) => (fields[name] = read[i + 1]!));
       if (!Number.isFinite(value)) throw new Error(`pre-training stopped: the loss is ${value} at step ${step} (epoch ${epoch + 1}); ${o.divergenceHint}`);
       o.losses.push(value);
       appendFileSync(o.lossPath, JSON.stringify({ step, loss: value, ...fields }) + '\n');

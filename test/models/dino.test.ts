@@ -189,6 +189,25 @@ describe('DINO (facebookresearch/dino)', () => {
     model.dispose();
   });
 
+  it("the teacher's target entropy: float64 reference, log K for a flat teacher, near 0 for a sharp one", async () => {
+    const [rows, K] = [6, 7];
+    const model = new DINO(tinyConfig(), 3);
+    const t64 = random(rows * K, 15, 0.2);
+    const c64 = random(K, 16, 0.05);
+    T.upload(model.center, Float32Array.from(c64));
+    const ref = Array.from({ length: rows }, (_, r) => {
+      const q = softmax64(Array.from({ length: K }, (_, k) => t64[r * K + k]! - c64[k]!), 0.04);
+      return -q.reduce((a, v) => a + (v > 0 ? v * Math.log(v) : 0), 0);
+    }).reduce((a, b) => a + b, 0) / rows;
+    // logits up to ~6 after the temperature: f32 log-softmax to a few 1e-6 on an entropy ≤ log 7.
+    expect(Math.abs((await model.teacherEntropy(T.tensor(Float32Array.from(t64), [rows, K]), 0.04).item()) - ref)).toBeLessThan(1e-5);
+    T.upload(model.center, new Float32Array(K));
+    expect(await model.teacherEntropy(T.zeros([rows, K]), 0.04).item()).toBeCloseTo(Math.log(K), 5);
+    const sharp = Float32Array.from({ length: rows * K }, (_, i) => (i % K === Math.floor(i / K) % 3 ? 1 : 0));
+    expect(await model.teacherEntropy(T.tensor(sharp, [rows, K]), 0.04).item()).toBeLessThan(1e-6);
+    model.dispose();
+  });
+
   it('the centre moves 10% towards the batch mean; the teacher is the EMA of the student', async () => {
     const model = new DINO(tinyConfig(), 2);
     const t64 = random(4 * 7, 14);

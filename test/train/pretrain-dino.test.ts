@@ -47,6 +47,10 @@ describe('DINO pre-training runs', () => {
     // would take the k-NN accuracy towards chance (10%).
     for (const m of r.metrics) expect(m.knn_acc).toBeGreaterThan(90);
     expect(r.metrics.at(-1)!.train_loss).toBeLessThan(5.7);
+    // Every step logs the entropy of the teacher's targets, between 0 and log 256.
+    const logged = readFileSync(join(out, 'loss.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { teacher_entropy: number });
+    expect(logged).toHaveLength(80);
+    for (const l of logged) expect(l.teacher_entropy >= 0 && l.teacher_entropy <= Math.log(256) + 1e-4, String(l.teacher_entropy)).toBe(true);
     const ck = readCheckpoint(join(out, 'last.safetensors'));
     expect(ck.metadata.arch).toBe('dino');
     expect(ck.metadata.step).toBe('80');
