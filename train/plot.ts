@@ -21,7 +21,7 @@ export interface CurvePoint {
 }
 
 /** Training curves: loss on one panel, accuracy (or `secondTitle`) on another, against the step. */
-export function curvesSpec(loss: CurvePoint[], accuracy: CurvePoint[], title: string, secondTitle = 'accuracy'): Spec {
+export function curvesSpec(loss: CurvePoint[], accuracy: CurvePoint[], title: string, secondTitle = 'accuracy', firstTitle = 'loss'): Spec {
   const panel = (values: CurvePoint[], y: string) => ({
     width: 520,
     height: 180,
@@ -33,15 +33,15 @@ export function curvesSpec(loss: CurvePoint[], accuracy: CurvePoint[], title: st
       color: { field: 'series', type: 'nominal' as const, title: null, legend: { labelLimit: 320 } },
     },
   });
-  return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title, vconcat: [panel(loss, 'loss'), panel(accuracy, secondTitle)] } as Spec;
+  return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title, vconcat: [panel(loss, firstTitle), panel(accuracy, secondTitle)] } as Spec;
 }
 
-/** Per-step losses averaged over windows (at most 200 points), as the "train loss" series. */
-export function smoothedLoss(losses: readonly number[]): CurvePoint[] {
+/** Per-step values averaged over windows (at most 200 points), by default the "train loss" series. */
+export function smoothedLoss(losses: readonly number[], series = 'train loss (batch mean)'): CurvePoint[] {
   const points: CurvePoint[] = [];
   const win = Math.max(1, Math.floor(losses.length / 200));
   for (let i = 0; i + win <= losses.length; i += win) {
-    points.push({ step: i + win, value: losses.slice(i, i + win).reduce((a, b) => a + b, 0) / win, series: 'train loss (batch mean)' });
+    points.push({ step: i + win, value: losses.slice(i, i + win).reduce((a, b) => a + b, 0) / win, series });
   }
   return points;
 }

@@ -6,7 +6,7 @@
 // clipping, and the prototypes frozen in the first epoch(s). Each epoch measures the teacher's
 // weighted k-NN accuracy on held-out images, saves `last.safetensors` (exact resume), and draws
 // the views and the teacher's class-token attention.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as T from '../engine/index.js';
 import { type DINOConfig, dinoConfigFor, DINO } from '../models/dino.js';
@@ -340,7 +340,10 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
 
 async function writeReport(cfg: DinoPretrainConfig, dc: DINOConfig, params: number, r: DinoPretrainResult): Promise<void> {
   const knn = r.metrics.map((m) => ({ step: m.step, value: m.knn_acc, series: `teacher ${cfg.knnK}-NN accuracy %` }));
-  await renderCurves(curvesSpec(smoothedLoss(r.losses), knn, `DINO pre-training, ${cfg.preset} on ${cfg.data}`, 'k-NN accuracy %'), join(cfg.out, 'curves.png'));
+  // The whole run's log (a resumed run's earlier steps included): the targets' entropy beside the loss.
+  const entropy = readFileSync(join(cfg.out, 'loss.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { teacher_entropy?: number }).teacher_entropy ?? NaN);
+  const lossPanel = [...smoothedLoss(r.losses), ...(entropy.every(Number.isFinite) ? smoothedLoss(entropy, `teacher target entropy (uniform: ${Math.log(dc.out_dim).toFixed(2)})`) : [])];
+  await renderCurves(curvesSpec(lossPanel, knn, `DINO pre-training, ${cfg.preset} on ${cfg.data}`, 'k-NN accuracy %', 'nats'), join(cfg.out, 'curves.png'));
   const rows = r.metrics.map((m) => `| ${m.epoch} | ${m.step} | ${m.train_loss.toFixed(4)} | ${m.knn_acc.toFixed(2)} | ${m.images_per_s.toFixed(0)} | ${m.elapsed_s.toFixed(0)} |`);
   const last = r.metrics.at(-1);
   const md = [
