@@ -30,7 +30,7 @@ export async function extractFeatures(model: VisionTransformer, ds: Dataset, bat
   const out = new Float32Array(ds.count * D);
   const order = Int32Array.from({ length: ds.count }, (_, i) => i);
   const steps = Math.ceil(ds.count / batchSize);
-  const bar = progress ? new ProgressBar(progress, steps, batchSize, 10) : null;
+  const bar = progress ? new ProgressBar(progress, steps, batchSize, { logEvery: 10 }) : null;
   for (let start = 0; start < ds.count; start += batchSize) {
     const n = Math.min(batchSize, ds.count - start);
     const loader = new BatchLoader(ds, n);

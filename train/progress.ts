@@ -6,7 +6,15 @@ export class ProgressBar {
   private lastDraw = 0;
   private isTty = !!process.stderr.isTTY;
 
-  constructor(private label: string, private total: number, private imagesPerStep: number, private logEvery = 50) {}
+  private logEvery: number;
+  private startAt: number;
+
+  /** `logEvery`: steps between lines when stderr is not a terminal. `startAt`: steps of the epoch
+   * done before this bar began (a resumed run's), left out of the rate and the ETA. */
+  constructor(private label: string, private total: number, private imagesPerStep: number, opts: { logEvery?: number; startAt?: number } = {}) {
+    this.logEvery = opts.logEvery ?? 50;
+    this.startAt = opts.startAt ?? 0;
+  }
 
   private static time(s: number): string {
     if (!Number.isFinite(s)) return '--:--';
@@ -14,14 +22,19 @@ export class ProgressBar {
     return `${m}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
   }
 
-  update(done: number, fields: Record<string, string>): void {
-    const elapsed = (performance.now() - this.start) / 1000;
-    const rate = (done * this.imagesPerStep) / elapsed;
-    const eta = ((this.total - done) * elapsed) / Math.max(done, 1);
+  /** The bar's text after `done` of `total` steps, `elapsed` seconds after it started. */
+  line(done: number, fields: Record<string, string>, elapsed: number): string {
+    const timed = Math.max(done - this.startAt, 0);
+    const rate = timed ? (timed * this.imagesPerStep) / elapsed : NaN;
+    const eta = timed ? ((this.total - done) * elapsed) / timed : NaN;
     const width = 24;
     const fill = Math.round((width * done) / this.total);
     const extra = Object.entries(fields).map(([k, v]) => `${k} ${v}`).join('  ');
-    const line = `${this.label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${done}/${this.total}  ${extra}  ${rate.toFixed(0)} img/s  ETA ${ProgressBar.time(eta)}`;
+    return `${this.label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${done}/${this.total}  ${extra}  ${Number.isFinite(rate) ? rate.toFixed(0) : '--'} img/s  ETA ${ProgressBar.time(eta)}`;
+  }
+
+  update(done: number, fields: Record<string, string>): void {
+    const line = this.line(done, fields, (performance.now() - this.start) / 1000);
     if (this.isTty) {
       const now = performance.now();
       if (now - this.lastDraw > 100 || done === this.total) {

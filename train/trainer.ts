@@ -300,7 +300,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     while (step < lastStep) {
       const epoch = Math.floor(step / stepsPerEpoch);
       const order = permutation(trainSet.count, cfg.seed * 1000 + epoch);
-      const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${budgeted && step < calibrationEnd ? '?' : epochsOf(totalSteps)}`, Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), cfg.batchSize) : null;
+      const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${budgeted && step < calibrationEnd ? '?' : epochsOf(totalSteps)}`, Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), cfg.batchSize, { startAt: step % stepsPerEpoch }) : null;
       const epochStart = performance.now();
       let epochLoss = 0;
       let epochSteps = 0;
