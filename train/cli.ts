@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import type { AugPipeline, GridKind } from './augment.js';
 import { SIGNAL_EXIT } from './interrupt.js';
 import { relaunchWithHugePages } from './relaunch.js';
+import { runSettings } from './run-settings.js';
 import type { TestTimeAugmentation } from './trainer.js';
 
 const HELP = `tessera — a small WebGPU tensor engine that trains Vision Transformers
@@ -113,7 +114,8 @@ Options (defaults in brackets):
                        each epoch, kept in last.safetensors for --resume, written as ema.safetensors
   --seed N             [0]
   --out DIR            run folder [runs/<timestamp>]
-  --resume             continue from DIR/last.safetensors
+  --resume             continue the run in DIR from last.safetensors with the settings in its
+                       config.json (flags given replace them)
   --teacher FILE       DeiT hard distillation from a classifier checkpoint (distilled presets)
   --init FILE          fine-tune: start from FILE's weights and model (not its optimizer, schedule
                        or step count; --preset is ignored)
@@ -184,6 +186,13 @@ function runFlags(values: RunOptionValues) {
 
 const defined = <V>(o: Record<string, V | undefined>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Record<string, V>;
 
+/** The defaults, a resumed run's own settings, then the flags given (train/run-settings.ts). */
+function resumable<C extends { out: string; resume: boolean }>(defaults: C, flags: Partial<C>, section: 'train' | 'pretrain', derived: readonly string[] = []): C {
+  const { config, notes } = runSettings(defaults, flags, section, derived);
+  for (const note of notes) console.log(note);
+  return config;
+}
+
 async function train(argv: string[]): Promise<void> {
   const { PRESETS } = await import('../models/vit.js');
   const { values } = parseArgs({
@@ -243,7 +252,7 @@ async function train(argv: string[]): Promise<void> {
     softAugMin: num('soft-aug-min', values['soft-aug-min']),
     softAugPower: num('soft-aug-power', values['soft-aug-power']),
   });
-  const r = await run({ ...TRAIN_DEFAULTS, ...flags });
+  const r = await run(resumable(TRAIN_DEFAULTS, flags, 'train', ['scheduleSteps']));
   if (r.interrupted) process.exit(SIGNAL_EXIT[r.interrupted]);
   console.log(`done: test accuracy ${(100 * r.finalAccuracy).toFixed(2)}% (best ${(100 * r.bestAccuracy).toFixed(2)}%) in ${r.seconds.toFixed(0)} s, ` +
     `${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
@@ -278,7 +287,8 @@ Options:
   --train-limit N      only the first N training images
   --seed N             [0]
   --out DIR            run folder [runs/mae-<time>]
-  --resume             continue from DIR/last.safetensors`;
+  --resume             continue the run in DIR from last.safetensors with the settings in its
+                       config.json (flags given replace them)`;
 
 async function pretrain(argv: string[]): Promise<void> {
   if (argv[0] === 'dino') return pretrainDino(argv.slice(1));
@@ -320,7 +330,7 @@ async function pretrain(argv: string[]): Promise<void> {
     cropScale,
     flipProb,
   });
-  const r = await pretrainMae({ ...PRETRAIN_DEFAULTS, ...flags });
+  const r = await pretrainMae(resumable(PRETRAIN_DEFAULTS, flags, 'pretrain'));
   if (r.interrupted) process.exit(SIGNAL_EXIT[r.interrupted]);
   const last = r.metrics.at(-1);
   console.log(`done: ${last ? `test loss ${last.test_loss.toFixed(4)}` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
@@ -369,7 +379,8 @@ Options:
   --train-limit N           only the first N training images
   --seed N                  [0]
   --out DIR                 run folder [runs/dino-<time>]
-  --resume                  continue from DIR/last.safetensors`;
+  --resume                  continue the run in DIR from last.safetensors with the settings in
+                            its config.json (flags given replace them)`;
 
 /** "A,B" → [A, B] with 0 < A ≤ B ≤ 1, or a usage error naming the flag. */
 function scaleFlag(name: string, v: string | undefined): [number, number] | undefined {
@@ -444,7 +455,7 @@ async function pretrainDino(argv: string[]): Promise<void> {
     knnTrain: num('knn-train', values['knn-train'], true),
     evalImages: num('eval-images', values['eval-images'], true),
   });
-  const r = await run({ ...DINO_DEFAULTS, ...flags });
+  const r = await run(resumable(DINO_DEFAULTS, flags, 'pretrain'));
   if (r.interrupted) process.exit(SIGNAL_EXIT[r.interrupted]);
   const last = r.metrics.at(-1);
   console.log(`done: ${last ? `teacher k-NN accuracy ${last.knn_acc.toFixed(2)}%` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);

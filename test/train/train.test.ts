@@ -89,7 +89,7 @@ describe('training runs', () => {
     expect(steps(b, 'metrics.jsonl')).toEqual([10, ...steps(a, 'metrics.jsonl')]);
   });
 
-  it('Ctrl-C (a real SIGINT to `tessera train`) stops after the step under way with a checkpoint there, exit 130, and --resume finishes as the uninterrupted run', async () => {
+  it('Ctrl-C (a real SIGINT to `tessera train`) stops after the step under way with a checkpoint there, exit 130, and `--out DIR --resume` alone finishes as the uninterrupted run', async () => {
     const a = mkdtempSync(join(tmpdir(), 'tessera-int-a-'));
     const b = mkdtempSync(join(tmpdir(), 'tessera-int-b-'));
     // As the CLI runs it: the full-depth preset, the default evaluation batch.
@@ -124,14 +124,18 @@ describe('training runs', () => {
     expect(readCheckpoint(join(b, 'last.safetensors')).metadata.step).toBe(String(stopped));
     expect(lossLines()).toBe(stopped);
     expect(existsSync(join(b, 'report.md'))).toBe(false);
-    const listeners = process.listenerCount('SIGINT');
-    const resumed = await train({ ...opts, out: b, resume: true });
-    expect(process.listenerCount('SIGINT')).toBe(listeners);
-    expect(resumed.interrupted).toBeNull();
-    expect(resumed.losses).toEqual(full.losses);
-    expect(resumed.finalAccuracy).toBe(full.finalAccuracy);
+    // As a user continues: no flag repeated, the run's own settings come from its config.json.
+    const again = spawnSync(process.execPath, ['bin/tessera.js', 'train', '--out', b, '--resume'], { env: { ...process.env, TESSERA_DATA: dataDir }, encoding: 'utf8' });
+    expect(again.status, again.stdout + again.stderr).toBe(0);
+    expect(again.stdout).toContain(`--resume: the run's settings from ${join(b, 'config.json')}`);
+    const jsonl = <R>(file: string) => readFileSync(join(b, file), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as R);
+    expect(jsonl<{ loss: number }>('loss.jsonl').map((l) => l.loss)).toEqual(full.losses);
+    const metrics = jsonl<{ test_accuracy: number; train_loss: number }>('metrics.jsonl');
+    expect(metrics.at(-1)!.test_accuracy).toBe(full.finalAccuracy);
     // Each epoch's line holds the mean loss of all its steps, also of the one split by the stop.
-    expect(resumed.metrics.map((m) => m.train_loss)).toEqual(full.metrics.map((m) => m.train_loss));
+    expect(metrics.map((m) => m.train_loss)).toEqual(full.metrics.map((m) => m.train_loss));
+    const settings = (dir: string) => (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { train: Record<string, unknown> }).train;
+    expect(settings(b)).toMatchObject({ preset: 'vit-fmnist-tiny', batchSize: 64, warmupSteps: 5, lr: 2e-3, epochs: 2 });
   });
 
   it('a weight EMA is evaluated, written as ema.safetensors, and resumed exactly', async () => {
@@ -140,7 +144,11 @@ describe('training runs', () => {
     const opts = { ...base, dataDir, epochs: 2, ema: 0.9 };
     const full = await train({ ...opts, out: a });
     await train({ ...opts, out: b, maxSteps: 10 });
+    const listeners = process.listenerCount('SIGINT');
     const resumed = await train({ ...opts, out: b, resume: true });
+    // The run's Ctrl-C handler is gone with it.
+    expect(process.listenerCount('SIGINT')).toBe(listeners);
+    expect(resumed.interrupted).toBeNull();
     expect(resumed.losses).toEqual(full.losses);
     // Epoch ends only: the interrupted run also evaluated at its stop, step 10.
     const emaAcc = (r: typeof full) => r.metrics.filter((m) => m.step % 15 === 0).map((m) => m.ema_accuracy);

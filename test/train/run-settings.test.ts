@@ -1,0 +1,71 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ProgressBar } from '../../train/progress.js';
+import { runSettings } from '../../train/run-settings.js';
+
+interface Settings {
+  out: string;
+  resume: boolean;
+  progress: boolean;
+  epochs: number;
+  lr: number;
+  teacherTemp: number;
+  cropScale: [number, number];
+  maxSteps?: number;
+  scheduleSteps?: number;
+}
+const defaults: Settings = { out: '', resume: false, progress: true, epochs: 10, lr: 1e-3, teacherTemp: 0.04, cropScale: [0.4, 1] };
+
+function runFolder(config: unknown): string {
+  const out = mkdtempSync(join(tmpdir(), 'tessera-settings-'));
+  writeFileSync(join(out, 'config.json'), typeof config === 'string' ? config : JSON.stringify(config));
+  return out;
+}
+
+describe('a resumed run keeps its own settings', () => {
+  const saved = { out: 'elsewhere', resume: false, progress: false, epochs: 6, lr: 5e-4, teacherTemp: 0.02, cropScale: [0.3, 0.9], maxSteps: 40, scheduleSteps: 2808 };
+
+  it('takes config.json under the command\'s section, then the flags given; not what belongs to one invocation or is derived', () => {
+    const out = runFolder({ pretrain: saved, model: { depth: 2 } });
+    const { config, notes } = runSettings(defaults, { out, resume: true, epochs: 12 }, 'pretrain', ['scheduleSteps']);
+    expect(config).toEqual({ out, resume: true, progress: true, epochs: 12, lr: 5e-4, teacherTemp: 0.02, cropScale: [0.3, 0.9] });
+    expect(notes).toEqual([`--resume: the run's settings from ${join(out, 'config.json')}`, '--resume: --epochs 12 replaces the run\'s 6']);
+    // A flag equal to the run's setting is no news.
+    expect(runSettings(defaults, { out, resume: true, lr: 5e-4 }, 'pretrain').notes).toHaveLength(1);
+    expect(runSettings(defaults, { out, resume: true, cropScale: [0.2, 1] }, 'pretrain').notes[1]).toBe('--resume: --crop-scale 0.2,1 replaces the run\'s 0.3,0.9');
+  });
+
+  it('without --resume, or without a run folder, the flags go over the defaults alone', () => {
+    const out = runFolder({ pretrain: saved });
+    expect(runSettings(defaults, { out, epochs: 3 }, 'pretrain')).toEqual({ config: { ...defaults, out, epochs: 3 }, notes: [] });
+    const empty = mkdtempSync(join(tmpdir(), 'tessera-settings-'));
+    expect(runSettings(defaults, { out: empty, resume: true }, 'pretrain')).toEqual({ config: { ...defaults, out: empty, resume: true }, notes: [] });
+    // A checkpoint without its config.json: said, and the run goes on with what was given.
+    writeFileSync(join(empty, 'last.safetensors'), '');
+    expect(runSettings(defaults, { out: empty, resume: true }, 'pretrain').notes[0]).toMatch(/config\.json is missing; continuing with the flags given and the defaults/);
+  });
+
+  it('refuses a config.json it cannot read, or one of another command, naming the file', () => {
+    const corrupt = runFolder('{"pretrain": {"epochs": 6,');
+    expect(() => runSettings(defaults, { out: corrupt, resume: true }, 'pretrain')).toThrow(
+      new RegExp(`--resume: cannot read the run's settings from ${join(corrupt, 'config.json')}: .*JSON.*Repair or delete it`),
+    );
+    const pretraining = runFolder({ pretrain: saved });
+    expect(() => runSettings(defaults, { out: pretraining, resume: true }, 'train')).toThrow(/holds no "train" settings \(a run of `tessera pretrain`\?\); resume a run with the command that started it/);
+    const listed = runFolder({ train: [1, 2] });
+    expect(() => runSettings(defaults, { out: listed, resume: true }, 'train')).toThrow(/holds no "train" settings/);
+  });
+});
+
+describe('progress bar', () => {
+  it('counts images/s and the ETA over the steps it timed, not those a resumed run had done', () => {
+    const fresh = new ProgressBar('epoch 1/2', 100, 128);
+    expect(fresh.line(50, { loss: '1.0' }, 10)).toBe('epoch 1/2 [############............] 50/100  loss 1.0  640 img/s  ETA 0:10');
+    // Resumed at step 40 of the epoch: 10 steps in 10 s, 50 to go.
+    const resumed = new ProgressBar('epoch 2/2', 100, 128, { startAt: 40 });
+    expect(resumed.line(50, {}, 10)).toMatch(/50\/100 {4}128 img\/s {2}ETA 0:50$/);
+    expect(resumed.line(40, {}, 0)).toMatch(/-- img\/s {2}ETA --:--$/);
+  });
+});
