@@ -76,7 +76,7 @@ export function decodeSafetensors(buf: Buffer, path: string): SafeTensors {
   };
   if (buf.length < 8) fail(`${buf.length} bytes is too short for a safetensors file (8-byte header length missing)`);
   const n = buf.readBigUInt64LE(0);
-  if (n > BigInt(MAX_HEADER_BYTES)) fail(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  if (n > BigInt(MAX_HEADER_BYTES)) fail(`header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit${n > BigInt(buf.length) ? `, and the file's ${buf.length} bytes: not a safetensors file (it starts ${JSON.stringify(buf.subarray(0, 8).toString('latin1'))})` : ''}`);
   const headerLen = Number(n);
   if (8 + headerLen > buf.length) fail(`header length ${headerLen} runs past the end of the file (${buf.length} bytes): truncated?`);
   let header: Record<string, unknown>;

@@ -873,7 +873,7 @@ else if (!commands[cmd]) {
   } catch (e) {
     // Usage mistakes, bad data and bad checkpoints end with their message, not a stack trace.
     const err = e as Error;
-    const known = err instanceof UsageError || ['DataError', 'CheckpointError'].includes(err.constructor.name) || (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION';
+    const known = err instanceof UsageError || ['DataError', 'CheckpointError', 'RunSettingsError'].includes(err.constructor.name) || (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION';
     console.error(`tessera ${cmd}: ${known ? err.message : err.stack ?? err.message}`);
     process.exit(known ? 2 : 1);
   }

@@ -9,6 +9,9 @@ import { join } from 'node:path';
 /** Settings of one invocation rather than of the run: never taken from config.json. */
 const PER_INVOCATION = ['out', 'resume', 'progress', 'maxSteps'];
 
+/** A run folder whose settings cannot be taken up; the command line prints its message alone. */
+export class RunSettingsError extends Error {}
+
 export interface RunSettings<C> {
   config: C;
   /** What was taken from where, and each flag that replaces a setting of the run: for the log. */
@@ -41,11 +44,11 @@ export function runSettings<C extends { out: string; resume: boolean }>(
   try {
     saved = (JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>)[section];
   } catch (e) {
-    throw new Error(`--resume: cannot read the run's settings from ${path}: ${(e as Error).message}. Repair or delete it, and give the run's flags again`);
+    throw new RunSettingsError(`--resume: cannot read the run's settings from ${path}: ${(e as Error).message}. Repair or delete it, and give the run's flags again`);
   }
   if (saved === null || typeof saved !== 'object' || Array.isArray(saved)) {
     const other = section === 'train' ? '`tessera pretrain`' : '`tessera train`';
-    throw new Error(`--resume: ${path} holds no "${section}" settings (a run of ${other}?); resume a run with the command that started it`);
+    throw new RunSettingsError(`--resume: ${path} holds no "${section}" settings (a run of ${other}?); resume a run with the command that started it`);
   }
   const skip = new Set([...PER_INVOCATION, ...derived]);
   const restored = Object.fromEntries(Object.entries(saved).filter(([k]) => !skip.has(k))) as Partial<C>;

@@ -44,6 +44,9 @@ describe('safetensors', () => {
     const huge = Buffer.from(good);
     huge.writeBigUInt64LE(200_000_000n, 0);
     expect(() => decodeSafetensors(huge, 'f.st')).toThrow(/exceeds the 100000000-byte limit/);
+    // Another kind of file given as a checkpoint: its first 8 bytes read as an absurd length.
+    const json = Buffer.from(JSON.stringify({ train: { epochs: 3 } }, null, 2));
+    expect(() => decodeSafetensors(json, 'config.json')).toThrow(/config\.json: .*not a safetensors file \(it starts "\{\\n {2}\\"tra"\)/);
     const past = Buffer.from(good);
     past.writeBigUInt64LE(BigInt(good.length), 0);
     expect(() => decodeSafetensors(past, 'f.st')).toThrow(/runs past the end of the file/);

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runSettings } from '../../train/run-settings.js';
+import { RunSettingsError, runSettings } from '../../train/run-settings.js';
 
 interface Settings {
   out: string;
@@ -53,6 +53,8 @@ describe('a resumed run keeps its own settings', () => {
     );
     const pretraining = runFolder({ pretrain: saved });
     expect(() => runSettings(defaults, { out: pretraining, resume: true }, 'train')).toThrow(/holds no "train" settings \(a run of `tessera pretrain`\?\); resume a run with the command that started it/);
+    // Its own class: the command line prints the message without a stack trace.
+    expect(() => runSettings(defaults, { out: corrupt, resume: true }, 'pretrain')).toThrow(RunSettingsError);
     const listed = runFolder({ train: [1, 2] });
     expect(() => runSettings(defaults, { out: listed, resume: true }, 'train')).toThrow(/holds no "train" settings/);
   });
