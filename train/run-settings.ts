@@ -34,7 +34,8 @@ export function runSettings<C extends { out: string; resume: boolean }>(
   derived: readonly string[] = [],
 ): RunSettings<C> {
   const given = { ...defaults, ...flags };
-  if (!given.resume || !given.out) return { config: given, notes: [] };
+  if (!given.resume) return { config: given, notes: [] };
+  if (!given.out) throw new RunSettingsError('--resume needs --out DIR, the folder of the run to continue');
   const path = join(given.out, 'config.json');
   if (!existsSync(path)) {
     const orphan = existsSync(join(given.out, 'last.safetensors'));

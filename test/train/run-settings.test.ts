@@ -36,7 +36,7 @@ describe('a resumed run keeps its own settings', () => {
     expect(runSettings(defaults, { out, resume: true, cropScale: [0.2, 1] }, 'pretrain').notes[1]).toBe('--resume: --crop-scale 0.2,1 replaces the run\'s 0.3,0.9');
   });
 
-  it('without --resume, or without a run folder, the flags go over the defaults alone', () => {
+  it('without --resume, or with a folder that holds no run yet, the flags go over the defaults alone', () => {
     const out = runFolder({ pretrain: saved });
     expect(runSettings(defaults, { out, epochs: 3 }, 'pretrain')).toEqual({ config: { ...defaults, out, epochs: 3 }, notes: [] });
     const empty = mkdtempSync(join(tmpdir(), 'tessera-settings-'));
@@ -55,6 +55,7 @@ describe('a resumed run keeps its own settings', () => {
     expect(() => runSettings(defaults, { out: pretraining, resume: true }, 'train')).toThrow(/holds no "train" settings \(a run of `tessera pretrain`\?\); resume a run with the command that started it/);
     // Its own class: the command line prints the message without a stack trace.
     expect(() => runSettings(defaults, { out: corrupt, resume: true }, 'pretrain')).toThrow(RunSettingsError);
+    expect(() => runSettings(defaults, { resume: true }, 'train')).toThrow(/--resume needs --out DIR, the folder of the run to continue/);
     const listed = runFolder({ train: [1, 2] });
     expect(() => runSettings(defaults, { out: listed, resume: true }, 'train')).toThrow(/holds no "train" settings/);
   });
