@@ -4,7 +4,7 @@
 // epoch's end the method's evaluation, metrics.jsonl and its checkpoint, and on Ctrl-C or
 // SIGTERM a checkpoint at the step reached (train/interrupt.ts).
 import { appendFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as T from '../engine/index.js';
 import { type Checkpointable, type CheckpointInfo, loadOptimizerState, loadWeights } from './checkpoint.js';
 import { BatchLoader, type Dataset, permutation } from './data.js';
@@ -147,7 +147,7 @@ async function loop<E extends EpochBase>(o: PretrainLoopOptions<E>, watch: Inter
     const endOfEpoch = step % stepsPerEpoch === 0 || step === o.lastStep;
     if (watch.requested && !endOfEpoch) {
       await o.checkpoint(step, epoch);
-      console.log(`stopped at step ${step} (epoch ${epoch + 1}, ${step % stepsPerEpoch}/${stepsPerEpoch}); ${o.checkpointPath} holds it: run again with --resume to continue`);
+      console.log(`stopped at step ${step} (epoch ${epoch + 1}, ${step % stepsPerEpoch}/${stepsPerEpoch}); ${o.checkpointPath} holds it: continue with --out ${dirname(o.checkpointPath)} --resume`);
       return result();
     }
     if (!endOfEpoch) continue;
@@ -165,7 +165,7 @@ async function loop<E extends EpochBase>(o: PretrainLoopOptions<E>, watch: Inter
     appendFileSync(o.metricsPath, JSON.stringify(m) + '\n');
     await o.save(m);
     if (watch.requested) {
-      console.log(`stopped at step ${step}, the end of epoch ${m.epoch}; ${o.checkpointPath} holds it: run again with --resume to continue`);
+      console.log(`stopped at step ${step}, the end of epoch ${m.epoch}; ${o.checkpointPath} holds it: continue with --out ${dirname(o.checkpointPath)} --resume`);
       return result();
     }
   }

@@ -369,7 +369,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
       const endOfEpoch = step % stepsPerEpoch === 0 || step === lastStep;
       if (watch.requested && !endOfEpoch) {
         await save(lastPath, epoch);
-        log(`stopped at step ${step} (epoch ${epoch + 1}, ${step % stepsPerEpoch}/${stepsPerEpoch}); ${lastPath} holds it: run again with --resume to continue`);
+        log(`stopped at step ${step} (epoch ${epoch + 1}, ${step % stepsPerEpoch}/${stepsPerEpoch}); ${lastPath} holds it: continue with --out ${cfg.out} --resume`);
         break;
       }
       if (!endOfEpoch) continue;
@@ -417,7 +417,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
         }
       }
       if (watch.requested) {
-        log(`stopped at step ${step}, the end of epoch ${m.epoch}; ${lastPath} holds it: run again with --resume to continue`);
+        log(`stopped at step ${step}, the end of epoch ${m.epoch}; ${lastPath} holds it: continue with --out ${cfg.out} --resume`);
         break;
       }
     }

@@ -120,7 +120,7 @@ describe('training runs', () => {
     // 30 steps in all; the run must have stopped well before its end, where it was asked to.
     expect(stopped).toBeGreaterThanOrEqual(3);
     expect(stopped).toBeLessThan(30);
-    expect(stdout).toMatch(/run again with --resume to continue/);
+    expect(stdout).toContain(`continue with --out ${b} --resume`);
     expect(readCheckpoint(join(b, 'last.safetensors')).metadata.step).toBe(String(stopped));
     expect(lossLines()).toBe(stopped);
     expect(existsSync(join(b, 'report.md'))).toBe(false);
