@@ -113,7 +113,7 @@ async function loop<E extends EpochBase>(o: PretrainLoopOptions<E>, watch: Inter
   while (step < o.lastStep) {
     const epoch = Math.floor(step / stepsPerEpoch);
     const order = permutation(loader.ds.count, o.seed * 1000 + epoch);
-    const bar = o.progress ? new ProgressBar(`epoch ${epoch + 1}/${o.epochs}`, Math.min(stepsPerEpoch, o.lastStep - epoch * stepsPerEpoch), B, { startAt: step % stepsPerEpoch }) : null;
+    const bar = o.progress ? new ProgressBar(`epoch ${epoch + 1}/${o.epochs}`, Math.min(stepsPerEpoch, o.lastStep - epoch * stepsPerEpoch), B, { startAt: step % stepsPerEpoch, stepsAfter: Math.max(0, o.lastStep - (epoch + 1) * stepsPerEpoch) }) : null;
     const epochStart = performance.now();
     let [epochLoss, epochSteps] = [0, 0];
     for (let pos = step % stepsPerEpoch; pos < stepsPerEpoch && step < o.lastStep; pos++) {

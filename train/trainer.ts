@@ -300,7 +300,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
     while (step < lastStep) {
       const epoch = Math.floor(step / stepsPerEpoch);
       const order = permutation(trainSet.count, cfg.seed * 1000 + epoch);
-      const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${budgeted && step < calibrationEnd ? '?' : epochsOf(totalSteps)}`, Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), cfg.batchSize, { startAt: step % stepsPerEpoch }) : null;
+      const bar = cfg.progress ? new ProgressBar(`epoch ${epoch + 1}/${budgeted && step < calibrationEnd ? '?' : epochsOf(totalSteps)}`, Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), cfg.batchSize, { startAt: step % stepsPerEpoch, stepsAfter: Math.max(0, lastStep - (epoch + 1) * stepsPerEpoch) }) : null;
       const epochStart = performance.now();
       let epochLoss = 0;
       let epochSteps = 0;
@@ -357,7 +357,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
         if (budgeted && step === calibrationEnd) {
           totalSteps = plan((performance.now() - timingStarted) / 1000 / (calibrationEnd - timingStart));
           lastStep = Math.min(totalSteps, cfg.maxSteps ?? Infinity);
-          bar?.retotal(Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), `epoch ${epoch + 1}/${epochsOf(totalSteps)}`);
+          bar?.retotal(Math.min(stepsPerEpoch, lastStep - epoch * stepsPerEpoch), `epoch ${epoch + 1}/${epochsOf(totalSteps)}`, Math.max(0, lastStep - (epoch + 1) * stepsPerEpoch));
           writeConfig();
           log(`\ntime budget ${cfg.timeBudget} min: ${((performance.now() - timingStarted) / (calibrationEnd - timingStart)).toFixed(0)} ms per step measured, ` +
             `schedule set to ${totalSteps} steps (${formatEpochs(totalSteps / stepsPerEpoch)} epochs); --schedule-steps ${totalSteps} repeats it`);
