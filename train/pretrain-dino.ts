@@ -18,7 +18,7 @@ import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
 import { accuracyOf, extractFeatures, knnPredict } from './probe.js';
 import type { StopSignal } from './interrupt.js';
 import { type EpochBase, planSteps, restoreRun, runPretrainLoop } from './pretrain-loop.js';
-import { warmupCosine } from './schedule.js';
+import { longWarmupWarning, warmupCosine } from './schedule.js';
 
 export interface DinoPretrainConfig {
   /** The ViT preset whose encoder is pre-trained (a patchifying one). */
@@ -288,6 +288,8 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
   writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ pretrain: cfg, model: dc, params: model.numParams(), backbone_params: backboneParams }, null, 2) + '\n');
   log(`tessera: DINO pre-training of ${cfg.preset}'s encoder (${backboneParams.toLocaleString()} parameters, ${(model.numParams() - backboneParams).toLocaleString()} in the head) on ${cfg.data}: ` +
     `${trainSet.count} images × (2 global ${dc.global_crop_size} px + ${dc.local_crops_number} local ${dc.local_crop_size} px crops), ${cfg.epochs} epochs of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
+  const warmupWarning = longWarmupWarning(cfg.warmupEpochs * stepsPerEpoch, totalSteps, `--warmup-epochs ${cfg.warmupEpochs}, ${cfg.warmupEpochs * stepsPerEpoch} steps`);
+  if (warmupWarning) log(warmupWarning);
   const samples = T.keep(T.tensor(testSet.images.subarray(0, 8 * bb.in_chans * bb.img_size ** 2), [8, bb.in_chans, bb.img_size, bb.img_size]));
 
   const checkpoint = (step: number, epoch: number) => saveCheckpoint(lastPath, model, { optimizer: opt, step, epoch, extra: { arch: 'dino', dataset: cfg.data, preset: cfg.preset } });

@@ -14,7 +14,7 @@ import { writeImageGrid } from './image.js';
 import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
 import type { StopSignal } from './interrupt.js';
 import { type EpochBase, planSteps, restoreRun, runPretrainLoop } from './pretrain-loop.js';
-import { warmupCosine } from './schedule.js';
+import { longWarmupWarning, warmupCosine } from './schedule.js';
 
 export interface PretrainConfig {
   /** The ViT preset whose encoder is pre-trained (models/vit.ts PRESETS; patchifying ones). */
@@ -222,6 +222,8 @@ export async function pretrainMae(overrides: Partial<PretrainConfig>): Promise<P
   writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ pretrain: cfg, model: mc, params: model.numParams() }, null, 2) + '\n');
   log(`tessera: MAE pre-training of ${cfg.preset}'s encoder (${model.numParams().toLocaleString()} parameters with the decoder) on ${cfg.data}: ` +
     `${trainSet.count} images, ${Math.round(100 * mc.mask_ratio)}% of ${model.numPatches} patches masked, ${cfg.epochs} epochs of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
+  const warmupWarning = longWarmupWarning(cfg.warmupSteps, totalSteps, `--warmup-steps ${cfg.warmupSteps}`);
+  if (warmupWarning) log(warmupWarning);
   const samples = T.keep(T.tensor(testSet.images.subarray(0, 8 * mc.in_chans * mc.img_size ** 2), [8, mc.in_chans, mc.img_size, mc.img_size]));
 
   const checkpoint = (step: number, epoch: number) => saveCheckpoint(lastPath, model, { optimizer: opt, step, epoch, extra: { arch: 'mae', dataset: cfg.data, preset: cfg.preset } });

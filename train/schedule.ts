@@ -8,6 +8,17 @@ export function warmupCosine(step: number, total: number, base: number, warmup: 
   return min + 0.5 * (base - min) * (1 + Math.cos(Math.PI * t));
 }
 
+/** A warning when the warmup (`what`, e.g. "--warmup-steps 100") is not shorter than the
+ * schedule: the learning rate then only rises, never reaching its peak nor decaying. Null when the
+ * warmup fits. */
+export function longWarmupWarning(warmupSteps: number, totalSteps: number, what: string): string | null {
+  if (totalSteps <= 0 || warmupSteps < totalSteps) return null;
+  const reached = Math.round((100 * totalSteps) / warmupSteps);
+  const tenth = Math.max(1, Math.round(totalSteps / 10));
+  return `warning: the warmup (${what}) is not shorter than the ${totalSteps}-step schedule: the learning rate only rises, ` +
+    `to ${reached}% of its peak, and never decays; a warmup of about a tenth of the schedule (${tenth} step${tenth === 1 ? '' : 's'}) is usual`;
+}
+
 /** What a time-budgeted run has measured after its calibration steps. */
 export interface BudgetMeasurement {
   /** Wall-clock budget of the whole run, seconds (compilation, training, evaluation, saving). */

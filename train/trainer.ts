@@ -13,7 +13,7 @@ import { curvesSpec, renderCurves, smoothedLoss } from './plot.js';
 import { InterruptWatch, type StopSignal } from './interrupt.js';
 import { ProgressBar } from './progress.js';
 import { openRunLogs } from './runlog.js';
-import { stepsWithinBudget, warmupCosine } from './schedule.js';
+import { longWarmupWarning, stepsWithinBudget, warmupCosine } from './schedule.js';
 
 /** Training options; `{...TRAIN_DEFAULTS, ...preset recipe, ...flags}`; augmentation fields
  * as in train/augment.ts. */
@@ -268,6 +268,12 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   losses.push(...logs.losses);
   log(`tessera: ${modelName} (${model.numParams().toLocaleString()} parameters) on ${cfg.data}: ${trainSet.count} train / ${testSet.count} test images, ` +
     `${budgeted ? `a ${cfg.timeBudget} min budget` : `${formatEpochs(totalSteps / stepsPerEpoch)} epochs`} of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
+  const warnLongWarmup = () => {
+    const warning = longWarmupWarning(cfg.warmupSteps, totalSteps, `--warmup-steps ${cfg.warmupSteps}`);
+    if (warning) log(warning);
+  };
+  // A budgeted run's schedule is known after its calibration steps.
+  if (!budgeted) warnLongWarmup();
 
   const params = model.parameters();
   const started = performance.now();
@@ -361,6 +367,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
           writeConfig();
           log(`\ntime budget ${cfg.timeBudget} min: ${((performance.now() - timingStarted) / (calibrationEnd - timingStart)).toFixed(0)} ms per step measured, ` +
             `schedule set to ${totalSteps} steps (${formatEpochs(totalSteps / stepsPerEpoch)} epochs); --schedule-steps ${totalSteps} repeats it`);
+          warnLongWarmup();
         }
       }
       const seconds = bar ? bar.finish() : (performance.now() - epochStart) / 1000;

@@ -8,7 +8,7 @@ import { loadSafetensors, readCheckpoint } from '../../train/checkpoint.js';
 import { evaluate, train, TRAIN_DEFAULTS } from '../../train/trainer.js';
 import { presetConfig, VisionTransformer } from '../../models/vit.js';
 import type { Dataset } from '../../train/data.js';
-import { stepsWithinBudget, warmupCosine } from '../../train/schedule.js';
+import { longWarmupWarning, stepsWithinBudget, warmupCosine } from '../../train/schedule.js';
 import { writeSynthDataset } from './fixtures.js';
 
 beforeAll(async () => {
@@ -377,5 +377,17 @@ describe('time budget planning', () => {
     expect(stepsWithinBudget({ ...m, margin: 0.5 })).toBeLessThan(brute);
     // Nothing left: the run ends where it is.
     expect(stepsWithinBudget({ ...m, elapsedSeconds: 200 })).toBe(5);
+  });
+});
+
+describe('a warmup as long as the run', () => {
+  it('is warned of, with how far the learning rate gets and a usual length', () => {
+    // 62 steps under a 100-step warmup: the rate ends at 62% of its peak (warmupCosine's last value).
+    const warning = longWarmupWarning(100, 62, '--warmup-steps 100');
+    expect(warning).toBe('warning: the warmup (--warmup-steps 100) is not shorter than the 62-step schedule: the learning rate only rises, to 62% of its peak, and never decays; a warmup of about a tenth of the schedule (6 steps) is usual');
+    expect(warmupCosine(61, 62, 1, 100)).toBeCloseTo(0.62, 12);
+    expect(longWarmupWarning(468, 468, '--warmup-epochs 1, 468 steps')).toMatch(/to 100% of its peak/);
+    expect(longWarmupWarning(470, 8, '--warmup-steps 470')).toMatch(/to 2% of its peak, .* \(1 step\) is usual$/);
+    expect(longWarmupWarning(100, 101, '--warmup-steps 100')).toBeNull();
   });
 });
