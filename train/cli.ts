@@ -874,7 +874,8 @@ else if (!commands[cmd]) {
     // Usage mistakes, bad data and bad checkpoints end with their message, not a stack trace.
     const err = e as Error;
     const known = err instanceof UsageError || ['DataError', 'CheckpointError', 'RunSettingsError'].includes(err.constructor.name) || (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION';
-    console.error(`tessera ${cmd}: ${known ? err.message : err.stack ?? err.message}`);
+    const unknownOption = (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION';
+    console.error(`tessera ${cmd}: ${known ? err.message : err.stack ?? err.message}${unknownOption ? `; \`tessera ${cmd} --help\` lists the options` : ''}`);
     process.exit(known ? 2 : 1);
   }
 }

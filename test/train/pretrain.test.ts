@@ -126,6 +126,9 @@ describe('MAE pre-training runs', () => {
     expect(bad(['mae', '--crop-scale', '0.5,0.2']).stderr).toMatch(/--crop-scale 0.5,0.2: need 0 < min ≤ max ≤ 1/);
     expect(bad(['mae', '--mask-ratio', '1']).stderr).toMatch(/^tessera pretrain: --mask-ratio must be in \[0, 1\), got 1\n$/);
     expect(bad(['mae', '--flip', '2']).stderr).toMatch(/--flip is a probability, got 2/);
+    const unknown = bad(['mae', '--limit', '64']);
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toMatch(/^tessera pretrain: Unknown option '--limit'.*; `tessera pretrain --help` lists the options\n$/);
     expect(bad(['mae', '--preset', 'vit-fmnist-convstem', '--out', join(out, 'x')]).stderr).toMatch(/must patchify/);
     const ev = spawnSync(process.execPath, ['bin/tessera.js', 'eval', '--checkpoint', join(out, 'last.safetensors')], { env, encoding: 'utf8' });
     expect(ev.status).not.toBe(0);
