@@ -47,8 +47,12 @@ async function kernels(argv: string[]): Promise<void> {
       'trans-a': { type: 'boolean' },
       'trans-b': { type: 'boolean' },
       rank: { type: 'string', default: '2' },
+      shape: { type: 'string' },
+      impl: { type: 'string' },
     },
   });
+  const name = positionals[0];
+  if (name && name in RUN_KERNELS && !values.help) return printRunKernels(name as keyof typeof RUN_KERNELS, values.shape, values.impl);
   const K = {
     common: await import('../kernels/common.js'),
     elementwise: await import('../kernels/elementwise.js'),
@@ -83,13 +87,58 @@ async function kernels(argv: string[]): Promise<void> {
     adamw: () => K.optimizer.adamwMultiKernel(3),
     sgd: () => K.optimizer.sgdKernel(),
   };
-  const name = positionals[0];
   if (values.help || !name || !table[name]) {
-    console.log(`tessera kernels <name> [--trans-a] [--trans-b] [--rank N]\n\nPrints the WGSL tessera generates. Names: ${Object.keys(table).join(', ')}\n` +
+    console.log(`tessera kernels <name> [--trans-a] [--trans-b] [--rank N]\n\nPrints a kernel's WGSL in its portable form (what adapters without subgroups run). Names: ${Object.keys(table).join(', ')}\n\n` +
+      `tessera kernels attention|linear [--shape …] [--impl flash|unfused]\n\nRuns the op forward and backward on this machine's adapter and prints every kernel it compiles, as chosen for\n` +
+      `the adapter and the shape (the subgroup matmuls, the one-pass flash kernels on CPU adapters, …), each once:\n` +
+      Object.entries(RUN_KERNELS).map(([k, v]) => `  ${k.padEnd(10)} --shape ${v.shape} [${v.defaults.join(',')}]`).join('\n') + '\n\n' +
       'Set TESSERA_PRINT_KERNELS=1 on any command to print every kernel as it is compiled.');
     process.exit(name && !values.help ? 2 : 0);
   }
   console.log(table[name]!().code);
+}
+
+/** Ops whose kernels `tessera kernels` shows by running them: which kernel runs depends on the
+ * adapter (subgroups, CPU or GPU) and the shape, so the op chooses as it does in training. */
+const RUN_KERNELS = {
+  attention: { shape: 'B,N,HEADS,HEAD_DIM', defaults: [2, 50, 4, 16] },
+  linear: { shape: 'ROWS,IN,OUT', defaults: [2176, 64, 192] },
+} as const;
+
+async function printRunKernels(name: keyof typeof RUN_KERNELS, shapeFlag: string | undefined, impl: string | undefined): Promise<void> {
+  const spec = RUN_KERNELS[name];
+  const dims = shapeFlag === undefined ? [...spec.defaults] : shapeFlag.split(',').map(Number);
+  if (dims.length !== spec.defaults.length || dims.some((d) => !Number.isInteger(d) || d < 1)) {
+    throw new UsageError(`--shape for ${name} is ${spec.shape}, positive integers (e.g. ${spec.defaults.join(',')}), got '${shapeFlag}'`);
+  }
+  if (impl !== undefined && (name !== 'attention' || !['flash', 'unfused'].includes(impl))) throw new UsageError(`--impl is flash or unfused, for attention only`);
+  const T = await import('../engine/index.js');
+  await T.init();
+  T.scope(() => {
+    // Inputs and the output's gradient are made before printing starts: only the op's kernels show.
+    const leaf = (shape: number[], seed: number) => {
+      const t = T.randn(shape, { seed });
+      t.requiresGrad = true;
+      return t;
+    };
+    let run: () => ReturnType<typeof T.attention>;
+    let outShape: number[];
+    if (name === 'attention') {
+      const [B, N, heads, hd] = dims as [number, number, number, number];
+      const qkv = leaf([B, N, 3 * heads * hd], 0);
+      run = () => T.attention(qkv, heads, impl ? { impl: impl as 'flash' | 'unfused' } : {});
+      outShape = [B, N, heads * hd];
+    } else {
+      const [M, K, N] = dims as [number, number, number];
+      const [x, w, b] = [leaf([M, K], 0), leaf([N, K], 1), leaf([N], 2)];
+      run = () => T.linear(x, w, b);
+      outShape = [M, N];
+    }
+    const grad = T.randn(outShape, { seed: 3 });
+    T.rt().printKernels = true;
+    run().backward(grad);
+  });
+  await T.sync();
 }
 
 const TRAIN_HELP = `tessera train — train a ViT / DeiT on Fashion-MNIST, MNIST or CIFAR-10
