@@ -247,6 +247,9 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
   }
   if (!(cfg.momentumTeacher >= 0 && cfg.momentumTeacher <= 1)) throw new Error(`--momentum-teacher must be in [0, 1], got ${cfg.momentumTeacher}`);
   if (!(cfg.teacherTemp > 0 && cfg.warmupTeacherTemp > 0)) throw new Error(`--teacher-temp and --warmup-teacher-temp must be positive, got ${cfg.teacherTemp} and ${cfg.warmupTeacherTemp}`);
+  // The data first: a missing dataset is reported before any folder is made or kernel tuned.
+  let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
+  const testSet = loadDataset(cfg.data, 'test', cfg.dataDir);
   mkdirSync(cfg.out, { recursive: true });
   const log = (s: string) => cfg.progress && console.log(s);
   await T.init();
@@ -265,8 +268,6 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
   });
   const blurSigma = cfg.blurSigma ?? [(0.1 * dc.global_crop_size) / 224, (2 * dc.global_crop_size) / 224];
   const model = new DINO(dc, cfg.seed);
-  let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
-  const testSet = loadDataset(cfg.data, 'test', cfg.dataDir);
   const bb = dc.backbone;
   if (trainSet.channels !== bb.in_chans || trainSet.height !== bb.img_size) {
     throw new Error(`preset '${cfg.preset}' expects ${bb.in_chans}×${bb.img_size}×${bb.img_size} images; ${cfg.data} has ${trainSet.channels}×${trainSet.height}×${trainSet.width}`);

@@ -192,6 +192,9 @@ export async function pretrainMae(overrides: Partial<PretrainConfig>): Promise<P
   if (!cfg.out) cfg.out = join('runs', `mae-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   if (!(cfg.maskRatio >= 0 && cfg.maskRatio < 1)) throw new Error(`--mask-ratio must be in [0, 1), got ${cfg.maskRatio}`);
   if (!(cfg.cropScale[0] > 0 && cfg.cropScale[0] <= cfg.cropScale[1] && cfg.cropScale[1] <= 1)) throw new Error(`--crop-scale ${cfg.cropScale.join(',')}: need 0 < min ≤ max ≤ 1`);
+  // The data first: a missing dataset is reported before any folder is made or kernel tuned.
+  let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
+  let testSet = loadDataset(cfg.data, 'test', cfg.dataDir);
   mkdirSync(cfg.out, { recursive: true });
   const log = (s: string) => cfg.progress && console.log(s);
   await T.init();
@@ -208,8 +211,6 @@ export async function pretrainMae(overrides: Partial<PretrainConfig>): Promise<P
     norm_pix_loss: cfg.normPixLoss,
   };
   const model = new MaskedAutoencoderViT(mc, cfg.seed);
-  let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
-  let testSet = loadDataset(cfg.data, 'test', cfg.dataDir);
   if (trainSet.channels !== mc.in_chans || trainSet.height !== mc.img_size) {
     throw new Error(`preset '${cfg.preset}' expects ${mc.in_chans}×${mc.img_size}×${mc.img_size} images; ${cfg.data} has ${trainSet.channels}×${trainSet.height}×${trainSet.width}`);
   }

@@ -182,6 +182,9 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   const runStart = performance.now();
   const cfg: TrainConfig = { ...TRAIN_DEFAULTS, ...overrides };
   if (!cfg.out) cfg.out = join('runs', new Date().toISOString().replace(/[:.]/g, '-'));
+  // The data first: a missing dataset is reported before any folder is made or kernel tuned.
+  let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
+  let testSet = loadDataset(cfg.data, 'test', cfg.dataDir);
   mkdirSync(cfg.out, { recursive: true });
   const log = (s: string) => cfg.progress && console.log(s);
   await T.init();
@@ -206,8 +209,6 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   const mc: ViTConfig = resumeInfo?.config ?? (initInfo ? encoderConfig(initInfo, cfg.preset) : null) ?? { ...presetConfig(cfg.preset), ...cfg.modelOverrides };
   const model = new VisionTransformer(mc, cfg.seed);
   const modelName = runModelName(cfg);
-  let trainSet = loadDataset(cfg.data, 'train', cfg.dataDir);
-  let testSet = loadDataset(cfg.data, 'test', cfg.dataDir);
   if (trainSet.channels !== mc.in_chans || trainSet.height !== mc.img_size) {
     throw new Error(`preset '${cfg.preset}' expects ${mc.in_chans}×${mc.img_size}×${mc.img_size} images; ${cfg.data} has ${trainSet.channels}×${trainSet.height}×${trainSet.width}`);
   }

@@ -126,6 +126,12 @@ describe('MAE pre-training runs', () => {
     expect(bad(['mae', '--crop-scale', '0.5,0.2']).stderr).toMatch(/--crop-scale 0.5,0.2: need 0 < min ≤ max ≤ 1/);
     expect(bad(['mae', '--mask-ratio', '1']).stderr).toMatch(/^tessera pretrain: --mask-ratio must be in \[0, 1\), got 1\n$/);
     expect(bad(['mae', '--flip', '2']).stderr).toMatch(/--flip is a probability, got 2/);
+    // A missing dataset is reported before the run folder is made.
+    const nowhere = join(out, 'never-made');
+    const missing = spawnSync(process.execPath, ['bin/tessera.js', 'pretrain', 'mae', '--data-dir', join(out, 'no-data'), '--out', nowhere], { env: { ...process.env, TESSERA_DATA: '' }, encoding: 'utf8' });
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toMatch(/train-images-idx3-ubyte\[\.gz\] not found/);
+    expect(existsSync(nowhere)).toBe(false);
     const unknown = bad(['mae', '--limit', '64']);
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toMatch(/^tessera pretrain: Unknown option '--limit'.*; `tessera pretrain --help` lists the options\n$/);
