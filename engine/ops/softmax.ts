@@ -55,7 +55,7 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
   const [N, C] = logits.shape as [number, number];
   const soft = target.dtype === 'float32';
   if (soft && (target.rank !== 2 || target.shape[0] !== N || target.shape[1] !== C)) {
-    throw new Error(`crossEntropy: soft target ${target.describe()} must match logits ${shapeStr(logits.shape)}`);
+    throw new Error(`crossEntropy: soft target ${target.describe()} must match logits ${shapeStr(logits.shape)}${target.rank === 1 && target.shape[0] === N ? `; for class indices pass an int32 tensor (tensor(labels, [${N}], { dtype: 'int32' }) or an Int32Array)` : ''}`);
   }
   if (!soft) {
     if (target.rank !== 1 || target.shape[0] !== N) throw new Error(`crossEntropy: labels ${target.describe()} must be int32 [${N}] for logits ${shapeStr(logits.shape)}`);

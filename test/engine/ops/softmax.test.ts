@@ -66,6 +66,8 @@ describe('softmax family', () => {
     const z = T.zeros([2, 3]);
     expect(() => T.crossEntropy(z, T.tensor(Int32Array.from([0, 3]), [2]))).toThrow(/labels span \[0, 3\], outside the 3 classes/);
     expect(() => T.crossEntropy(z, T.tensor(Int32Array.from([0, 1, 2]), [3]))).toThrow(/must be int32 \[2\]/);
+    // Class indices given as floats read as soft targets of the wrong shape: the message says how to pass indices.
+    expect(() => T.crossEntropy(z, T.tensor([0, 1], [2]))).toThrow(/soft target .* must match logits \[2, 3\]; for class indices pass an int32 tensor/);
   });
 
   for (const views of [2, 3]) {
