@@ -236,8 +236,8 @@ function runFlags(values: RunOptionValues) {
 const defined = <V>(o: Record<string, V | undefined>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Record<string, V>;
 
 /** The defaults, a resumed run's own settings, then the flags given (train/run-settings.ts). */
-function resumable<C extends { out: string; resume: boolean }>(defaults: C, flags: Partial<C>, section: 'train' | 'pretrain', derived: readonly string[] = []): C {
-  const { config, notes } = runSettings(defaults, flags, section, derived);
+function resumable<C extends { out: string; resume: boolean }>(defaults: C, flags: Partial<C>, section: 'train' | 'pretrain', derived: readonly string[] = [], fixed: readonly string[] = []): C {
+  const { config, notes } = runSettings(defaults, flags, section, derived, fixed);
   for (const note of notes) console.log(note);
   return config;
 }
@@ -301,7 +301,7 @@ async function train(argv: string[]): Promise<void> {
     softAugMin: num('soft-aug-min', values['soft-aug-min']),
     softAugPower: num('soft-aug-power', values['soft-aug-power']),
   });
-  const r = await run(resumable(TRAIN_DEFAULTS, flags, 'train', ['scheduleSteps']));
+  const r = await run(resumable(TRAIN_DEFAULTS, flags, 'train', ['scheduleSteps'], ['preset']));
   if (r.interrupted) process.exit(SIGNAL_EXIT[r.interrupted]);
   console.log(`done: test accuracy ${(100 * r.finalAccuracy).toFixed(2)}% (best ${(100 * r.bestAccuracy).toFixed(2)}%) in ${r.seconds.toFixed(0)} s, ` +
     `${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
@@ -379,7 +379,7 @@ async function pretrain(argv: string[]): Promise<void> {
     cropScale,
     flipProb,
   });
-  const r = await pretrainMae(resumable(PRETRAIN_DEFAULTS, flags, 'pretrain'));
+  const r = await pretrainMae(resumable(PRETRAIN_DEFAULTS, flags, 'pretrain', [], ['preset', 'maskRatio', 'normPixLoss', 'decoderDim', 'decoderDepth', 'decoderHeads']));
   if (r.interrupted) process.exit(SIGNAL_EXIT[r.interrupted]);
   const last = r.metrics.at(-1);
   console.log(`done: ${last ? `test loss ${last.test_loss.toFixed(4)}` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);
@@ -504,7 +504,7 @@ async function pretrainDino(argv: string[]): Promise<void> {
     knnTrain: num('knn-train', values['knn-train'], true),
     evalImages: num('eval-images', values['eval-images'], true),
   });
-  const r = await run(resumable(DINO_DEFAULTS, flags, 'pretrain'));
+  const r = await run(resumable(DINO_DEFAULTS, flags, 'pretrain', [], ['preset', 'outDim', 'hiddenDim', 'bottleneckDim', 'normLastLayer', 'localCrops', 'localCropSize', 'globalCropScale', 'localCropScale']));
   if (r.interrupted) process.exit(SIGNAL_EXIT[r.interrupted]);
   const last = r.metrics.at(-1);
   console.log(`done: ${last ? `teacher k-NN accuracy ${last.knn_acc.toFixed(2)}%` : 'no epoch finished'} in ${r.seconds.toFixed(0)} s, ${r.imagesPerSecond.toFixed(0)} images/s; report: ${r.out}/report.md`);

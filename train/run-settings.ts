@@ -24,14 +24,17 @@ const show = (v: unknown) => (Array.isArray(v) ? v.join(',') : String(v));
 /**
  * The configuration a command runs with: the defaults, then (with `resume`) the settings in the
  * run folder's config.json under `section`, then the flags given. `derived` names settings the
- * run records but computes itself (e.g. the trainer's schedule length), which are not restored.
- * A config.json that cannot be read is refused with its path and the reason.
+ * run records but computes itself (e.g. the trainer's schedule length), which are not restored;
+ * `fixed` those its checkpoint's model was built from (the preset, a head's sizes), which a flag
+ * may repeat but not change. A config.json that cannot be read is refused with its path and the
+ * reason.
  */
 export function runSettings<C extends { out: string; resume: boolean }>(
   defaults: C,
   flags: Partial<C>,
   section: 'train' | 'pretrain',
   derived: readonly string[] = [],
+  fixed: readonly string[] = [],
 ): RunSettings<C> {
   const given = { ...defaults, ...flags };
   if (!given.resume) return { config: given, notes: [] };
@@ -57,7 +60,11 @@ export function runSettings<C extends { out: string; resume: boolean }>(
   for (const [key, value] of Object.entries(flags)) {
     if (skip.has(key) || value === undefined) continue;
     const before = (restored as Record<string, unknown>)[key];
-    if (before !== undefined && JSON.stringify(before) !== JSON.stringify(value)) notes.push(`--resume: ${flagName(key)} ${show(value)} replaces the run's ${show(before)}`);
+    if (before === undefined || JSON.stringify(before) === JSON.stringify(value)) continue;
+    if (fixed.includes(key)) {
+      throw new RunSettingsError(`--resume: ${flagName(key)} ${show(value)} differs from the run's ${show(before)}, which its checkpoint's model was built with; a resumed run keeps its model — leave the flag out, or start a new run in another --out`);
+    }
+    notes.push(`--resume: ${flagName(key)} ${show(value)} replaces the run's ${show(before)}`);
   }
   return { config: { ...defaults, ...restored, ...flags }, notes };
 }

@@ -36,6 +36,15 @@ describe('a resumed run keeps its own settings', () => {
     expect(runSettings(defaults, { out, resume: true, cropScale: [0.2, 1] }, 'pretrain').notes[1]).toBe('--resume: --crop-scale 0.2,1 replaces the run\'s 0.3,0.9');
   });
 
+  it('refuses a flag that would change what the checkpoint\'s model was built with, and takes it repeated', () => {
+    const out = runFolder({ pretrain: saved });
+    expect(() => runSettings(defaults, { out, resume: true, cropScale: [0.2, 1] }, 'pretrain', [], ['cropScale'])).toThrow(
+      /--resume: --crop-scale 0\.2,1 differs from the run's 0\.3,0\.9, which its checkpoint's model was built with; a resumed run keeps its model/,
+    );
+    expect(() => runSettings(defaults, { out, resume: true, cropScale: [0.2, 1] }, 'pretrain', [], ['cropScale'])).toThrow(RunSettingsError);
+    expect(runSettings(defaults, { out, resume: true, cropScale: [0.3, 0.9] }, 'pretrain', [], ['cropScale']).config.cropScale).toEqual([0.3, 0.9]);
+  });
+
   it('without --resume, or with a folder that holds no run yet, the flags go over the defaults alone', () => {
     const out = runFolder({ pretrain: saved });
     expect(runSettings(defaults, { out, epochs: 3 }, 'pretrain')).toEqual({ config: { ...defaults, out, epochs: 3 }, notes: [] });
