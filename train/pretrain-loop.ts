@@ -110,6 +110,7 @@ async function loop<E extends EpochBase>(o: PretrainLoopOptions<E>, watch: Inter
   const priorSeconds = o.history.at(-1)?.elapsed_s ?? 0;
   let [trainedImages, trainSeconds, step] = [0, 0, o.step];
   const result = () => ({ seconds: priorSeconds + (performance.now() - started) / 1000, imagesPerSecond: trainSeconds ? trainedImages / trainSeconds : 0, interrupted: watch.requested });
+  if (step >= o.lastStep && step > 0 && o.progress) console.log(`nothing to run: the run is already at step ${step} of ${o.lastStep}; --epochs N (or a larger --max-steps) extends it`);
   while (step < o.lastStep) {
     const epoch = Math.floor(step / stepsPerEpoch);
     const order = permutation(loader.ds.count, o.seed * 1000 + epoch);

@@ -304,6 +304,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   // ---- the loop ---------------------------------------------------------------------------------
   const watch = new InterruptWatch(log);
   try {
+    if (step >= lastStep && step > 0) log(`nothing to run: the run is already at step ${step} of ${lastStep}; --epochs N (or a larger --max-steps) extends it`);
     while (step < lastStep) {
       const epoch = Math.floor(step / stepsPerEpoch);
       const order = permutation(trainSet.count, cfg.seed * 1000 + epoch);

@@ -136,6 +136,10 @@ describe('training runs', () => {
     expect(metrics.map((m) => m.train_loss)).toEqual(full.metrics.map((m) => m.train_loss));
     const settings = (dir: string) => (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { train: Record<string, unknown> }).train;
     expect(settings(b)).toMatchObject({ preset: 'vit-fmnist-tiny', batchSize: 64, warmupSteps: 5, lr: 2e-3, epochs: 2 });
+    // Once more: the run is complete, and says how to extend it.
+    const done = spawnSync(process.execPath, ['bin/tessera.js', 'train', '--out', b, '--resume'], { env: { ...process.env, TESSERA_DATA: dataDir }, encoding: 'utf8' });
+    expect(done.stdout).toContain('nothing to run: the run is already at step 30 of 30; --epochs N (or a larger --max-steps) extends it');
+    expect(jsonl<{ loss: number }>('loss.jsonl')).toHaveLength(30);
   });
 
   it('a weight EMA is evaluated, written as ema.safetensors, and resumed exactly', async () => {
