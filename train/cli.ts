@@ -1,6 +1,6 @@
 // tessera's command line. Subcommands: train, pretrain, eval, augment, profile, kernels, info.
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { AugPipeline, GridKind } from './augment.js';
 import { SIGNAL_EXIT } from './interrupt.js';
 import { relaunchWithHugePages } from './relaunch.js';
@@ -26,7 +26,7 @@ Commands:
 Run \`tessera <command> --help\` for the options of each command.`;
 
 async function info(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseFlags({ args: argv, options: { help: { type: 'boolean', short: 'h' } } });
   if (values.help) return console.log('tessera info: prints the adapter tessera uses, its features and the limits kernels size tiles from.');
   const T = await import('../engine/index.js');
   const dev = await T.init();
@@ -39,7 +39,7 @@ async function info(argv: string[]): Promise<void> {
 }
 
 async function kernels(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags({
     args: argv,
     allowPositionals: true,
     options: {
@@ -244,7 +244,7 @@ function resumable<C extends { out: string; resume: boolean }>(defaults: C, flag
 
 async function train(argv: string[]): Promise<void> {
   const { PRESETS } = await import('../models/vit.js');
-  const { values } = parseArgs({
+  const { values } = parseFlags({
     args: argv,
     options: {
       ...RUN_OPTIONS,
@@ -341,7 +341,7 @@ Options:
 
 async function pretrain(argv: string[]): Promise<void> {
   if (argv[0] === 'dino') return pretrainDino(argv.slice(1));
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags({
     args: argv,
     allowPositionals: true,
     options: {
@@ -441,7 +441,7 @@ function scaleFlag(name: string, v: string | undefined): [number, number] | unde
 }
 
 async function pretrainDino(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags({
     args: argv,
     allowPositionals: true,
     options: {
@@ -528,7 +528,7 @@ Options:
   --limit N            only the first N test images`;
 
 async function probeCmd(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags({
     args: argv,
     options: {
       help: { type: 'boolean', short: 'h' },
@@ -598,7 +598,7 @@ Options:
   --out DIR            [the checkpoint's folder]`;
 
 async function inspectCmd(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags({
     args: argv,
     options: {
       help: { type: 'boolean', short: 'h' },
@@ -676,7 +676,7 @@ Options:
 Prints top-1 accuracy, NLL, ECE (15 bins) and the confusion matrix.`;
 
 async function evalCmd(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags({
     args: argv,
     options: {
       help: { type: 'boolean', short: 'h' },
@@ -748,6 +748,48 @@ async function evalCmd(argv: string[]): Promise<void> {
 
 class UsageError extends Error {}
 
+/** `parseArgs`, with an unknown option answered by the known one it most likely meant
+ * (`--eval-limit` on eval: "did you mean --limit?"). */
+function parseFlags<C extends ParseArgsConfig>(config: C): ReturnType<typeof parseArgs<C>> {
+  try {
+    return parseArgs(config);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const given = /Unknown option '(-{1,2}[^']+)'/.exec(err.message)?.[1];
+    const guess = err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && given ? closestOption(given.replace(/^-+/, ''), Object.keys(config.options ?? {})) : undefined;
+    if (guess) err.message = `Unknown option '${given}' (did you mean --${guess}?)`;
+    throw err;
+  }
+}
+
+/** The known option a mistyped one most likely meant: the same words in another order (`lr-min`
+ * and `min-lr`), one name containing the other (`limit` and `train-limit`), else the nearest by edit distance when it is at most a third of the name. */
+function closestOption(given: string, known: string[]): string | undefined {
+  const candidates = known.filter((k) => k !== 'help');
+  const words = (name: string) => name.split('-').sort().join('-');
+  const reordered = candidates.find((k) => words(k) === words(given));
+  if (reordered) return reordered;
+  const containing = candidates.filter((k) => (k.length >= 3 && given.includes(k)) || (given.length >= 3 && k.includes(given)));
+  if (containing.length) return containing.sort((a, b) => editDistance(given, a) - editDistance(given, b))[0];
+  let best: string | undefined;
+  let bestDistance = Math.max(1, Math.floor(given.length / 3));
+  for (const k of candidates) {
+    const d = editDistance(given, k);
+    if (d <= bestDistance) (best = k), (bestDistance = d);
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
+}
+
 const AUGMENT_HELP = `tessera augment — look at the GPU augmentation: a labelled PNG grid
 
 Usage: tessera augment [--aug KIND] [--data NAME] [--data-dir DIR] [--rows N] [--cols N] [--magnitude M] [--severity S] [--seed N] [--out FILE]
@@ -762,7 +804,7 @@ Usage: tessera augment [--aug KIND] [--data NAME] [--data-dir DIR] [--rows N] [-
 The first column holds the originals (the first row, for ops). Writes --out [augment.png].`;
 
 async function augmentCmd(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags({
     args: argv,
     options: {
       help: { type: 'boolean', short: 'h' },
@@ -853,7 +895,7 @@ function flashKernelList(s: string | undefined): FlashFamilyArg[] {
 
 async function profileCmd(argv: string[]): Promise<void> {
   const attentionMode = argv[0] === 'attention';
-  const { values } = parseArgs({
+  const { values } = parseFlags({
     args: attentionMode ? argv.slice(1) : argv,
     options: {
       help: { type: 'boolean', short: 'h' },

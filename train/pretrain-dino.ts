@@ -288,7 +288,7 @@ export async function pretrainDino(overrides: Partial<DinoPretrainConfig>): Prom
   const backboneParams = [...model.params.keys()].filter((k) => !k.startsWith('student.head.')).reduce((n, k) => n + model.params.get(k)!.tensor.size, 0);
   writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ pretrain: cfg, model: dc, params: model.numParams(), backbone_params: backboneParams }, null, 2) + '\n');
   log(`tessera: DINO pre-training of ${cfg.preset}'s encoder (${backboneParams.toLocaleString()} parameters, ${(model.numParams() - backboneParams).toLocaleString()} in the head) on ${cfg.data}: ` +
-    `${trainSet.count} images × (2 global ${dc.global_crop_size} px + ${dc.local_crops_number} local ${dc.local_crop_size} px crops), ${cfg.epochs} epochs of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
+    `${trainSet.count} images × (2 global ${dc.global_crop_size} px + ${dc.local_crops_number} local ${dc.local_crop_size} px crops), ${cfg.epochs} epoch${cfg.epochs === 1 ? '' : 's'} of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
   const warmupWarning = longWarmupWarning(cfg.warmupEpochs * stepsPerEpoch, totalSteps, `--warmup-epochs ${cfg.warmupEpochs}, ${cfg.warmupEpochs * stepsPerEpoch} steps`);
   if (warmupWarning) log(warmupWarning);
   const samples = T.keep(T.tensor(testSet.images.subarray(0, 8 * bb.in_chans * bb.img_size ** 2), [8, bb.in_chans, bb.img_size, bb.img_size]));

@@ -222,7 +222,7 @@ export async function pretrainMae(overrides: Partial<PretrainConfig>): Promise<P
   const { step, history, losses, metricsPath, lossPath } = restoreRun<PretrainEpoch>({ out: cfg.out, model, opt, resumeInfo, stepsPerEpoch, log });
   writeFileSync(join(cfg.out, 'config.json'), JSON.stringify({ pretrain: cfg, model: mc, params: model.numParams() }, null, 2) + '\n');
   log(`tessera: MAE pre-training of ${cfg.preset}'s encoder (${model.numParams().toLocaleString()} parameters with the decoder) on ${cfg.data}: ` +
-    `${trainSet.count} images, ${Math.round(100 * mc.mask_ratio)}% of ${model.numPatches} patches masked, ${cfg.epochs} epochs of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
+    `${trainSet.count} images, ${Math.round(100 * mc.mask_ratio)}% of ${model.numPatches} patches masked, ${cfg.epochs} epoch${cfg.epochs === 1 ? '' : 's'} of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
   const warmupWarning = longWarmupWarning(cfg.warmupSteps, totalSteps, `--warmup-steps ${cfg.warmupSteps}`);
   if (warmupWarning) log(warmupWarning);
   const samples = T.keep(T.tensor(testSet.images.subarray(0, 8 * mc.in_chans * mc.img_size ** 2), [8, mc.in_chans, mc.img_size, mc.img_size]));

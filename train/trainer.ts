@@ -268,7 +268,7 @@ export async function train(overrides: Partial<TrainConfig>): Promise<TrainResul
   history.push(...logs.metrics);
   losses.push(...logs.losses);
   log(`tessera: ${modelName} (${model.numParams().toLocaleString()} parameters) on ${cfg.data}: ${trainSet.count} train / ${testSet.count} test images, ` +
-    `${budgeted ? `a ${cfg.timeBudget} min budget` : `${formatEpochs(totalSteps / stepsPerEpoch)} epochs`} of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
+    `${budgeted ? `a ${cfg.timeBudget} min budget` : `${formatEpochs(totalSteps / stepsPerEpoch)} epoch${totalSteps === stepsPerEpoch ? '' : 's'}`} of ${stepsPerEpoch} steps of ${cfg.batchSize}; run folder ${cfg.out}`);
   const warnLongWarmup = () => {
     const warning = longWarmupWarning(cfg.warmupSteps, totalSteps, `--warmup-steps ${cfg.warmupSteps}`);
     if (warning) log(warning);

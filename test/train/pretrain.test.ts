@@ -134,7 +134,13 @@ describe('MAE pre-training runs', () => {
     expect(existsSync(nowhere)).toBe(false);
     const unknown = bad(['mae', '--limit', '64']);
     expect(unknown.status).toBe(2);
-    expect(unknown.stderr).toMatch(/^tessera pretrain: Unknown option '--limit'.*; `tessera pretrain --help` lists the options\n$/);
+    expect(unknown.stderr).toMatch(/^tessera pretrain: Unknown option '--limit' \(did you mean --train-limit\?\); `tessera pretrain --help` lists the options\n$/);
+    // The option most likely meant: train's name for eval's --limit, words swapped, a letter missing; none for a stranger.
+    const guess = (args: string[]) => spawnSync(process.execPath, ['bin/tessera.js', ...args], { env, encoding: 'utf8' }).stderr;
+    expect(guess(['eval', '--eval-limit', '5'])).toMatch(/Unknown option '--eval-limit' \(did you mean --limit\?\)/);
+    expect(guess(['train', '--lr-min', '1e-5'])).toMatch(/Unknown option '--lr-min' \(did you mean --min-lr\?\)/);
+    expect(guess(['train', '--epoch', '2'])).toMatch(/Unknown option '--epoch' \(did you mean --epochs\?\)/);
+    expect(guess(['train', '--bogus', '1'])).toMatch(/^tessera train: Unknown option '--bogus'; `tessera train --help`/);
     expect(bad(['mae', '--preset', 'vit-fmnist-convstem', '--out', join(out, 'x')]).stderr).toMatch(/must patchify/);
     const ev = spawnSync(process.execPath, ['bin/tessera.js', 'eval', '--checkpoint', join(out, 'last.safetensors')], { env, encoding: 'utf8' });
     expect(ev.status).not.toBe(0);
